@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs everything rsam needs from Debian's packages. Used by the README
+# and by .ci/run, so the two cannot drift apart.
+set -euo pipefail
+PKGS=(
+  build-essential cmake ninja-build pkg-config
+  libtorch-dev            # LibTorch 1.13 (CPU)
+  libopenblas0-pthread    # without it torch's fp32 matmul uses the reference BLAS (~30x slower)
+  libopencv-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
+)
+if [ "${RSAM_FIXTURE_TOOLS:-0}" = 1 ]; then
+  # Only to regenerate the reference fixtures (scripts/make_fixtures.py).
+  PKGS+=(python3-torch python3-torchvision)
+fi
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

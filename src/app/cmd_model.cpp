@@ -1,0 +1,346 @@
+// `rsam segment`, `rsam info`, `rsam convert`, `rsam bench`: thin layers
+// over the library (model/, io/), so everything here is also reachable from
+// C++ without the CLI.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "app/commands.h"
+#include "app/image_io.h"
+#include "error.h"
+#include "io/fs.h"
+#include "io/npy.h"
+#include "io/tensor_file.h"
+#include "model/attention.h"
+#include "model/checkpoint.h"
+#include "model/predictor.h"
+#include "model/runtime.h"
+
+namespace rsam::app {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+std::vector<double> parse_numbers(const std::string& s, const char* what, size_t min_n, size_t max_n) {
+  std::vector<double> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      const double d = std::stod(item, &used);
+      if (used != item.size()) throw std::invalid_argument(item);
+      v.push_back(d);
+    } catch (const std::exception&) {
+      throw Error(std::string("bad ") + what + " '" + s + "': '" + item + "' is not a number");
+    }
+  }
+  if (v.size() < min_n || v.size() > max_n)
+    throw Error(std::string("bad ") + what + " '" + s + "': expected " + std::to_string(min_n) +
+                (min_n == max_n ? "" : " or " + std::to_string(max_n)) + " comma-separated numbers");
+  for (double d : v)
+    if (!std::isfinite(d)) throw Error(std::string("bad ") + what + " '" + s + "': not finite");
+  return v;
+}
+
+void configure_runtime(int threads) {
+  set_threads(threads);
+  static bool warned = false;
+  if (!warned) {
+    warned = true;
+    const auto w = blas_warning();
+    if (!w.empty()) std::cerr << w << "\n";
+  }
+}
+
+// Overlay: the image, the mask tinted, its outline, and the prompts drawn.
+Image8 make_overlay(const Image8& img, const uint8_t* mask, const Prompt& p) {
+  Image8 out = img;
+  const int w = img.width, h = img.height;
+  const uint8_t tint[3] = {30, 144, 255};
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const size_t i = size_t(y) * w + x;
+      if (!mask[i]) continue;
+      const bool edge = x == 0 || y == 0 || x == w - 1 || y == h - 1 || !mask[i - 1] || !mask[i + 1] ||
+                        !mask[i - w] || !mask[i + w];
+      uint8_t* px = out.data.data() + i * 3;
+      for (int c = 0; c < 3; ++c) px[c] = edge ? 255 : uint8_t((px[c] * 2 + tint[c] * 3) / 5);
+    }
+  auto dot = [&](int cx, int cy, int r, const uint8_t col[3]) {
+    for (int y = std::max(0, cy - r); y <= std::min(h - 1, cy + r); ++y)
+      for (int x = std::max(0, cx - r); x <= std::min(w - 1, cx + r); ++x)
+        if ((x - cx) * (x - cx) + (y - cy) * (y - cy) <= r * r) std::memcpy(&out.data[(size_t(y) * w + x) * 3], col, 3);
+  };
+  const uint8_t green[3] = {40, 220, 60}, red[3] = {230, 40, 40}, yellow[3] = {255, 220, 0};
+  const int r = std::max(3, std::min(w, h) / 100);
+  for (size_t i = 0; i < p.points.size(); ++i)
+    dot(int(p.points[i][0]), int(p.points[i][1]), r, p.labels[i] == 1 ? green : red);
+  if (p.box) {
+    const auto& b = *p.box;
+    const int x0 = std::clamp(int(b[0]), 0, w - 1), x1 = std::clamp(int(b[2]), 0, w - 1);
+    const int y0 = std::clamp(int(b[1]), 0, h - 1), y1 = std::clamp(int(b[3]), 0, h - 1);
+    for (int x = x0; x <= x1; ++x) {
+      std::memcpy(&out.data[(size_t(y0) * w + x) * 3], yellow, 3);
+      std::memcpy(&out.data[(size_t(y1) * w + x) * 3], yellow, 3);
+    }
+    for (int y = y0; y <= y1; ++y) {
+      std::memcpy(&out.data[(size_t(y) * w + x0) * 3], yellow, 3);
+      std::memcpy(&out.data[(size_t(y) * w + x1) * 3], yellow, 3);
+    }
+  }
+  return out;
+}
+
+void save_tensor_npy(const std::string& path, const torch::Tensor& t) {
+  auto c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  io::save_npy(path, c.data_ptr<float>(), c.sizes().vec());
+}
+
+struct SegmentArgs {
+  std::string checkpoint, image, box, mask_input, out, overlay, logits_out, embedding_out, precision = "fp32";
+  std::vector<std::string> points;
+  bool multimask = false, json = false;
+  int threads = 0;
+};
+
+void run_segment(const SegmentArgs& a) {
+  configure_runtime(a.threads);
+  const auto t0 = Clock::now();
+  Prompt prompt;
+  for (const auto& s : a.points) {
+    auto v = parse_numbers(s, "point", 2, 3);
+    prompt.points.push_back({float(v[0]), float(v[1])});
+    const double lab = v.size() == 3 ? v[2] : 1.0;
+    if (lab != 0.0 && lab != 1.0) throw Error("bad point '" + s + "': label must be 1 (foreground) or 0 (background)");
+    prompt.labels.push_back(int(lab));
+  }
+  if (!a.box.empty()) {
+    auto v = parse_numbers(a.box, "box", 4, 4);
+    prompt.box = std::array<float, 4>{float(v[0]), float(v[1]), float(v[2]), float(v[3])};
+  }
+  if (!a.mask_input.empty()) {
+    auto arr = io::load_npy(a.mask_input);
+    auto t = torch::from_blob(arr.data.data(), arr.shape, torch::kFloat32).clone();
+    if (t.dim() == 2) t = t.unsqueeze(0);
+    if (t.dim() == 4 && t.size(0) == 1) t = t.squeeze(0);
+    prompt.mask_input = t;
+  }
+  if (prompt.points.empty() && !prompt.box && !prompt.mask_input.defined())
+    throw Error("give a prompt: --point X,Y[,LABEL], --box X0,Y0,X1,Y1 or --mask-input M.npy");
+  const Image8 img = read_rgb(a.image);
+  const Precision prec = parse_precision(a.precision);
+  auto loaded = load_sam(a.checkpoint);
+  const double load_ms = ms_since(t0);
+  if (prompt.mask_input.defined()) {
+    const int64_t m = 4 * loaded.model->config.embedding_size();
+    if (prompt.mask_input.dim() != 3 || prompt.mask_input.size(1) != m || prompt.mask_input.size(2) != m)
+      throw Error("--mask-input must be a [1," + std::to_string(m) + "," + std::to_string(m) + "] array");
+  }
+  SamPredictor pred(loaded.model, prec);
+  auto t1 = Clock::now();
+  pred.set_image(img);
+  const double encode_ms = ms_since(t1);
+  t1 = Clock::now();
+  auto r = pred.predict(prompt, a.multimask);
+  const double decode_ms = ms_since(t1);
+
+  auto masks = r.masks.to(torch::kCPU).to(torch::kUInt8).contiguous();
+  auto iou = r.iou_predictions.to(torch::kCPU).contiguous();
+  const int64_t M = masks.size(0);
+  int64_t best = 0;
+  for (int64_t i = 1; i < M; ++i)
+    if (iou[i].item<float>() > iou[best].item<float>()) best = i;
+  const uint8_t* best_mask = masks[best].data_ptr<uint8_t>();
+  if (!a.out.empty()) write_mask_png(a.out, best_mask, img.width, img.height);
+  if (!a.overlay.empty()) write_image(a.overlay, make_overlay(img, best_mask, prompt));
+  if (!a.logits_out.empty()) save_tensor_npy(a.logits_out, r.low_res_logits);
+  if (!a.embedding_out.empty()) save_tensor_npy(a.embedding_out, pred.embedding());
+
+  nlohmann::json j;
+  j["model"] = loaded.model->config.type_name();
+  j["image"] = {{"width", img.width}, {"height", img.height}};
+  j["best"] = best;
+  j["masks"] = nlohmann::json::array();
+  for (int64_t i = 0; i < M; ++i)
+    j["masks"].push_back({{"score", iou[i].item<float>()}, {"area", masks[i].sum().item<int64_t>()}});
+  j["timings_ms"] = {{"load", load_ms}, {"encode", encode_ms}, {"decode", decode_ms}, {"total", ms_since(t0)}};
+  if (a.json) {
+    std::cout << j.dump() << "\n";
+  } else {
+    for (int64_t i = 0; i < M; ++i)
+      std::printf("mask %lld: score %.4f, area %lld px%s\n", (long long)i, iou[i].item<float>(),
+                  (long long)masks[i].sum().item<int64_t>(), i == best ? " (best)" : "");
+    std::printf("encode %.0f ms, decode %.0f ms\n", encode_ms, decode_ms);
+  }
+}
+
+void run_info(const std::string& path, bool json) {
+  auto sd = io::load_any(path);
+  std::optional<SamConfig> hint;
+  if (path.size() > 12 && path.substr(path.size() - 12) == ".safetensors") {
+    auto f = io::load_safetensors(path);
+    auto it = f.metadata.find("rsam.config");
+    if (it != f.metadata.end()) hint = SamConfig::from_json(it->second);
+  }
+  const SamConfig cfg = detect_config(sd, hint ? &*hint : nullptr);
+  int64_t params = 0;
+  for (const auto& [k, t] : sd) params += t.numel();
+  if (json) {
+    nlohmann::json j;
+    j["model"] = cfg.type_name();
+    j["config"] = nlohmann::json::parse(cfg.to_json());
+    j["parameters"] = params;
+    j["tensors"] = nlohmann::json::array();
+    for (const auto& [k, t] : sd) j["tensors"].push_back({{"name", k}, {"dtype", io::dtype_name(t.dtype)}, {"shape", t.shape}});
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("model: %s\nparameters: %lld (%.2f M)\ntensors: %zu\nconfig: %s\n", cfg.type_name().c_str(),
+              (long long)params, params / 1e6, sd.size(), cfg.to_json().c_str());
+  for (const auto& [k, t] : sd) {
+    std::string shape;
+    for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? "x" : "") + std::to_string(t.shape[i]);
+    std::printf("  %-70s %-5s %s\n", k.c_str(), io::dtype_name(t.dtype), shape.c_str());
+  }
+}
+
+bool ends_with(const std::string& s, const std::string& e) {
+  return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
+}
+
+void run_convert(const std::string& in, const std::string& out) {
+  // Goes through the model so the output is known to load, and carries the
+  // full config (including the decoder head count) into safetensors.
+  auto loaded = load_sam(in);
+  if (!ends_with(out, ".safetensors") && !ends_with(out, ".pth"))
+    throw Error("output must end in .safetensors or .pth");
+  save_sam(loaded.model, out);
+  std::printf("wrote %s (%s, %lld parameters)\n", out.c_str(), loaded.model->config.type_name().c_str(),
+              (long long)loaded.num_params);
+}
+
+struct BenchArgs {
+  std::string checkpoint, model, precision = "fp32";
+  int threads = 0, repeat = 3, decode_repeat = 20;
+  bool json = false, reference_attention = false;
+};
+
+void run_bench(const BenchArgs& a) {
+  configure_runtime(a.threads);
+  if (a.checkpoint.empty() == a.model.empty()) throw Error("give exactly one of --checkpoint or --model");
+  if (a.repeat < 1 || a.decode_repeat < 1) throw Error("--repeat must be >= 1");
+  set_reference_attention(a.reference_attention);
+  Sam model{nullptr};
+  if (!a.checkpoint.empty()) {
+    model = load_sam(a.checkpoint).model;
+  } else {
+    // Random weights of the official shapes: timing does not depend on values.
+    SamConfig cfg = a.model == "vit_b"   ? SamConfig::vit_b()
+                    : a.model == "vit_l" ? SamConfig::vit_l()
+                    : a.model == "vit_h" ? SamConfig::vit_h()
+                                         : throw Error("unknown --model '" + a.model + "' (vit_b, vit_l, vit_h)");
+    torch::manual_seed(0);
+    model = Sam(cfg);
+    model->eval();
+  }
+  SamPredictor pred(model, parse_precision(a.precision));
+  const int S = model->config.img_size;
+  Image8 img(S, S, 3);
+  for (size_t i = 0; i < img.data.size(); ++i) img.data[i] = uint8_t((i * 2654435761u) >> 24);
+  std::vector<double> enc, dec;
+  for (int i = 0; i < a.repeat; ++i) {
+    auto t = Clock::now();
+    pred.set_image(img);
+    enc.push_back(ms_since(t));
+  }
+  Prompt p;
+  p.points = {{float(S / 2), float(S / 2)}};
+  p.labels = {1};
+  for (int i = 0; i < a.decode_repeat; ++i) {
+    auto t = Clock::now();
+    pred.predict(p, true);
+    dec.push_back(ms_since(t));
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  nlohmann::json j{{"model", model->config.type_name()},
+                   {"precision", a.precision},
+                   {"threads", num_threads()},
+                   {"image_size", S},
+                   {"attention", a.reference_attention ? "reference" : "chunked"},
+                   {"encode_ms", enc},
+                   {"decode_ms", dec},
+                   {"encode_median_ms", median(enc)},
+                   {"decode_median_ms", median(dec)}};
+  if (a.json)
+    std::cout << j.dump() << "\n";
+  else
+    std::printf("%s %s, %d threads: encode median %.0f ms, decode median %.1f ms\n", j["model"].get<std::string>().c_str(),
+                a.precision.c_str(), num_threads(), median(enc), median(dec));
+}
+
+}  // namespace
+
+void add_segment_command(CLI::App& app) {
+  auto a = std::make_shared<SegmentArgs>();
+  auto* c = app.add_subcommand("segment", "Segment an image from point, box or mask prompts");
+  c->add_option("--checkpoint", a->checkpoint, "SAM checkpoint (.pth or .safetensors)")->required();
+  c->add_option("--image", a->image, "Input image")->required();
+  c->add_option("--point", a->points, "X,Y[,LABEL] (LABEL 1 foreground, default; 0 background); repeatable");
+  c->add_option("--box", a->box, "X0,Y0,X1,Y1");
+  c->add_option("--mask-input", a->mask_input, "Low-res mask logits .npy [1,256,256]");
+  c->add_flag("--multimask", a->multimask, "Return three masks (reference order)");
+  c->add_option("--precision", a->precision, "fp32 or bf16 (image encoder)")->check(CLI::IsMember({"fp32", "bf16"}));
+  c->add_option("--threads", a->threads, "Intra-op threads (default: all cores)");
+  c->add_option("--out", a->out, "Binary mask PNG (the highest-scoring mask)");
+  c->add_option("--overlay", a->overlay, "Image with the mask and prompts drawn");
+  c->add_option("--logits-out", a->logits_out, "float32 [N,256,256] low-res logits .npy");
+  c->add_option("--embedding-out", a->embedding_out, "float32 image embedding .npy");
+  c->add_flag("--json", a->json, "Print a JSON summary on stdout");
+  c->callback([a] { run_segment(*a); });
+}
+
+void add_info_command(CLI::App& app) {
+  auto path = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
+  auto* c = app.add_subcommand("info", "Show a checkpoint's model type, parameters and tensors");
+  c->add_option("checkpoint", *path, "Checkpoint (.pth or .safetensors)")->required();
+  c->add_flag("--json", *json, "JSON output");
+  c->callback([path, json] { run_info(*path, *json); });
+}
+
+void add_convert_command(CLI::App& app) {
+  auto in = std::make_shared<std::string>(), out = std::make_shared<std::string>();
+  auto* c = app.add_subcommand("convert", "Convert a checkpoint between .pth and .safetensors");
+  c->add_option("input", *in, "Input checkpoint")->required();
+  c->add_option("output", *out, "Output (.safetensors or .pth)")->required();
+  c->callback([in, out] { run_convert(*in, *out); });
+}
+
+void add_bench_command(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  auto* c = app.add_subcommand("bench", "Time the image encoder and the mask decoder");
+  c->add_option("--checkpoint", a->checkpoint, "Checkpoint to time");
+  c->add_option("--model", a->model, "Random weights of an official shape instead: vit_b, vit_l, vit_h");
+  c->add_option("--precision", a->precision, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
+  c->add_option("--threads", a->threads, "Intra-op threads (default: all cores)");
+  c->add_option("--repeat", a->repeat, "Encoder runs");
+  c->add_option("--decode-repeat", a->decode_repeat, "Decoder runs");
+  c->add_flag("--reference-attention", a->reference_attention, "Use the unchunked reference attention");
+  c->add_flag("--json", a->json, "JSON output");
+  c->callback([a] { run_bench(*a); });
+}
+
+}  // namespace rsam::app

@@ -1,0 +1,40 @@
+// rsam command-line entry point. Every failure the user can cause ends here
+// as one line on stderr and exit code 1; usage errors exit 2.
+#include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
+
+#include <iostream>
+
+#include "app/commands.h"
+#include "error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"rsam: Segment Anything that keeps working on degraded images"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "rsam 0.1.0");
+  rsam::app::add_segment_command(app);
+  rsam::app::add_info_command(app);
+  rsam::app::add_convert_command(app);
+  rsam::app::add_bench_command(app);
+#ifdef RSAM_HAVE_DEGRADE
+  rsam::app::add_degrade_command(app);
+#endif
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const rsam::Error& e) {
+    std::cerr << "rsam: error: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    // Torch messages carry a C++ backtrace; the first line is the message.
+    std::string msg = e.what_without_backtrace();
+    std::cerr << "rsam: error: " << msg.substr(0, msg.find('\n')) << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    std::cerr << "rsam: error: " << msg.substr(0, msg.find('\n')) << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,76 @@
+#include "model/attention.h"
+
+#include <atomic>
+
+namespace rsam {
+
+using torch::Tensor;
+using torch::indexing::None;
+using torch::indexing::Slice;
+
+namespace {
+std::atomic<bool> g_reference{false};
+}
+
+void set_reference_attention(bool on) { g_reference = on; }
+bool reference_attention() { return g_reference; }
+
+Tensor attention_with_rel_pos_reference(const Tensor& q, const Tensor& k, const Tensor& v,
+                                        const Tensor& Rh, const Tensor& Rw, int64_t H, int64_t W,
+                                        double scale) {
+  auto attn = torch::matmul(q * scale, k.transpose(-2, -1)).to(torch::kFloat32);
+  const int64_t B = q.size(0), dim = q.size(2);
+  auto r_q = q.reshape({B, H, W, dim});
+  auto rel_h = torch::einsum("bhwc,hkc->bhwk", {r_q, Rh});
+  auto rel_w = torch::einsum("bhwc,wkc->bhwk", {r_q, Rw});
+  attn = (attn.view({B, H, W, H, W}) + rel_h.index({Slice(), Slice(), Slice(), Slice(), None}) +
+          rel_w.index({Slice(), Slice(), Slice(), None, Slice()}))
+             .view({B, H * W, H * W});
+  // Softmax in fp32 even under bf16 autocast: it is cheap and it is where
+  // bf16 loses the most (exponentials of close logits).
+  attn = attn.softmax(-1, torch::kFloat32);
+  return torch::matmul(attn, v);
+}
+
+Tensor attention_with_rel_pos_chunked(const Tensor& q, const Tensor& k, const Tensor& v,
+                                      const Tensor& Rh, const Tensor& Rw, int64_t H, int64_t W,
+                                      double scale, int64_t max_chunk_elems) {
+  const int64_t B = q.size(0), N = H * W, C = q.size(2);
+  // Query rows per chunk: the [rows*W, N] slice of one head's map fits the
+  // budget. At least one row so any size works.
+  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(H, max_chunk_elems / (W * N)));
+  Tensor out;  // allocated from the first chunk: autocast decides its dtype
+  auto kt = k.transpose(-2, -1);
+  auto r_q_all = q.reshape({B, H, W, C});
+  for (int64_t b = 0; b < B; ++b) {
+    auto kt_b = kt[b];
+    auto v_b = v[b];
+    for (int64_t r0 = 0; r0 < H; r0 += rows) {
+      const int64_t r1 = std::min(H, r0 + rows), nr = r1 - r0;
+      auto q_c = q[b].narrow(0, r0 * W, nr * W);           // [nr*W, C]
+      auto attn = torch::matmul(q_c * scale, kt_b).to(torch::kFloat32);  // [nr*W, N]
+      auto r_q = r_q_all[b].narrow(0, r0, nr);            // [nr, W, C]
+      auto rel_h = torch::einsum("hwc,hkc->hwk", {r_q, Rh.narrow(0, r0, nr)});  // [nr, W, H]
+      auto rel_w = torch::einsum("hwc,wkc->hwk", {r_q, Rw});                  // [nr, W, W]
+      auto a5 = attn.view({nr, W, H, W});
+      a5.add_(rel_h.unsqueeze(-1));
+      a5.add_(rel_w.unsqueeze(-2));
+      attn = attn.softmax(-1, torch::kFloat32);
+      auto res = torch::matmul(attn, v_b);
+      if (!out.defined()) out = torch::empty({B, N, C}, res.options());
+      out[b].narrow(0, r0 * W, nr * W).copy_(res);
+    }
+  }
+  return out;
+}
+
+Tensor attention_with_rel_pos(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& Rh,
+                              const Tensor& Rw, int64_t H, int64_t W, double scale) {
+  // Small maps (windowed blocks: 14x14) are cheap and batched across windows;
+  // only global-attention maps are worth chunking.
+  if (g_reference || H * W <= 1024 || torch::GradMode::is_enabled())
+    return attention_with_rel_pos_reference(q, k, v, Rh, Rw, H, W, scale);
+  return attention_with_rel_pos_chunked(q, k, v, Rh, Rw, H, W, scale);
+}
+
+}  // namespace rsam

@@ -1,0 +1,42 @@
+// Bridges the torch-free file readers (io/) and the model: detects the SAM
+// configuration from tensor shapes, loads strictly by name, and writes state
+// dicts back out.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+#include "io/tensor_file.h"
+#include "model/sam.h"
+
+namespace rsam {
+
+torch::Tensor to_torch(const io::TensorData& t);
+io::TensorData from_torch(const torch::Tensor& t);
+
+// Architecture from tensor shapes (heads from the rel-pos width, global
+// blocks from rel-pos length, ...). The decoder head count cannot be seen in
+// shapes: it comes from `hint` (safetensors metadata "rsam.config") or
+// defaults to the official 8.
+SamConfig detect_config(const io::StateDict& sd, const SamConfig* hint = nullptr);
+
+// Copies every tensor into the model; any missing, unexpected or mis-shaped
+// key is an rsam::Error that names it. Nothing stays at random init.
+void load_state_dict(torch::nn::Module& model, const io::StateDict& sd, const std::string& origin);
+
+io::StateDict state_dict_of(const torch::nn::Module& model);
+
+struct LoadedSam {
+  Sam model{nullptr};
+  std::string path;
+  int64_t num_params = 0;
+};
+
+// Reads .pth (zip or legacy) or .safetensors, builds the model on `device`
+// in eval mode.
+LoadedSam load_sam(const std::string& path, const torch::Device& device = torch::kCPU);
+// Writes .safetensors (with the config in metadata) or .pth by extension.
+void save_sam(const Sam& model, const std::string& path);
+
+}  // namespace rsam

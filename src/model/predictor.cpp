@@ -1,0 +1,220 @@
+#include "model/predictor.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <cmath>
+
+#include "error.h"
+
+namespace rsam {
+
+using torch::Tensor;
+
+Precision parse_precision(const std::string& s) {
+  if (s == "fp32") return Precision::FP32;
+  if (s == "bf16") return Precision::BF16;
+  throw Error("unknown precision '" + s + "' (expected fp32 or bf16)");
+}
+
+namespace {
+
+// bf16 autocast for the scope, on whichever device the model lives on. The
+// encoder is the only part run this way; the decoder stays fp32, which is
+// cheap and keeps the IoU head stable.
+class AutocastScope {
+ public:
+  AutocastScope(bool on, const torch::Device& dev) : on_(on), cuda_(dev.is_cuda()) {
+    if (!on_) return;
+    if (cuda_) {
+      prev_ = at::autocast::is_enabled();
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+      at::autocast::set_enabled(true);
+    } else {
+      prev_ = at::autocast::is_cpu_enabled();
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(true);
+    }
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    if (cuda_)
+      at::autocast::set_enabled(prev_);
+    else
+      at::autocast::set_cpu_enabled(prev_);
+  }
+
+ private:
+  bool on_, cuda_, prev_ = false;
+};
+
+bool finite(float v) { return std::isfinite(v); }
+
+}  // namespace
+
+SamPredictor::SamPredictor(Sam model, Precision precision) : model_(std::move(model)), precision_(precision) {
+  if (!model_) throw Error("predictor needs a model");
+  model_->eval();
+}
+
+Tensor SamPredictor::prepare_image(const Image8& rgb) const {
+  if (rgb.channels != 3) throw Error("set_image expects an RGB image (3 channels), got " + std::to_string(rgb.channels));
+  if (rgb.width <= 0 || rgb.height <= 0) throw Error("set_image: empty image");
+  const int S = model_->config.img_size;
+  const auto [nh, nw] = preprocess_shape(rgb.height, rgb.width, S);
+  Image8 resized = resize_bilinear_pil(rgb, nw, nh);
+  auto t = torch::from_blob(resized.data.data(), {nh, nw, 3}, torch::kUInt8)
+               .permute({2, 0, 1})
+               .contiguous()
+               .unsqueeze(0)
+               .to(torch::kFloat32);
+  return t.to(model_->device());
+}
+
+Tensor SamPredictor::encode(const Tensor& preprocessed) const {
+  torch::NoGradGuard ng;
+  AutocastScope ac(precision_ == Precision::BF16, model_->device());
+  return model_->image_encoder->forward(preprocessed).to(torch::kFloat32);
+}
+
+void SamPredictor::set_image(const Image8& rgb) {
+  features_ = Tensor();
+  auto x = prepare_image(rgb);
+  original_size_ = {rgb.height, rgb.width};
+  input_size_ = {x.size(2), x.size(3)};
+  torch::NoGradGuard ng;
+  features_ = encode(model_->preprocess(x));
+}
+
+void SamPredictor::set_embedding(const Tensor& embedding, std::pair<int64_t, int64_t> original_size) {
+  const auto& c = model_->config;
+  const int64_t g = c.embedding_size();
+  if (embedding.dim() != 4 || embedding.size(0) != 1 || embedding.size(1) != c.prompt_embed_dim ||
+      embedding.size(2) != g || embedding.size(3) != g)
+    throw Error("embedding must have shape [1, " + std::to_string(c.prompt_embed_dim) + ", " + std::to_string(g) +
+                ", " + std::to_string(g) + "]");
+  if (original_size.first <= 0 || original_size.second <= 0) throw Error("original size must be positive");
+  const auto [nh, nw] = preprocess_shape(int(original_size.first), int(original_size.second), c.img_size);
+  features_ = embedding.to(model_->device(), torch::kFloat32);
+  original_size_ = original_size;
+  input_size_ = {nh, nw};
+}
+
+const Tensor& SamPredictor::embedding() const {
+  if (!features_.defined()) throw Error("no image set: call set_image first");
+  return features_;
+}
+
+void SamPredictor::check_prompt(const Prompt& p) const {
+  const auto [h, w] = original_size_;
+  if (p.points.size() != p.labels.size()) throw Error("each point needs a label");
+  for (size_t i = 0; i < p.points.size(); ++i) {
+    const float x = p.points[i][0], y = p.points[i][1];
+    if (!finite(x) || !finite(y)) throw Error("point " + std::to_string(i) + " is not a finite number");
+    if (x < 0 || y < 0 || x > w || y > h)
+      throw Error("point (" + std::to_string(x) + ", " + std::to_string(y) + ") is outside the " + std::to_string(w) +
+                  "x" + std::to_string(h) + " image");
+    if (p.labels[i] != 0 && p.labels[i] != 1 && p.labels[i] != -1)
+      throw Error("point label must be 1 (foreground) or 0 (background), got " + std::to_string(p.labels[i]));
+  }
+  if (p.box) {
+    const auto& b = *p.box;
+    for (float v : b)
+      if (!finite(v)) throw Error("box holds a non-finite number");
+    if (b[2] < b[0] || b[3] < b[1]) throw Error("box must be x0,y0,x1,y1 with x0<=x1 and y0<=y1");
+    if (b[0] < 0 || b[1] < 0 || b[2] > w || b[3] > h)
+      throw Error("box is outside the " + std::to_string(w) + "x" + std::to_string(h) + " image");
+  }
+  if (p.mask_input.defined()) {
+    const int64_t m = 4 * model_->config.embedding_size();
+    if (p.mask_input.dim() != 3 || p.mask_input.size(0) != 1 || p.mask_input.size(1) != m || p.mask_input.size(2) != m)
+      throw Error("mask input must have shape [1, " + std::to_string(m) + ", " + std::to_string(m) + "]");
+    if (!torch::isfinite(p.mask_input).all().item<bool>()) throw Error("mask input holds NaN or Inf");
+  }
+  if (p.points.empty() && !p.box && !p.mask_input.defined())
+    throw Error("give at least one prompt: a point, a box or a mask input");
+}
+
+Prediction SamPredictor::predict(const Prompt& p, bool multimask_output, bool return_logits) const {
+  embedding();  // throws when no image is set
+  check_prompt(p);
+  const auto [oh, ow] = original_size_;
+  const auto [ih, iw] = input_size_;
+  const auto dev = model_->device();
+  // apply_coords: numpy float64 scaling, then float32 (as the reference).
+  const double sx = double(iw) / double(ow), sy = double(ih) / double(oh);
+  Tensor pts, labels, boxes, masks;
+  if (!p.points.empty()) {
+    std::vector<float> xy;
+    for (const auto& q : p.points) {
+      xy.push_back(float(double(q[0]) * sx));
+      xy.push_back(float(double(q[1]) * sy));
+    }
+    pts = torch::tensor(xy).view({1, int64_t(p.points.size()), 2}).to(dev);
+    labels = torch::tensor(p.labels, torch::kInt32).view({1, -1}).to(dev);
+  }
+  if (p.box) {
+    const auto& b = *p.box;
+    boxes = torch::tensor({float(double(b[0]) * sx), float(double(b[1]) * sy), float(double(b[2]) * sx),
+                           float(double(b[3]) * sy)})
+                .view({1, 4})
+                .to(dev);
+  }
+  if (p.mask_input.defined()) masks = p.mask_input.to(dev, torch::kFloat32).unsqueeze(0);
+  auto r = predict_batch_scaled(pts, labels, boxes, masks, multimask_output, return_logits);
+  return {r.masks[0], r.iou_predictions[0], r.low_res_logits[0]};
+}
+
+Prediction SamPredictor::predict_batch(const Tensor& points, const Tensor& labels, const Tensor& boxes,
+                                       const Tensor& mask_input, bool multimask_output, bool return_logits) const {
+  embedding();
+  const auto [oh, ow] = original_size_;
+  const auto [ih, iw] = input_size_;
+  const auto dev = model_->device();
+  Tensor pts, bxs;
+  if (points.defined()) {
+    if (!labels.defined() || points.dim() != 3 || points.size(2) != 2 || labels.dim() != 2 ||
+        labels.size(0) != points.size(0) || labels.size(1) != points.size(1))
+      throw Error("batched points must be [N,K,2] with labels [N,K]");
+    if (!torch::isfinite(points).all().item<bool>()) throw Error("points hold NaN or Inf");
+    pts = points.to(dev, torch::kFloat64).clone();
+    pts.select(2, 0).mul_(double(iw) / double(ow));
+    pts.select(2, 1).mul_(double(ih) / double(oh));
+    pts = pts.to(torch::kFloat32);
+  }
+  if (boxes.defined()) {
+    if (boxes.dim() != 2 || boxes.size(1) != 4) throw Error("batched boxes must be [N,4]");
+    if (!torch::isfinite(boxes).all().item<bool>()) throw Error("boxes hold NaN or Inf");
+    bxs = boxes.to(dev, torch::kFloat64).reshape({-1, 2, 2}).clone();
+    bxs.select(2, 0).mul_(double(iw) / double(ow));
+    bxs.select(2, 1).mul_(double(ih) / double(oh));
+    bxs = bxs.reshape({-1, 4}).to(torch::kFloat32);
+  }
+  return predict_batch_scaled(pts, labels.defined() ? labels.to(dev, torch::kInt32) : labels, bxs,
+                              mask_input.defined() ? mask_input.to(dev, torch::kFloat32) : mask_input,
+                              multimask_output, return_logits);
+}
+
+Prediction SamPredictor::predict_batch_scaled(const Tensor& pts, const Tensor& labels, const Tensor& boxes,
+                                              const Tensor& masks, bool multimask_output, bool return_logits) const {
+  torch::NoGradGuard ng;
+  std::optional<std::pair<Tensor, Tensor>> points;
+  if (pts.defined()) points = std::make_pair(pts, labels);
+  std::optional<Tensor> b, m;
+  if (boxes.defined()) b = boxes;
+  if (masks.defined()) m = masks;
+  if (points && b && points->first.size(0) != b->size(0))
+    throw Error("batched points and boxes must have the same N");
+  auto [sparse, dense] = model_->prompt_encoder->forward(points, b, m);
+  auto [low_res, iou] = model_->mask_decoder->forward(features_, model_->prompt_encoder->get_dense_pe(), sparse,
+                                                      dense, multimask_output);
+  auto up = model_->postprocess_masks(low_res, input_size_, original_size_);
+  Prediction out;
+  out.masks = return_logits ? up : up > 0.0;
+  out.iou_predictions = iou;
+  out.low_res_logits = low_res;
+  return out;
+}
+
+}  // namespace rsam

@@ -1,0 +1,83 @@
+// The library's main entry point, mirroring the official SamPredictor:
+// set_image once (the expensive encoder pass), then any number of cheap
+// prompt decodes against the cached embedding.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/image.h"
+#include "model/sam.h"
+
+namespace rsam {
+
+enum class Precision { FP32, BF16 };
+Precision parse_precision(const std::string& s);  // "fp32" | "bf16"
+
+struct Prompt {
+  std::vector<std::array<float, 2>> points;  // (x, y) in original-image pixels
+  std::vector<int> labels;                   // 1 foreground, 0 background
+  std::optional<std::array<float, 4>> box;   // x0, y0, x1, y1
+  torch::Tensor mask_input;                  // optional low-res logits [1, 4h, 4w]
+};
+
+struct Prediction {
+  torch::Tensor masks;           // [M, H, W] bool (or float logits) at the original size
+  torch::Tensor iou_predictions;  // [M]
+  torch::Tensor low_res_logits;  // [M, 4h, 4w]
+};
+
+class SamPredictor {
+ public:
+  explicit SamPredictor(Sam model, Precision precision = Precision::FP32);
+
+  // RGB, any size. Resizes the longest side to the model size exactly as the
+  // reference (PIL bilinear), normalizes, pads, encodes.
+  void set_image(const Image8& rgb);
+  // Embedding computed elsewhere (e.g. a GleSAM enhancer); original_size is
+  // the image's (h, w).
+  void set_embedding(const torch::Tensor& embedding, std::pair<int64_t, int64_t> original_size);
+
+  // One prompt set. Throws rsam::Error on prompts outside the image, NaNs,
+  // wrong mask-input shape or an unset image.
+  Prediction predict(const Prompt& prompt, bool multimask_output = true, bool return_logits = false) const;
+
+  // Many prompt sets at once (official predict_torch): coordinates already
+  // in the original image's pixel space; any argument may be undefined.
+  // points [N,K,2], labels [N,K], boxes [N,4], mask_input [N,1,4h,4w].
+  // Returns masks [N,M,H,W], iou [N,M], low-res [N,M,4h,4w].
+  Prediction predict_batch(const torch::Tensor& points, const torch::Tensor& labels, const torch::Tensor& boxes,
+                           const torch::Tensor& mask_input, bool multimask_output = true,
+                           bool return_logits = false) const;
+
+  const torch::Tensor& embedding() const;  // [1, C, h, w]
+  bool has_image() const { return features_.defined(); }
+  std::pair<int64_t, int64_t> original_size() const { return original_size_; }
+  std::pair<int64_t, int64_t> input_size() const { return input_size_; }
+  const Sam& model() const { return model_; }
+  Precision precision() const { return precision_; }
+
+  // Encoder alone (preprocessed [B,3,S,S] in, embedding out) under the
+  // predictor's precision; used by bench and training code.
+  torch::Tensor encode(const torch::Tensor& preprocessed) const;
+  // uint8 RGB -> resized [1,3,h,w] float tensor, as set_image feeds it.
+  torch::Tensor prepare_image(const Image8& rgb) const;
+
+ private:
+  void check_prompt(const Prompt& p) const;
+  // Coordinates already in the resized input frame (official predict_torch).
+  Prediction predict_batch_scaled(const torch::Tensor& pts, const torch::Tensor& labels, const torch::Tensor& boxes,
+                                  const torch::Tensor& masks, bool multimask_output, bool return_logits) const;
+  // Forward passes are logically const (eval mode, no state), but torch's
+  // module API is not const-qualified.
+  mutable Sam model_;
+  Precision precision_;
+  torch::Tensor features_;
+  std::pair<int64_t, int64_t> original_size_{0, 0}, input_size_{0, 0};
+};
+
+}  // namespace rsam

@@ -1,0 +1,16 @@
+// Process-level torch settings every entry point needs: torch defaults to a
+// single intra-op thread, and Debian's torch silently falls back to the
+// reference BLAS (~30x slower fp32 matmul) without libopenblas0-pthread.
+#pragma once
+
+#include <string>
+
+namespace rsam {
+
+// n <= 0 means all cores.
+void set_threads(int n);
+int num_threads();
+// Empty when the BLAS is fine, else a one-line warning to print.
+std::string blas_warning();
+
+}  // namespace rsam

@@ -1,0 +1,224 @@
+// Unit tests of the model layer that do not need the official fixtures'
+// outputs: the fast attention against the reference, config detection,
+// strict loading, prompt validation, round trips.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+
+#include "error.h"
+#include "io/tensor_file.h"
+#include "model/attention.h"
+#include "model/checkpoint.h"
+#include "model/predictor.h"
+
+namespace {
+
+const std::string kData = RSAM_TEST_DATA_DIR "/sam/";
+
+rsam::SamConfig tiny() {
+  rsam::SamConfig c;
+  c.img_size = 64;
+  c.patch_size = 8;
+  c.encoder_embed_dim = 32;
+  c.encoder_depth = 2;
+  c.encoder_num_heads = 2;
+  c.encoder_mlp_dim = 64;
+  c.global_attn_indexes = {1};
+  c.window_size = 3;
+  c.prompt_embed_dim = 32;
+  c.mask_in_chans = 8;
+  c.decoder_mlp_dim = 64;
+  c.iou_head_hidden_dim = 32;
+  return c;
+}
+
+std::string tmp_path(const std::string& name) { return ::testing::TempDir() + "rsam_" + name; }
+
+}  // namespace
+
+TEST(Attention, ChunkedEqualsReference) {
+  torch::manual_seed(3);
+  for (auto [H, W, chunk] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{8, 8, 64}, {6, 10, 100}, {5, 7, 1}}) {
+    const int64_t B = 3, C = 16;
+    auto q = torch::randn({B, H * W, C}), k = torch::randn({B, H * W, C}), v = torch::randn({B, H * W, C});
+    auto Rh = rsam::get_rel_pos(H, H, torch::randn({2 * H - 1, C}));
+    auto Rw = rsam::get_rel_pos(W, W, torch::randn({2 * W - 1, C}));
+    auto ref = rsam::attention_with_rel_pos_reference(q, k, v, Rh, Rw, H, W, 0.25);
+    auto fast = rsam::attention_with_rel_pos_chunked(q, k, v, Rh, Rw, H, W, 0.25, chunk);
+    EXPECT_LE((ref - fast).abs().max().item<double>(), 1e-5) << H << "x" << W;
+  }
+}
+
+TEST(Attention, RelPosIsResizedWhenTableSizeDiffers) {
+  auto table = torch::arange(5, torch::kFloat32).unsqueeze(1);  // trained for size 3
+  auto r = rsam::get_rel_pos(4, 4, table);                       // needs 7 entries
+  EXPECT_EQ(r.sizes(), (std::vector<int64_t>{4, 4, 1}));
+  // Linear interpolation keeps the ends and monotonicity.
+  EXPECT_FLOAT_EQ(r[3][0][0].item<float>(), 4.0f);
+  EXPECT_FLOAT_EQ(r[0][3][0].item<float>(), 0.0f);
+}
+
+TEST(Window, PartitionRoundTripsWithPadding) {
+  auto x = torch::randn({2, 8, 8, 4});
+  auto [w, pad] = rsam::window_partition(x, 3);
+  EXPECT_EQ(w.size(0), 2 * 9);
+  EXPECT_EQ(pad, (std::pair<int64_t, int64_t>{9, 9}));
+  EXPECT_TRUE(torch::equal(rsam::window_unpartition(w, 3, pad, {8, 8}), x));
+}
+
+TEST(Config, PresetsAreDetectedFromShapes) {
+  for (auto cfg : {rsam::SamConfig::vit_b(), tiny()}) {
+    rsam::Sam m(cfg);
+    auto sd = rsam::state_dict_of(*m);
+    EXPECT_EQ(rsam::detect_config(sd), cfg) << cfg.to_json();
+  }
+  EXPECT_EQ(rsam::SamConfig::vit_b().type_name(), "vit_b");
+  EXPECT_EQ(rsam::SamConfig::vit_h().type_name(), "vit_h");
+  EXPECT_EQ(tiny().type_name(), "custom");
+}
+
+TEST(Config, OfficialVitBHasTheOfficialKeyCount) {
+  rsam::Sam m(rsam::SamConfig::vit_b());
+  auto sd = rsam::state_dict_of(*m);
+  EXPECT_EQ(sd.size(), 314u);  // as sam_vit_b_01ec64.pth
+  EXPECT_EQ(sd.front().first, "image_encoder.pos_embed");
+  bool found = false;
+  for (const auto& [k, t] : sd)
+    if (k == "image_encoder.blocks.2.attn.rel_pos_h") {
+      found = true;
+      EXPECT_EQ(t.shape, (std::vector<int64_t>{127, 64}));
+    }
+  EXPECT_TRUE(found);
+}
+
+TEST(Config, JsonRoundTrip) {
+  auto c = tiny();
+  c.decoder_num_heads = 4;
+  EXPECT_EQ(rsam::SamConfig::from_json(c.to_json()), c);
+  EXPECT_THROW(rsam::SamConfig::from_json("{\"encoder_num_heads\": 5}"), rsam::Error);
+  EXPECT_THROW(rsam::SamConfig::from_json("not json"), rsam::Error);
+}
+
+TEST(Load, MissingUnexpectedAndMisshapedKeysAreNamed) {
+  rsam::Sam m(tiny());
+  auto sd = rsam::state_dict_of(*m);
+  auto expect_error = [&](rsam::io::StateDict bad, const std::string& needle) {
+    rsam::Sam target(tiny());
+    try {
+      rsam::load_state_dict(*target, bad, "x.pth");
+      FAIL() << "no error for " << needle;
+    } catch (const rsam::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto missing = sd;
+  missing.erase(missing.begin() + 5);
+  expect_error(missing, sd[5].first);
+  auto extra = sd;
+  extra.emplace_back("mask_decoder.surprise", sd[0].second);
+  expect_error(extra, "mask_decoder.surprise");
+  auto shaped = sd;
+  shaped[0].second.shape = {1, 2, 2, 128};
+  expect_error(shaped, sd[0].first);
+  auto nan = sd;
+  reinterpret_cast<float*>(nan[3].second.data.data())[0] = std::nanf("");
+  expect_error(nan, "NaN");
+}
+
+TEST(Load, SafetensorsRoundTripKeepsConfigAndWeights) {
+  torch::manual_seed(1);
+  auto cfg = tiny();
+  cfg.decoder_num_heads = 4;  // not visible in shapes: must travel in metadata
+  rsam::Sam m(cfg);
+  const auto path = tmp_path("roundtrip.safetensors");
+  rsam::save_sam(m, path);
+  auto back = rsam::load_sam(path);
+  EXPECT_EQ(back.model->config, cfg);
+  auto a = rsam::state_dict_of(*m), b = rsam::state_dict_of(*back.model);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].second.data, b[i].second.data) << a[i].first;
+  std::remove(path.c_str());
+}
+
+TEST(Load, CorruptFilesGiveErrors) {
+  const auto path = tmp_path("garbage.pth");
+  FILE* f = std::fopen(path.c_str(), "wb");
+  std::fputs("this is not a checkpoint", f);
+  std::fclose(f);
+  EXPECT_THROW(rsam::load_sam(path), rsam::Error);
+  EXPECT_THROW(rsam::load_sam(tmp_path("does_not_exist.pth")), rsam::Error);
+  std::remove(path.c_str());
+}
+
+class PredictorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    torch::manual_seed(0);
+    pred = std::make_unique<rsam::SamPredictor>(rsam::Sam(tiny()));
+    rsam::Image8 img(100, 60, 3);
+    for (size_t i = 0; i < img.data.size(); ++i) img.data[i] = uint8_t(i * 7);
+    pred->set_image(img);
+  }
+  std::unique_ptr<rsam::SamPredictor> pred;
+};
+
+TEST_F(PredictorTest, ShapesFollowTheReference) {
+  rsam::Prompt p;
+  p.points = {{50, 30}};
+  p.labels = {1};
+  auto r = pred->predict(p, true);
+  EXPECT_EQ(r.masks.sizes(), (std::vector<int64_t>{3, 60, 100}));
+  EXPECT_EQ(r.iou_predictions.sizes(), (std::vector<int64_t>{3}));
+  EXPECT_EQ(r.low_res_logits.sizes(), (std::vector<int64_t>{3, 32, 32}));
+  EXPECT_EQ(pred->embedding().sizes(), (std::vector<int64_t>{1, 32, 8, 8}));
+  EXPECT_EQ(pred->predict(p, false).masks.size(0), 1);
+}
+
+TEST_F(PredictorTest, BadPromptsAreErrors) {
+  rsam::Prompt outside;
+  outside.points = {{101, 10}};
+  outside.labels = {1};
+  EXPECT_THROW(pred->predict(outside), rsam::Error);
+  rsam::Prompt nan;
+  nan.points = {{std::nanf(""), 10}};
+  nan.labels = {1};
+  EXPECT_THROW(pred->predict(nan), rsam::Error);
+  rsam::Prompt box;
+  box.box = std::array<float, 4>{10, 10, 5, 20};
+  EXPECT_THROW(pred->predict(box), rsam::Error);
+  rsam::Prompt mask;
+  mask.mask_input = torch::zeros({1, 16, 16});
+  EXPECT_THROW(pred->predict(mask), rsam::Error);
+  rsam::Prompt label;
+  label.points = {{1, 1}};
+  label.labels = {7};
+  EXPECT_THROW(pred->predict(label), rsam::Error);
+  EXPECT_THROW(pred->predict(rsam::Prompt{}), rsam::Error);
+  rsam::SamPredictor fresh{rsam::Sam(tiny())};
+  EXPECT_THROW(fresh.predict(outside), rsam::Error);
+}
+
+TEST_F(PredictorTest, BatchedBoxesEqualOneAtATime) {
+  auto boxes = torch::tensor({10.f, 5.f, 60.f, 40.f, 30.f, 20.f, 90.f, 55.f}).view({2, 4});
+  auto batch = pred->predict_batch({}, {}, boxes, {}, true);
+  for (int i = 0; i < 2; ++i) {
+    rsam::Prompt p;
+    p.box = std::array<float, 4>{boxes[i][0].item<float>(), boxes[i][1].item<float>(), boxes[i][2].item<float>(),
+                                 boxes[i][3].item<float>()};
+    auto one = pred->predict(p, true);
+    EXPECT_LE((one.low_res_logits - batch.low_res_logits[i]).abs().max().item<double>(), 1e-5);
+  }
+}
+
+TEST_F(PredictorTest, EmbeddingCanBeSetDirectly) {
+  rsam::Prompt p;
+  p.points = {{20, 20}};
+  p.labels = {1};
+  auto a = pred->predict(p);
+  rsam::SamPredictor other(pred->model());
+  other.set_embedding(pred->embedding(), {60, 100});
+  auto b = other.predict(p);
+  EXPECT_TRUE(torch::equal(a.low_res_logits, b.low_res_logits));
+  EXPECT_THROW(other.set_embedding(torch::zeros({1, 8, 8, 8}), {60, 100}), rsam::Error);
+}

@@ -1,0 +1,138 @@
+// End-to-end tests of the `rsam` binary: the CLI contract (flags, outputs,
+// JSON), and that bad input ends in one line on stderr and a non-zero exit.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <sys/wait.h>
+
+#include "io/npy.h"
+
+namespace {
+
+const std::string kBin = RSAM_BINARY;
+const std::string kData = RSAM_TEST_DATA_DIR "/sam/";
+
+struct Run {
+  int code = -1;
+  std::string out, err;
+};
+
+Run run(const std::string& args) {
+  const std::string err_path = ::testing::TempDir() + "rsam_cli_stderr.txt";
+  const std::string cmd = kBin + " " + args + " 2>" + err_path;
+  Run r;
+  FILE* p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream f(err_path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  r.err = ss.str();
+  return r;
+}
+
+std::string tmp(const std::string& name) { return ::testing::TempDir() + "rsam_cli_" + name; }
+
+int lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+}  // namespace
+
+TEST(Cli, SegmentWritesEveryOutput) {
+  const auto mask = tmp("mask.png"), overlay = tmp("overlay.png"), logits = tmp("logits.npy"), emb = tmp("emb.npy");
+  auto r = run("segment --checkpoint " + kData + "tiny_a.pth --image " + kData +
+               "images/down150.png --point 60,40 --point 100,70,0 --multimask --threads 1 --json --out " + mask +
+               " --overlay " + overlay + " --logits-out " + logits + " --embedding-out " + emb);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["masks"].size(), 3u);
+  EXPECT_TRUE(j["masks"][0].contains("score"));
+  EXPECT_TRUE(j["masks"][0].contains("area"));
+  EXPECT_TRUE(j["timings_ms"].contains("encode"));
+  cv::Mat m = cv::imread(mask, cv::IMREAD_UNCHANGED);
+  ASSERT_FALSE(m.empty());
+  EXPECT_EQ(m.cols, 150);
+  EXPECT_EQ(m.rows, 97);
+  EXPECT_EQ(m.channels(), 1);
+  EXPECT_EQ(cv::countNonZero(m), j["masks"][j["best"].get<int>()]["area"].get<int>());
+  cv::Mat o = cv::imread(overlay, cv::IMREAD_COLOR);
+  EXPECT_EQ(o.cols, 150);
+  auto l = rsam::io::load_npy(logits);
+  EXPECT_EQ(l.shape, (std::vector<int64_t>{3, 32, 32}));
+  auto e = rsam::io::load_npy(emb);
+  EXPECT_EQ(e.shape, (std::vector<int64_t>{1, 32, 8, 8}));
+}
+
+TEST(Cli, MaskInputAndBoxAreAccepted) {
+  auto r = run("segment --checkpoint " + kData + "tiny_b.pth --image " + kData + "images/square64.png --box 5,5,40,50 " +
+               "--mask-input " + kData + "expected/tiny_b_square64_mask_input_mask_in.npy --json --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["masks"].size(), 1u);
+}
+
+TEST(Cli, InfoAndConvertRoundTrip) {
+  auto info = run("info " + kData + "tiny_a.pth --json");
+  ASSERT_EQ(info.code, 0) << info.err;
+  auto j = nlohmann::json::parse(info.out);
+  EXPECT_EQ(j["model"], "custom");
+  EXPECT_EQ(j["tensors"][0]["name"], "image_encoder.pos_embed");
+  const auto st = tmp("conv.safetensors"), back = tmp("back.pth");
+  ASSERT_EQ(run("convert " + kData + "tiny_a_legacy.pth " + st).code, 0);
+  ASSERT_EQ(run("convert " + st + " " + back).code, 0);
+  // The same mask from all three files.
+  const std::string args = " --image " + kData + "images/up37.png --point 20,25 --json --threads 1";
+  auto a = nlohmann::json::parse(run("segment --checkpoint " + kData + "tiny_a.pth" + args).out);
+  auto b = nlohmann::json::parse(run("segment --checkpoint " + st + args).out);
+  auto c = nlohmann::json::parse(run("segment --checkpoint " + back + args).out);
+  EXPECT_EQ(a["masks"], b["masks"]);
+  EXPECT_EQ(a["masks"], c["masks"]);
+}
+
+TEST(Cli, BadInputIsOneLineAndNonZero) {
+  const std::string ck = " --checkpoint " + kData + "tiny_a.pth";
+  const std::string img = " --image " + kData + "images/square64.png";
+  const auto garbage = tmp("garbage.png");
+  std::ofstream(garbage) << "not an image";
+  const std::vector<std::string> cases = {
+      "segment" + ck + img + " --point 500,10",                       // outside the image
+      "segment" + ck + img + " --point nan,10",                       // NaN
+      "segment" + ck + img + " --point 10",                           // malformed
+      "segment" + ck + img + " --point 10,10,3",                      // bad label
+      "segment" + ck + img + " --box 30,30,10,10",                    // inverted box
+      "segment" + ck + img,                                           // no prompt
+      "segment" + ck + " --image /nonexistent.png --point 1,1",       // missing image
+      "segment" + ck + " --image " + garbage + " --point 1,1",        // corrupt image
+      "segment --checkpoint /nonexistent.pth" + img + " --point 1,1", // missing checkpoint
+      "segment --checkpoint " + garbage + img + " --point 1,1",       // corrupt checkpoint
+      "segment" + ck + img + " --point 1,1 --mask-input " + kData + "expected/tiny_a_square64_embedding.npy",
+      "info " + garbage,
+  };
+  for (const auto& c : cases) {
+    auto r = run(c);
+    EXPECT_NE(r.code, 0) << c;
+    EXPECT_LT(r.code, 128) << "crashed: " << c;
+    EXPECT_EQ(lines(r.err), 1) << c << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("rsam: error: ", 0), 0u) << r.err;
+  }
+}
+
+TEST(Cli, OutputsAreWrittenAtomically) {
+  // A failing run must not leave a partial file behind under the final name.
+  const auto out = tmp("never.png");
+  std::remove(out.c_str());
+  auto r = run("segment --checkpoint " + kData + "tiny_a.pth --image " + kData +
+               "images/square64.png --point 999,1 --out " + out);
+  EXPECT_NE(r.code, 0);
+  EXPECT_FALSE(std::ifstream(out).good());
+}

@@ -50,4 +50,10 @@ void save_safetensors(const std::string& path, const StateDict& sd,
 // Picks the reader by content (zip magic, safetensors header, legacy pickle).
 StateDict load_any(const std::string& path);
 
+namespace detail {
+// save_pth with every zip record in zip64 form (normally used only past
+// 4 GiB); lets tests cover the zip64 paths of large checkpoints cheaply.
+void save_pth_zip64(const std::string& path, const StateDict& sd);
+}  // namespace detail
+
 }  // namespace rsam::io

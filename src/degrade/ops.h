@@ -1,0 +1,99 @@
+// Building blocks shared by the corruptions (internal to src/degrade, but
+// exposed so tests can check them directly).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+#include "degrade/rng.h"
+
+namespace rsam::degrade::ops {
+
+// Rows per block of parallel per-pixel work. The partition is fixed and each
+// block draws from its own stream derive_seed(seed, block), so the output is
+// the same for any number of threads.
+constexpr int kBlockRows = 16;
+
+// Runs fn(row_begin, row_end, rng) over blocks of kBlockRows rows via
+// cv::parallel_for_.
+void parallel_rows(int rows, uint64_t seed, const std::function<void(int, int, Rng&)>& fn);
+
+// cv::cvtColor over fixed blocks of kBlockRows rows. OpenCV's own parallel
+// split can put a SIMD/scalar seam in different places for different thread
+// counts (seen with the HLS conversions), changing a few bytes; fixed blocks
+// make the result independent of cv::setNumThreads.
+cv::Mat cvt_color(const cv::Mat& src, int code);
+
+// CV_8UC3 -> CV_32FC3 scaled by `scale` (1 or 1/255), and back (clamped, rounded).
+cv::Mat to_float(const cv::Mat& u8, double scale);
+cv::Mat to_u8(const cv::Mat& f32, double scale);
+
+// Adds N(0, sigma^2) to a CV_32FC3 image. gray: one draw per pixel for all
+// three channels (colourless noise); otherwise one per channel.
+void add_gaussian_noise(cv::Mat& f32, double sigma, bool gray, uint64_t seed);
+
+// Poisson sampling for a fixed set of means by inverse CDF. Images are 8-bit,
+// so per-pixel means take at most 256 distinct values; one table per value
+// beats a general sampler by an order of magnitude. Tables span 12 standard
+// deviations either side of the mean (lost mass < 1e-30) and store the CDF
+// in float, so probabilities are exact to about 1e-7.
+class PoissonTable {
+ public:
+  explicit PoissonTable(const std::vector<double>& means);
+  // Sample for mean index `i` given u uniform in [0, 1).
+  int sample(size_t i, double u) const;
+
+ private:
+  std::vector<int> first_;         // smallest k tabulated, per mean
+  std::vector<uint32_t> guide_;    // per mean, count_ entries: first index with cdf > j / count
+  std::vector<size_t> offset_;     // start of each mean's CDF in cdf_
+  std::vector<size_t> count_;
+  std::vector<float> cdf_;
+};
+
+// JPEG encode + decode of an RGB image with libjpeg through OpenCV
+// (4:2:0 chroma subsampling, OpenCV's default).
+cv::Mat jpeg_roundtrip(const cv::Mat& rgb8, int quality);
+
+// Smooth random field in [0, 1] of size `size`: octaves of bicubically
+// upsampled uniform grids, the coarsest `base_cells` across, amplitude
+// falling by 2^(exponent/2) per octave (power spectrum ~ f^exponent).
+cv::Mat fractal_noise(cv::Size size, double exponent, int base_cells, Rng& rng);
+
+// Normalised line kernel of odd size `ksize` through the centre at
+// `angle_deg` (0 = horizontal), anti-aliased.
+cv::Mat line_kernel(int ksize, double angle_deg);
+
+// Correlates `src` (float) with `kernel` like cv::filter2D (reflect-101
+// border) but as a sum of separable passes: negligible outer rows/columns of
+// the kernel are cropped, then SVD terms are kept until what is dropped has
+// an L1 norm below `tol`, so |output - exact| <= tol * max|src|. A 21x21
+// Gaussian costs one separable pass instead of 441 taps per pixel.
+// `terms`, if given, receives the number of separable passes used.
+cv::Mat filter_separable(const cv::Mat& src, const cv::Mat& kernel, double tol = 1e-3, int* terms = nullptr);
+
+// Correlates a float image (1 or 3 channels) with `kernel` like cv::filter2D
+// (reflect-101 border), choosing the cheaper exact route: one or two
+// separable passes when the kernel is (numerically) of rank <= 2 (isotropic
+// Gaussians), otherwise a direct sum over the kernel's non-zero taps, which
+// is fast for sparse kernels (motion lines) and vectorised for dense ones.
+// Outer kernel rows/columns are cropped only while their total mass stays
+// below 1e-5, so the result matches the full kernel within 1e-5 of full scale.
+cv::Mat convolve(const cv::Mat& src, const cv::Mat& kernel);
+
+// Gaussian blur with a large sigma (>= 2) computed at half resolution:
+// area-downsample by 2, blur, bilinear-upsample, with the blur's sigma
+// reduced by the variance the two resamplings add. The result has no detail
+// the half-resolution grid cannot carry, so it stays within about 1/255 of
+// the full-resolution blur (see tests) at a quarter of the cost.
+cv::Mat gaussian_blur_halfres(const cv::Mat& src, double sigma);
+
+// Remaps the image (bilinear, reflect-101) and, if given, the mask
+// (nearest, so labels are not blended) with the same maps.
+cv::Mat remap_with_mask(const cv::Mat& img, const cv::Mat& map_x, const cv::Mat& map_y, cv::Mat* mask,
+                        int interpolation = 1 /* cv::INTER_LINEAR */);
+
+}  // namespace rsam::degrade::ops

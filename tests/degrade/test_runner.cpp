@@ -1,0 +1,263 @@
+// The folder runner behind `rsam degrade`: tree mirroring, masks, manifest,
+// resume, failures, jobs, preview and listing.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "degrade/corruption.h"
+#include "degrade/runner.h"
+#include "error.h"
+#include "scene.h"
+
+namespace fs = std::filesystem;
+
+namespace rsam::degrade {
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("rsam_degrade_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+                                        "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+void write_rgb(const fs::path& p, const cv::Mat& rgb) {
+  fs::create_directories(p.parent_path());
+  cv::Mat bgr;
+  cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+  ASSERT_TRUE(cv::imwrite(p.string(), bgr));
+}
+
+cv::Mat read_rgb(const fs::path& p) {
+  cv::Mat bgr = cv::imread(p.string(), cv::IMREAD_COLOR), rgb;
+  if (bgr.empty()) return bgr;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  return rgb;
+}
+
+std::vector<nlohmann::json> manifest(const fs::path& out) {
+  std::vector<nlohmann::json> lines;
+  std::ifstream in(out / "manifest.jsonl");
+  std::string line;
+  while (std::getline(in, line))
+    if (auto j = nlohmann::json::parse(line, nullptr, false); !j.is_discarded()) lines.push_back(j);
+  return lines;
+}
+
+// in/a.png, in/sub/b.jpg, in/sub/deep/c.png, in/broken.jpg (garbage),
+// in/notes.txt; masks/ mirrors the images.
+void make_tree(const fs::path& root) {
+  write_rgb(root / "in/a.png", testing::make_scene(48, 40, 1).rgb);
+  write_rgb(root / "in/sub/b.jpg", testing::make_scene(40, 32, 2).rgb);
+  write_rgb(root / "in/sub/deep/c.png", testing::make_scene(36, 36, 3).rgb);
+  std::ofstream(root / "in/broken.jpg") << "not a jpeg at all";
+  std::ofstream(root / "in/notes.txt") << "ignored";
+  for (auto [rel, size, seed] : {std::tuple{"a", cv::Size(48, 40), 1}, {"sub/b", cv::Size(40, 32), 2},
+                                  {"sub/deep/c", cv::Size(36, 36), 3}}) {
+    const fs::path p = root / "masks" / (std::string(rel) + ".png");
+    fs::create_directories(p.parent_path());
+    cv::imwrite(p.string(), testing::make_scene(size.width, size.height, static_cast<uint64_t>(seed)).mask);
+  }
+}
+
+TEST(Runner, MirrorsTheTreeWritesAManifestAndReportsFailures) {
+  TempDir t;
+  make_tree(t.path);
+  RunOptions o;
+  o.input = (t.path / "in").string();
+  o.output = (t.path / "out").string();
+  o.corruption = "brightness";
+  o.seed = 9;
+  o.masks = (t.path / "masks").string();
+  std::ostringstream log;
+  o.log = &log;
+  const RunSummary s = run(o);
+  EXPECT_EQ(s.images, 4u);
+  EXPECT_EQ(s.written, 3u);
+  EXPECT_EQ(s.failed, 1u);
+  ASSERT_EQ(s.failures.size(), 1u);
+  EXPECT_NE(s.failures[0].find("broken.jpg"), std::string::npos);
+  EXPECT_NE(log.str().find("1 failed"), std::string::npos);
+  for (const char* rel : {"brightness/a.png", "brightness/sub/b.png", "brightness/sub/deep/c.png",
+                          "masks/brightness/a.png", "masks/brightness/sub/deep/c.png"})
+    EXPECT_TRUE(fs::exists(t.path / "out" / rel)) << rel;
+  // No temporary files are left behind.
+  for (const auto& e : fs::recursive_directory_iterator(t.path / "out"))
+    EXPECT_EQ(e.path().string().find(".tmp-"), std::string::npos) << e.path();
+
+  // Every manifest line regenerates its output exactly.
+  const auto lines = manifest(t.path / "out");
+  ASSERT_EQ(lines.size(), 3u);
+  for (const auto& j : lines) {
+    EXPECT_EQ(j["run_seed"], 9u);
+    EXPECT_EQ(j["seed"].get<uint64_t>(), item_seed(9, j["source"], "brightness", 3));
+    auto c = create(j["corruption"], j["severity"], j["params"]);
+    const cv::Mat src = read_rgb(t.path / "in" / j["source"].get<std::string>());
+    const cv::Mat again = c->run(src, j["seed"]).image;
+    const cv::Mat written = read_rgb(t.path / "out" / j["output"].get<std::string>());
+    EXPECT_EQ(cv::norm(again, written, cv::NORM_INF), 0) << j["output"];
+    EXPECT_TRUE(j["drawn"].contains("factor"));
+    EXPECT_EQ(j["mask_warped"], false);
+  }
+}
+
+TEST(Runner, ResumesWithoutRedoingFinishedOutputs) {
+  TempDir t;
+  make_tree(t.path);
+  fs::remove(t.path / "in/broken.jpg");
+  RunOptions o;
+  o.input = (t.path / "in").string();
+  o.output = (t.path / "out").string();
+  o.corruption = "robustseg";
+  o.severity = 2;
+  EXPECT_EQ(run(o).written, 45u);
+  const auto stamp = fs::last_write_time(t.path / "out/fog/a.png");
+
+  // A second run has nothing to do.
+  RunSummary again = run(o);
+  EXPECT_EQ(again.written, 0u);
+  EXPECT_EQ(again.skipped, 45u);
+
+  // Simulate a kill: one output missing, one never recorded, a torn last line.
+  fs::remove(t.path / "out/snow/sub/b.png");
+  std::vector<std::string> kept;
+  {
+    std::ifstream in(t.path / "out/manifest.jsonl");
+    for (std::string l; std::getline(in, l);)
+      if (l.find("\"output\":\"rain/a.png\"") == std::string::npos) kept.push_back(l);
+  }
+  {
+    std::ofstream out(t.path / "out/manifest.jsonl", std::ios::trunc);
+    for (const auto& l : kept) out << l << '\n';
+    out << "{\"source\":\"a.png\",\"outp";  // torn
+  }
+  const RunSummary resumed = run(o);
+  EXPECT_EQ(resumed.written, 2u);
+  EXPECT_EQ(resumed.skipped, 43u);
+  EXPECT_EQ(fs::last_write_time(t.path / "out/fog/a.png"), stamp);
+  // The torn line is ignored; snow/sub/b.png now has two entries (last wins).
+  std::set<std::string> outputs;
+  for (const auto& j : manifest(t.path / "out")) outputs.insert(j["output"].get<std::string>());
+  EXPECT_EQ(outputs.size(), 45u);
+
+  // A different seed is a different job: everything is redone.
+  o.seed = 1;
+  EXPECT_EQ(run(o).written, 45u);
+}
+
+TEST(Runner, SameBytesForAnyNumberOfJobs) {
+  TempDir t;
+  make_tree(t.path);
+  RunOptions o;
+  o.input = (t.path / "in").string();
+  o.corruption = "all";
+  o.output = (t.path / "one").string();
+  run(o);
+  o.output = (t.path / "two").string();
+  o.jobs = 2;
+  run(o);
+  int compared = 0;
+  for (const auto& e : fs::recursive_directory_iterator(t.path / "one")) {
+    if (e.path().extension() != ".png") continue;
+    const fs::path rel = fs::relative(e.path(), t.path / "one");
+    const cv::Mat a = read_rgb(e.path()), b = read_rgb(t.path / "two" / rel);
+    ASSERT_FALSE(b.empty()) << rel;
+    EXPECT_EQ(cv::norm(a, b, cv::NORM_INF), 0) << rel;
+    ++compared;
+  }
+  EXPECT_EQ(compared, 60);
+}
+
+TEST(Runner, WarpsMasksOnlyWhenAskedAndOnlyForGeometricCorruptions) {
+  TempDir t;
+  make_tree(t.path);
+  RunOptions o;
+  o.input = (t.path / "in/a.png").string();  // a single file
+  o.masks = (t.path / "masks").string();
+  o.corruption = "elastic_transform";
+  o.output = (t.path / "copy").string();
+  run(o);
+  o.output = (t.path / "warp").string();
+  o.warp_masks = true;
+  run(o);
+  const cv::Mat orig = cv::imread((t.path / "masks/a.png").string(), cv::IMREAD_GRAYSCALE);
+  const cv::Mat copied = cv::imread((t.path / "copy/masks/elastic_transform/a.png").string(), cv::IMREAD_GRAYSCALE);
+  const cv::Mat warped = cv::imread((t.path / "warp/masks/elastic_transform/a.png").string(), cv::IMREAD_GRAYSCALE);
+  EXPECT_EQ(cv::norm(orig, copied, cv::NORM_INF), 0);
+  EXPECT_GT(cv::norm(orig, warped, cv::NORM_L1), 0);
+  EXPECT_EQ(manifest(t.path / "warp")[0]["mask_warped"], true);
+  // The images are identical either way.
+  EXPECT_EQ(cv::norm(read_rgb(t.path / "copy/elastic_transform/a.png"), read_rgb(t.path / "warp/elastic_transform/a.png"),
+                     cv::NORM_INF),
+            0);
+}
+
+TEST(Runner, SkipsItsOwnOutputInsideTheInputAndRejectsBadOptions) {
+  TempDir t;
+  make_tree(t.path);
+  fs::remove(t.path / "in/broken.jpg");
+  RunOptions o;
+  o.input = (t.path / "in").string();
+  o.output = (t.path / "in/degraded").string();
+  o.corruption = "contrast";
+  EXPECT_EQ(run(o).written, 3u);
+  EXPECT_EQ(run(o).images, 3u);  // outputs are not picked up as inputs
+
+  RunOptions bad = o;
+  bad.input = (t.path / "nowhere").string();
+  EXPECT_THROW(run(bad), rsam::Error);
+  bad = o;
+  bad.corruption = "blizzard";
+  EXPECT_THROW(run(bad), rsam::Error);
+  bad = o;
+  bad.severity = 7;
+  EXPECT_THROW(run(bad), rsam::Error);
+  bad = o;
+  bad.masks = (t.path / "no_masks").string();
+  EXPECT_THROW(run(bad), rsam::Error);
+  bad = o;
+  bad.input = (t.path / "masks/sub").string();
+  fs::remove_all(t.path / "masks/sub/deep");
+  fs::remove(t.path / "masks/sub/b.png");
+  EXPECT_THROW(run(bad), rsam::Error);  // no images
+}
+
+TEST(Preview, WritesALabelledSheetWithOneTilePerCorruption) {
+  TempDir t;
+  write_rgb(t.path / "img.png", testing::make_scene(200, 150, 5).rgb);
+  PreviewOptions p;
+  p.image = (t.path / "img.png").string();
+  p.output = (t.path / "sheet.png").string();
+  p.tile = 64;
+  preview(p);
+  const cv::Mat sheet = cv::imread(p.output);
+  ASSERT_FALSE(sheet.empty());
+  // 21 tiles (original + 20) of 64x48 with 4 px gaps, 7 per row.
+  EXPECT_EQ(sheet.cols, 7 * (64 + 4) + 4);
+  EXPECT_EQ(sheet.rows, 3 * (48 + 4) + 4);
+  p.image = (t.path / "missing.png").string();
+  EXPECT_THROW(preview(p), rsam::Error);
+}
+
+TEST(Listing, NamesEveryCorruptionWithItsLevels) {
+  const std::string text = list_text();
+  for (const auto& s : registry()) EXPECT_NE(text.find(s.name), std::string::npos) << s.name;
+  const nlohmann::json j = list_json();
+  ASSERT_EQ(j.size(), 20u);
+  EXPECT_EQ(j[0]["name"], "snow");
+  EXPECT_EQ(j[0]["levels"].size(), 5u);
+  const std::string md = levels_markdown();
+  EXPECT_NE(md.find("| `gauss_noise` | var | 40–50 | 120–130 | **250–260** |"), std::string::npos) << md;
+}
+
+}  // namespace
+}  // namespace rsam::degrade

@@ -34,8 +34,8 @@ Tensor LayerNorm2dImpl::forward(const Tensor& x_in) {
 }
 
 MLPBlockImpl::MLPBlockImpl(int64_t dim, int64_t mlp_dim, bool relu_) : relu(relu_) {
-  lin1 = register_module("lin1", torch::nn::Linear(dim, mlp_dim));
-  lin2 = register_module("lin2", torch::nn::Linear(mlp_dim, dim));
+  lin1 = register_module("lin1", AdaptableLinear(dim, mlp_dim));
+  lin2 = register_module("lin2", AdaptableLinear(mlp_dim, dim));
 }
 
 Tensor MLPBlockImpl::forward(const Tensor& x) {
@@ -96,8 +96,8 @@ EncoderAttentionImpl::EncoderAttentionImpl(int64_t dim, int64_t heads, int64_t r
     : num_heads(heads) {
   const int64_t head_dim = dim / heads;
   scale = std::pow(double(head_dim), -0.5);
-  qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(dim, dim * 3).bias(true)));
-  proj = register_module("proj", torch::nn::Linear(dim, dim));
+  qkv = register_module("qkv", AdaptableLinear(dim, dim * 3));
+  proj = register_module("proj", AdaptableLinear(dim, dim));
   rel_pos_h = register_parameter("rel_pos_h", torch::zeros({2 * rel_size - 1, head_dim}));
   rel_pos_w = register_parameter("rel_pos_w", torch::zeros({2 * rel_size - 1, head_dim}));
 }
@@ -126,16 +126,31 @@ EncoderBlockImpl::EncoderBlockImpl(int64_t dim, int64_t heads, int64_t mlp_dim, 
   mlp = register_module("mlp", MLPBlock(dim, mlp_dim, /*relu=*/false));
 }
 
+// Input-dependent adapters (GaRA, MoE-LoRA) gate on f(x) = the per-image
+// mean of the block's normalized input tokens: norm1's output for the
+// attention layers, norm2's for the MLP. It is computed before windowing, so
+// padding never enters it, and only when an attached adapter asks for it.
+static void set_context(AdaptableLinear& l, const Tensor& normed) {
+  if (!l->wants_pooled()) return;
+  l->context.pooled = normed.mean({1, 2});
+  l->context.images = normed.size(0);
+}
+
 Tensor EncoderBlockImpl::forward(const Tensor& x_in) {
   auto shortcut = x_in;
   auto x = norm1(x_in);
+  set_context(attn->qkv, x);
+  set_context(attn->proj, x);
   const int64_t H = x.size(1), W = x.size(2);
   std::pair<int64_t, int64_t> pad_hw{H, W};
   if (window_size > 0) std::tie(x, pad_hw) = window_partition(x, window_size);
   x = attn(x);
   if (window_size > 0) x = window_unpartition(x, window_size, pad_hw, {H, W});
   x = shortcut + x;
-  return x + mlp(norm2(x));
+  auto xn = norm2(x);
+  set_context(mlp->lin1, xn);
+  set_context(mlp->lin2, xn);
+  return x + mlp(xn);
 }
 
 PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch) {

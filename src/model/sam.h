@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "model/config.h"
+#include "model/linear.h"
 
 namespace rsam {
 
@@ -24,7 +25,7 @@ TORCH_MODULE(LayerNorm2d);
 struct MLPBlockImpl : torch::nn::Module {
   MLPBlockImpl(int64_t dim, int64_t mlp_dim, bool relu);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear lin1{nullptr}, lin2{nullptr};
+  AdaptableLinear lin1{nullptr}, lin2{nullptr};
   bool relu;  // the decoder uses ReLU, the encoder GELU
 };
 TORCH_MODULE(MLPBlock);
@@ -37,7 +38,7 @@ struct EncoderAttentionImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
   int64_t num_heads;
   double scale;
-  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  AdaptableLinear qkv{nullptr}, proj{nullptr};
   torch::Tensor rel_pos_h, rel_pos_w;
 };
 TORCH_MODULE(EncoderAttention);

@@ -1,0 +1,259 @@
+#include "adapt/adapter.h"
+
+#include <cstring>
+#include <iomanip>
+#include <set>
+#include <sstream>
+
+#include "error.h"
+#include "model/checkpoint.h"
+
+namespace rsam::adapt {
+
+namespace {
+
+std::map<std::string, MethodInfo>& registry() {
+  static std::map<std::string, MethodInfo> r;
+  return r;
+}
+
+int64_t resolve_split(const nlohmann::json& cfg, const std::string& layer, int64_t out) {
+  const auto s = cfg.value("split", nlohmann::json("auto"));
+  int64_t split = 1;
+  if (s.is_string()) {
+    if (s.get<std::string>() != "auto") throw Error("adapter 'split' must be \"auto\" or an integer");
+    // The papers adapt q, k and v separately even though SAM fuses them.
+    split = layer.size() >= 4 && layer.compare(layer.size() - 4, 4, ".qkv") == 0 ? 3 : 1;
+  } else if (s.is_number_integer()) {
+    split = s.get<int64_t>();
+  } else {
+    throw Error("adapter 'split' must be \"auto\" or an integer");
+  }
+  if (split < 1 || out % split) throw Error("adapter split " + std::to_string(split) + " does not divide " + layer);
+  return split;
+}
+
+}  // namespace
+
+void register_method(MethodInfo info) {
+  const auto name = info.name;
+  registry()[name] = std::move(info);
+}
+
+const MethodInfo& method_info(const std::string& name) {
+  auto it = registry().find(name);
+  if (it == registry().end()) {
+    std::string known;
+    for (const auto& [k, v] : registry()) known += (known.empty() ? "" : ", ") + k;
+    throw Error("unknown adapter method '" + name + "' (known: " + known + ")");
+  }
+  return it->second;
+}
+
+std::vector<std::string> method_names() {
+  std::vector<std::string> v;
+  for (const auto& [k, _] : registry()) v.push_back(k);
+  return v;
+}
+
+bool glob_match(const std::string& p, const std::string& s) {
+  // Iterative '*' matcher (any run of characters).
+  size_t pi = 0, si = 0, star = std::string::npos, mark = 0;
+  while (si < s.size()) {
+    if (pi < p.size() && p[pi] == s[si]) {
+      ++pi;
+      ++si;
+    } else if (pi < p.size() && p[pi] == '*') {
+      star = pi++;
+      mark = si;
+    } else if (star != std::string::npos) {
+      pi = star + 1;
+      si = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (pi < p.size() && p[pi] == '*') ++pi;
+  return pi == p.size();
+}
+
+std::vector<std::pair<std::string, AdaptableLinear>> adaptable_layers(torch::nn::Module& model) {
+  std::vector<std::pair<std::string, AdaptableLinear>> out;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    if (auto lin = std::dynamic_pointer_cast<AdaptableLinearImpl>(item.value()))
+      out.emplace_back(item.key(), AdaptableLinear(lin));
+  }
+  return out;
+}
+
+torch::Tensor gumbel_sigmoid_gate(const torch::Tensor& logits, double tau, bool training) {
+  if (!training) return (logits > 0).to(logits.dtype());  // sigma(a) > 0.5  <=>  a > 0
+  auto u = torch::rand_like(logits).clamp(1e-10, 1.0 - 1e-10);
+  auto g = -torch::log(-torch::log(u));
+  auto soft = torch::sigmoid((logits + g) / tau);
+  auto hard = (soft > 0.5).to(soft.dtype());
+  return hard + soft - soft.detach();  // straight-through
+}
+
+std::string base_fingerprint(const torch::nn::Module& model, const std::set<std::string>& exclude) {
+  // FNV-1a over names and bytes of every base tensor (adapters excluded).
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const void* p, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(p);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, b + i, 8);
+      h = (h ^ w) * 1099511628211ull;
+    }
+    for (; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    if (name.find(".adapter.") != std::string::npos || exclude.count(name)) return;
+    auto c = t.detach().to(torch::kCPU).contiguous();
+    mix(name.data(), name.size());
+    mix(c.data_ptr(), size_t(c.numel()) * c.element_size());
+  };
+  for (const auto& p : model.named_parameters(true)) add(p.key(), p.value());
+  for (const auto& b : model.named_buffers(true)) add(b.key(), b.value());
+  std::ostringstream os;
+  os << std::hex << std::setw(16) << std::setfill('0') << h;
+  return os.str();
+}
+
+AdaptedSam::AdaptedSam(Sam base, nlohmann::json cfg, uint64_t seed) : model_(std::move(base)), config_(std::move(cfg)) {
+  if (!config_.is_object() || !config_.contains("method") || !config_["method"].is_string())
+    throw Error("adapter config needs a \"method\" string");
+  method_ = config_["method"].get<std::string>();
+  const auto& info = method_info(method_);
+  for (const auto& p : model_->parameters()) base_params_ += p.numel();
+  for (auto& p : model_->parameters()) p.set_requires_grad(false);
+
+  std::vector<std::string> targets = info.default_targets;
+  if (config_.contains("targets")) {
+    if (!config_["targets"].is_array()) throw Error("adapter \"targets\" must be a list of patterns");
+    targets = config_["targets"].get<std::vector<std::string>>();
+  }
+  // Same seed, same initial adapter (independent of the global torch RNG).
+  torch::manual_seed(seed);
+  std::set<std::string> names;
+  if (info.factory) {
+    for (auto& [name, lin] : adaptable_layers(*model_)) {
+      bool hit = false;
+      for (const auto& t : targets) hit = hit || glob_match(t, name);
+      if (!hit) continue;
+      LayerInfo li{name, lin->in_features, lin->out_features, 1};
+      li.split = resolve_split(config_, name, li.out);
+      auto a = info.factory(config_, li);
+      a->to(lin->weight.device());
+      lin->attach(a);
+      adapters_.emplace_back(name, a);
+    }
+    if (adapters_.empty()) throw Error("adapter targets match no layer of this model");
+  }
+  const bool train_decoder = config_.value("train_decoder", false) || method_ == "decoder_only";
+  for (auto& p : model_->named_parameters(true)) {
+    const auto& k = p.key();
+    const bool is_adapter = k.find(".adapter.") != std::string::npos;
+    const bool base_trained = (info.trains_base && info.trains_base(k)) ||
+                              (train_decoder && k.rfind("mask_decoder.", 0) == 0);
+    if (is_adapter || base_trained) {
+      p.value().set_requires_grad(true);
+      trainable_.emplace_back(k, p.value());
+    }
+  }
+  base_params_ = 0;
+  for (const auto& p : model_->named_parameters(true))
+    if (p.key().find(".adapter.") == std::string::npos) base_params_ += p.value().numel();
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> AdaptedSam::trainable() const { return trainable_; }
+
+int64_t AdaptedSam::trainable_count() const {
+  int64_t n = 0;
+  for (const auto& [k, t] : trainable_) n += t.numel();
+  return n;
+}
+
+torch::Tensor AdaptedSam::aux_loss() const {
+  torch::Tensor total;
+  for (const auto& [name, a] : adapters_) {
+    auto l = a->aux_loss();
+    if (l.defined()) total = total.defined() ? total + l : l;
+  }
+  return total.defined() ? total : torch::zeros({});
+}
+
+nlohmann::json AdaptedSam::gates() const {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [name, a] : adapters_) {
+    auto g = a->gates();
+    if (!g.is_null()) j[name] = g;
+  }
+  return j;
+}
+
+std::string AdaptedSam::fingerprint() const {
+  std::set<std::string> trained;
+  for (const auto& [k, t] : trainable_) trained.insert(k);
+  return base_fingerprint(*model_, trained);
+}
+
+void AdaptedSam::save(const std::string& path) const {
+  io::StateDict sd;
+  for (const auto& [k, t] : trainable_) sd.emplace_back(k, from_torch(t));
+  std::map<std::string, std::string> meta{{"rsam.adapter", config_.dump()},
+                                          {"rsam.base_fingerprint", fingerprint()},
+                                          {"rsam.base_config", model_->config.to_json()},
+                                          {"format", "pt"}};
+  io::save_safetensors(path, sd, meta);
+}
+
+AdaptedSam AdaptedSam::load(Sam base, const std::string& path) {
+  auto f = io::load_safetensors(path);
+  auto cfg_it = f.metadata.find("rsam.adapter");
+  if (cfg_it == f.metadata.end()) throw Error("'" + path + "' is not an rsam adapter file (no rsam.adapter metadata)");
+  nlohmann::json cfg;
+  try {
+    cfg = nlohmann::json::parse(cfg_it->second);
+  } catch (const std::exception&) {
+    throw Error("'" + path + "': adapter config is not valid JSON");
+  }
+  AdaptedSam a(std::move(base), cfg, 0);
+  const auto fp = f.metadata.count("rsam.base_fingerprint") ? f.metadata.at("rsam.base_fingerprint") : "";
+  const auto have = a.fingerprint();
+  if (fp != have)
+    throw Error("adapter '" + path + "' was trained on a different base model (fingerprint " + fp + ", this model " +
+                have + ")");
+  std::map<std::string, torch::Tensor> want(a.trainable_.begin(), a.trainable_.end());
+  if (want.size() != f.tensors.size())
+    throw Error("adapter '" + path + "' holds " + std::to_string(f.tensors.size()) + " tensors, its config expects " +
+                std::to_string(want.size()));
+  torch::NoGradGuard ng;
+  for (const auto& [k, t] : f.tensors) {
+    auto it = want.find(k);
+    if (it == want.end()) throw Error("adapter '" + path + "': unexpected tensor '" + k + "'");
+    auto src = to_torch(t);
+    if (src.sizes() != it->second.sizes()) throw Error("adapter '" + path + "': tensor '" + k + "' has the wrong shape");
+    if (src.is_floating_point() && !torch::isfinite(src).all().item<bool>())
+      throw Error("adapter '" + path + "': tensor '" + k + "' holds NaN or Inf");
+    it->second.copy_(src.to(it->second.dtype()));
+  }
+  return a;
+}
+
+void AdaptedSam::merge() {
+  const auto& info = method_info(method_);
+  if (!info.mergeable) throw Error("method '" + method_ + "' is input-dependent or structural and cannot be merged");
+  torch::NoGradGuard ng;
+  for (auto& [name, lin] : adaptable_layers(*model_)) {
+    if (!lin->adapter) continue;
+    auto a = std::dynamic_pointer_cast<Adapter>(lin->adapter);
+    if (!a || !a->merge_into(lin->weight, lin->bias)) throw Error("layer " + name + " cannot be merged");
+    lin->detach();
+  }
+  adapters_.clear();
+  trainable_.clear();
+}
+
+}  // namespace rsam::adapt

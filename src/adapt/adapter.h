@@ -1,0 +1,120 @@
+// Parameter-efficient adaptation of a frozen SAM. An adapter method is a
+// named component built from JSON through a registry (tiny-cuda-nn style):
+// adding a method is one file that calls RSAM_REGISTER_ADAPTER.
+//
+// Config, all fields optional but "method":
+//   {"method": "gara",
+//    "targets": ["image_encoder.blocks.*.attn.qkv"],   // glob over layer names
+//    "split": "auto",            // qkv: q, k, v adapted separately (3); else 1
+//    "train_decoder": false,
+//    ...method parameters (rank, alpha, r_low, r_high, tau, ...)}
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "io/tensor_file.h"
+#include "model/linear.h"
+#include "model/sam.h"
+
+namespace rsam::adapt {
+
+struct LayerInfo {
+  std::string name;   // e.g. image_encoder.blocks.3.attn.qkv
+  int64_t in = 0, out = 0;
+  int64_t split = 1;  // independent output slices (3 for q, k, v)
+};
+
+// Base of every adapter that wraps a Linear. Subclasses implement forward
+// and may report gates, merge, or add an auxiliary loss.
+struct Adapter : LinearAdapter {
+  virtual std::string method() const = 0;
+  // Folds the update into (weight, bias) for zero inference overhead;
+  // false when the method is input-dependent.
+  virtual bool merge_into(torch::Tensor& weight, torch::Tensor& bias) { return false; }
+  // Auxiliary loss accumulated by the last forward (Conv-LoRA load balance).
+  virtual torch::Tensor aux_loss() { return {}; }
+  // Per-image gate decisions of the last forward, for introspection.
+  virtual nlohmann::json gates() const { return nullptr; }
+};
+
+using AdapterFactory = std::function<std::shared_ptr<Adapter>(const nlohmann::json& cfg, const LayerInfo& layer)>;
+
+struct MethodInfo {
+  std::string name, description;
+  std::vector<std::string> default_targets;  // empty: the method wraps nothing
+  bool mergeable = false;
+  AdapterFactory factory;  // null for methods that only unfreeze base tensors
+  // For methods that unfreeze base tensors (bitfit, decoder_only): selects them.
+  std::function<bool(const std::string& param_name)> trains_base;
+};
+
+void register_method(MethodInfo info);
+const MethodInfo& method_info(const std::string& name);  // rsam::Error if unknown
+std::vector<std::string> method_names();
+
+struct RegisterAdapter {
+  explicit RegisterAdapter(MethodInfo info) { register_method(std::move(info)); }
+};
+
+// A frozen SAM with one adapter method attached.
+class AdaptedSam {
+ public:
+  // Attaches fresh adapters (seeded) and freezes everything else.
+  AdaptedSam(Sam base, nlohmann::json config, uint64_t seed = 0);
+
+  Sam& model() { return model_; }
+  const nlohmann::json& config() const { return config_; }
+  const std::string& method() const { return method_; }
+  const std::vector<std::pair<std::string, std::shared_ptr<Adapter>>>& adapters() const { return adapters_; }
+
+  // Everything the optimizer updates, with state-dict names.
+  std::vector<std::pair<std::string, torch::Tensor>> trainable() const;
+  int64_t trainable_count() const;
+  int64_t base_count() const { return base_params_; }
+  torch::Tensor aux_loss() const;  // sum over adapters (zero if none)
+  nlohmann::json gates() const;    // {layer: gates} for gated methods
+
+  // Adapter file: safetensors with only the trainable tensors, the config
+  // and the base model's fingerprint.
+  void save(const std::string& path) const;
+  // Builds the adapters from the file's config and loads its tensors;
+  // rsam::Error if the file was trained on a different base.
+  static AdaptedSam load(Sam base, const std::string& path);
+
+  // Folds mergeable adapters into the base weights and detaches them.
+  void merge();
+
+ private:
+  std::string fingerprint() const;
+  Sam model_;
+  nlohmann::json config_;
+  std::string method_;
+  std::vector<std::pair<std::string, std::shared_ptr<Adapter>>> adapters_;
+  std::vector<std::pair<std::string, torch::Tensor>> trainable_;
+  int64_t base_params_ = 0;
+};
+
+// 64-bit content hash of every base tensor (hex), recorded in adapter files.
+// Tensors the adapter itself trains (BitFit biases, a fine-tuned decoder)
+// are excluded, so the fingerprint names the base the file starts from.
+std::string base_fingerprint(const torch::nn::Module& model, const std::set<std::string>& exclude = {});
+
+// Glob with '*' matching one dotted component or more characters.
+bool glob_match(const std::string& pattern, const std::string& name);
+
+// All AdaptableLinear layers of the model, by state-dict prefix.
+std::vector<std::pair<std::string, AdaptableLinear>> adaptable_layers(torch::nn::Module& model);
+
+// Gumbel-sigmoid gate of GaRA (Eq. 3 and 6): hard 0/1 forward; in training
+// the straight-through gradient of sigma((logit + G) / tau), G ~ Gumbel(0,1);
+// at inference sigma(logit) > 0.5.
+torch::Tensor gumbel_sigmoid_gate(const torch::Tensor& logits, double tau, bool training);
+
+}  // namespace rsam::adapt

@@ -444,7 +444,9 @@ std::string levels_markdown() {
   auto cell = [](const json& v) {
     if (v.is_array()) {
       std::string s;
-      for (size_t i = 0; i < v.size(); ++i) s += (i ? (v.size() == 2 ? "–" : ", ") : "") + json(v[i]).dump();
+      const bool negative = v.size() == 2 && v[0].is_number() && v[0].get<double>() < 0;
+      for (size_t i = 0; i < v.size(); ++i)
+        s += (i ? (v.size() == 2 ? (negative ? " to " : "–") : ", ") : "") + json(v[i]).dump();
       return v.size() == 2 ? s : "[" + s + "]";
     }
     return v.dump();

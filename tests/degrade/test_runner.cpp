@@ -261,3 +261,23 @@ TEST(Listing, NamesEveryCorruptionWithItsLevels) {
 
 }  // namespace
 }  // namespace rsam::degrade
+
+namespace rsam::degrade {
+namespace {
+
+// Regenerates docs/degradations_sheet.png and prints the severity table of
+// docs/degradations.md:
+//   test_degrade --gtest_also_run_disabled_tests --gtest_filter='*WriteDocsAssets'
+TEST(Docs, DISABLED_WriteDocsAssets) {
+  const cv::Mat scene = testing::make_scene(512, 384, 7).rgb;
+  const cv::Mat sheet = contact_sheet(scene, expand("all"), 3, 0, 224, 7, 512);
+  cv::Mat bgr;
+  cv::cvtColor(sheet, bgr, cv::COLOR_RGB2BGR);
+  std::vector<uchar> png;
+  ASSERT_TRUE(cv::imencode(".png", bgr, png, {cv::IMWRITE_PNG_COMPRESSION, 9}));
+  write_file_atomic(std::string(RSAM_SOURCE_DIR) + "/docs/degradations_sheet.png", png);
+  std::cout << levels_markdown();
+}
+
+}  // namespace
+}  // namespace rsam::degrade

@@ -205,6 +205,7 @@ void AdaptedSam::save(const std::string& path) const {
   std::map<std::string, std::string> meta{{"rsam.adapter", config_.dump()},
                                           {"rsam.base_fingerprint", fingerprint()},
                                           {"rsam.base_config", model_->config.to_json()},
+                                          {"rsam.base_params", std::to_string(base_params_)},
                                           {"format", "pt"}};
   io::save_safetensors(path, sd, meta);
 }

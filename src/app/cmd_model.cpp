@@ -10,6 +10,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "adapt/adapter.h"
 #include "app/commands.h"
 #include "app/image_io.h"
 #include "error.h"
@@ -108,6 +109,7 @@ void save_tensor_npy(const std::string& path, const torch::Tensor& t) {
 
 struct SegmentArgs {
   std::string checkpoint, image, box, mask_input, out, overlay, logits_out, embedding_out, precision = "fp32";
+  std::string adapter, gates_out;
   std::vector<std::string> points;
   bool multimask = false, json = false;
   int threads = 0;
@@ -146,10 +148,14 @@ void run_segment(const SegmentArgs& a) {
     if (prompt.mask_input.dim() != 3 || prompt.mask_input.size(1) != m || prompt.mask_input.size(2) != m)
       throw Error("--mask-input must be a [1," + std::to_string(m) + "," + std::to_string(m) + "] array");
   }
-  SamPredictor pred(loaded.model, prec);
+  std::optional<adapt::AdaptedSam> adapted;
+  if (!a.adapter.empty()) adapted.emplace(adapt::AdaptedSam::load(loaded.model, a.adapter));
+  if (!a.gates_out.empty() && !adapted) throw Error("--gates-out needs --adapter");
+  SamPredictor pred(adapted ? adapted->model() : loaded.model, prec);
   auto t1 = Clock::now();
   pred.set_image(img);
   const double encode_ms = ms_since(t1);
+  if (!a.gates_out.empty()) write_gates(a.gates_out, adapted->gates());
   t1 = Clock::now();
   auto r = pred.predict(prompt, a.multimask);
   const double decode_ms = ms_since(t1);
@@ -168,6 +174,7 @@ void run_segment(const SegmentArgs& a) {
 
   nlohmann::json j;
   j["model"] = loaded.model->config.type_name();
+  if (adapted) j["adapter"] = adapted->method();
   j["image"] = {{"width", img.width}, {"height", img.height}};
   j["best"] = best;
   j["masks"] = nlohmann::json::array();
@@ -308,6 +315,8 @@ void add_segment_command(CLI::App& app) {
   c->add_option("--overlay", a->overlay, "Image with the mask and prompts drawn");
   c->add_option("--logits-out", a->logits_out, "float32 [N,256,256] low-res logits .npy");
   c->add_option("--embedding-out", a->embedding_out, "float32 image embedding .npy");
+  c->add_option("--adapter", a->adapter, "Adapter file (.safetensors) trained on this checkpoint");
+  c->add_option("--gates-out", a->gates_out, "Gate decisions per layer as JSON (+ a .png picture)");
   c->add_flag("--json", a->json, "Print a JSON summary on stdout");
   c->callback([a] { run_segment(*a); });
 }

@@ -2,6 +2,10 @@
 // sub-app here; main.cpp only wires them together.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
+#include <string>
+
 namespace CLI {
 class App;
 }
@@ -13,5 +17,10 @@ void add_info_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_degrade_command(CLI::App& app);
+void add_adapter_command(CLI::App& app);
+
+// Gate report of an adapted model: JSON at `path` and, for gated methods,
+// a picture of the binary gate vectors beside it (same stem, .png).
+void write_gates(const std::string& path, const nlohmann::json& gates);
 
 }  // namespace rsam::app

@@ -16,9 +16,8 @@ int main(int argc, char** argv) {
   rsam::app::add_info_command(app);
   rsam::app::add_convert_command(app);
   rsam::app::add_bench_command(app);
-#ifdef RSAM_HAVE_DEGRADE
+  rsam::app::add_adapter_command(app);
   rsam::app::add_degrade_command(app);
-#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -136,3 +136,42 @@ TEST(Cli, OutputsAreWrittenAtomically) {
   EXPECT_NE(r.code, 0);
   EXPECT_FALSE(std::ifstream(out).good());
 }
+
+TEST(Cli, AdapterInitInfoSegmentAndGates) {
+  const auto ad = tmp("gara.safetensors"), cfg = tmp("gara.json"), gates = tmp("gates.json");
+  std::ofstream(cfg) << R"({"method": "gara", "r_low": 2, "r_high": 6, "gate_hidden": 8})";
+  auto init = run("adapter init --checkpoint " + kData + "tiny_a.pth --adapter " + cfg + " --out " + ad);
+  ASSERT_EQ(init.code, 0) << init.err;
+  auto info = run("adapter info " + ad + " --json");
+  ASSERT_EQ(info.code, 0) << info.err;
+  auto j = nlohmann::json::parse(info.out);
+  EXPECT_EQ(j["method"], "gara");
+  EXPECT_GT(j["parameters"].get<int64_t>(), 0);
+  EXPECT_GT(j["percent_of_base"].get<double>(), 0.0);
+  const std::string seg = "segment --checkpoint " + kData + "tiny_a.pth --image " + kData +
+                          "images/square64.png --point 30,30 --json --threads 1";
+  auto plain = nlohmann::json::parse(run(seg).out);
+  auto adapted = run(seg + " --adapter " + ad + " --gates-out " + gates);
+  ASSERT_EQ(adapted.code, 0) << adapted.err;
+  // A fresh adapter is the identity.
+  EXPECT_EQ(nlohmann::json::parse(adapted.out)["masks"], plain["masks"]);
+  std::ifstream gf(gates);
+  auto g = nlohmann::json::parse(gf);
+  EXPECT_EQ(g.size(), 2u);  // two blocks' qkv
+  EXPECT_TRUE(cv::imread(tmp("gates.png")).data != nullptr);
+  // An adapter made for another base is refused.
+  auto other = run("segment --checkpoint " + kData + "tiny_b.pth --image " + kData +
+                   "images/square64.png --point 30,30 --adapter " + ad);
+  EXPECT_EQ(other.code, 1);
+  EXPECT_NE(other.err.find("different base"), std::string::npos) << other.err;
+}
+
+TEST(Cli, AdapterMergeMatchesAdapted) {
+  const auto ad = tmp("lora.safetensors"), merged = tmp("merged.safetensors");
+  ASSERT_EQ(run("adapter init --checkpoint " + kData + "tiny_a.pth --adapter lora --out " + ad).code, 0);
+  auto m = run("adapter merge --checkpoint " + kData + "tiny_a.pth --adapter " + ad + " --out " + merged);
+  ASSERT_EQ(m.code, 0) << m.err;
+  auto g = run("adapter merge --checkpoint " + kData + "tiny_a.pth --adapter " + tmp("gara.safetensors") +
+               " --out " + tmp("nope.safetensors"));
+  EXPECT_EQ(g.code, 1);
+}

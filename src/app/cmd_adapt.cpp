@@ -1,0 +1,222 @@
+// `rsam adapter info|merge|params` and the gate report of `segment --gates-out`.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "adapt/adapter.h"
+#include "app/commands.h"
+#include "error.h"
+#include "io/fs.h"
+#include "io/tensor_file.h"
+#include "model/checkpoint.h"
+#include "model/runtime.h"
+
+namespace rsam::app {
+
+namespace {
+
+// Default configs for the parameter table: the papers' settings.
+std::vector<nlohmann::json> table_methods() {
+  return {{{"method", "decoder_only"}},
+          {{"method", "bitfit"}},
+          {{"method", "adapter"}, {"bottleneck", 64}},
+          {{"method", "ssf"}},
+          {{"method", "lora"}, {"rank", 4}},
+          {{"method", "lora"}, {"rank", 16}},
+          {{"method", "lora"}, {"rank", 256}},
+          {{"method", "moe_lora"}, {"ranks", {2, 16, 128, 256}}},
+          {{"method", "conv_lora"}, {"rank", 8}, {"experts", 8}},
+          {{"method", "gara"}, {"r_low", 16}, {"r_high", 256}},
+          {{"method", "gara"}, {"r_low", 16}, {"r_high", 256}, {"space_gate", false}}};
+}
+
+std::string label(const nlohmann::json& c) {
+  std::string s = c["method"];
+  for (auto& [k, v] : c.items())
+    if (k != "method") s += " " + k + "=" + v.dump();
+  return s;
+}
+
+void run_info(const std::string& path, bool json) {
+  auto f = io::load_safetensors(path);
+  auto it = f.metadata.find("rsam.adapter");
+  if (it == f.metadata.end()) throw Error("'" + path + "' is not an rsam adapter file");
+  auto cfg = nlohmann::json::parse(it->second);
+  int64_t n = 0;
+  for (const auto& [k, t] : f.tensors) n += t.numel();
+  int64_t base = 0;
+  if (f.metadata.count("rsam.base_params")) base = std::stoll(f.metadata.at("rsam.base_params"));
+  nlohmann::json j{{"method", cfg.value("method", "")},
+                   {"config", cfg},
+                   {"parameters", n},
+                   {"tensors", f.tensors.size()},
+                   {"base_parameters", base},
+                   {"percent_of_base", base ? 100.0 * double(n) / double(base) : 0.0},
+                   {"base_fingerprint", f.metadata.count("rsam.base_fingerprint") ? f.metadata.at("rsam.base_fingerprint") : ""}};
+  if (json) {
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("method: %s\nconfig: %s\nparameters: %lld (%.3f%% of the base's %lld)\ntensors: %zu\nbase fingerprint: %s\n",
+              j["method"].get<std::string>().c_str(), cfg.dump().c_str(), (long long)n, j["percent_of_base"].get<double>(),
+              (long long)base, f.tensors.size(), j["base_fingerprint"].get<std::string>().c_str());
+}
+
+void run_merge(const std::string& ckpt, const std::string& adapter, const std::string& out) {
+  auto base = load_sam(ckpt).model;
+  auto a = adapt::AdaptedSam::load(base, adapter);
+  a.merge();
+  save_sam(a.model(), out);
+  std::printf("merged %s into %s -> %s\n", a.method().c_str(), ckpt.c_str(), out.c_str());
+}
+
+nlohmann::json read_config(const std::string& method_or_file) {
+  // A method name with its defaults, or a JSON config file.
+  if (method_or_file.find('.') == std::string::npos && method_or_file.find('/') == std::string::npos)
+    return {{"method", method_or_file}};
+  const auto bytes = io::read_file(method_or_file);
+  try {
+    return nlohmann::json::parse(bytes.begin(), bytes.end());
+  } catch (const std::exception&) {
+    throw Error("adapter config '" + method_or_file + "' is not valid JSON");
+  }
+}
+
+void run_init(const std::string& ckpt, const std::string& config, const std::string& out, uint64_t seed) {
+  auto base = load_sam(ckpt).model;
+  adapt::AdaptedSam a(base, read_config(config), seed);
+  a.save(out);
+  std::printf("wrote %s: %s, %lld trainable parameters\n", out.c_str(), a.method().c_str(),
+              (long long)a.trainable_count());
+}
+
+void run_params(const std::string& model, bool json) {
+  SamConfig cfg = model == "vit_b"   ? SamConfig::vit_b()
+                  : model == "vit_l" ? SamConfig::vit_l()
+                  : model == "vit_h" ? SamConfig::vit_h()
+                                     : throw Error("unknown --model '" + model + "' (vit_b, vit_l, vit_h)");
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& c : table_methods()) {
+    Sam base(cfg);  // fresh each time: attaching mutates the model
+    adapt::AdaptedSam a(base, c, 0);
+    rows.push_back({{"method", label(c)},
+                    {"params", a.trainable_count()},
+                    {"ratio_percent", 100.0 * double(a.trainable_count()) / double(a.base_count())}});
+  }
+  if (json) {
+    std::cout << nlohmann::json{{"model", model}, {"rows", rows}}.dump(2) << "\n";
+    return;
+  }
+  std::printf("| method (%s) | #params (M) | ratio (%%) |\n|---|---|---|\n", model.c_str());
+  for (const auto& r : rows)
+    std::printf("| %s | %.3f | %.3f |\n", r["method"].get<std::string>().c_str(), r["params"].get<int64_t>() / 1e6,
+                r["ratio_percent"].get<double>());
+}
+
+}  // namespace
+
+void write_gates(const std::string& path, const nlohmann::json& gates) {
+  const auto text = gates.dump(1);
+  io::write_atomic(path, text.data(), text.size());
+  // Picture in the paper's Figure 6 style: one row per (layer, projection),
+  // one column per component of the larger space; white = active, dark grey
+  // = inactive, black = outside the chosen space. Image 0 only.
+  int rows = 0, cols = 0;
+  for (auto& [layer, imgs] : gates.items()) {
+    if (!imgs.is_array() || imgs.empty() || !imgs[0].is_array()) continue;
+    for (auto& p : imgs[0]) {
+      ++rows;
+      cols = std::max(cols, p.value("max_rank", 0));
+    }
+  }
+  if (rows == 0 || cols == 0) return;  // no gated adapter: the JSON is all there is
+  const int cell = std::max(2, std::min(8, 1024 / cols)), label_w = 80;
+  cv::Mat img(rows * cell + 2, label_w + cols * cell + 2, CV_8UC3, cv::Scalar(255, 255, 255));
+  int r = 0;
+  static const char* proj_names[] = {"q", "k", "v"};
+  for (auto& [layer, imgs] : gates.items()) {
+    if (!imgs.is_array() || imgs.empty() || !imgs[0].is_array()) continue;
+    int s = 0;
+    for (auto& p : imgs[0]) {
+      const int max_rank = p.value("max_rank", 0);
+      std::vector<bool> on(size_t(max_rank), false);
+      for (auto& a : p["active"]) on[size_t(a.get<int>())] = true;
+      const bool high = p.value("space", "") == "high";
+      for (int c = 0; c < cols; ++c) {
+        cv::Scalar col = c < max_rank ? (on[size_t(c)] ? cv::Scalar(255, 255, 255) : cv::Scalar(70, 70, 70))
+                                      : cv::Scalar(0, 0, 0);
+        cv::rectangle(img, cv::Rect(label_w + c * cell, r * cell, cell, cell), col, cv::FILLED);
+      }
+      // Space marker: orange for the higher space, blue for the lower.
+      cv::rectangle(img, cv::Rect(label_w - 8, r * cell, 6, cell),
+                    high ? cv::Scalar(0, 140, 255) : cv::Scalar(255, 120, 0), cv::FILLED);
+      if (cell >= 6) {
+        std::string name = layer;
+        const auto b = name.find("blocks.");
+        if (b != std::string::npos) name = "b" + name.substr(b + 7, name.find('.', b + 7) - b - 7);
+        name += std::string(" ") + (s < 3 ? proj_names[s] : "?");
+        cv::putText(img, name, cv::Point(2, r * cell + cell - 1), cv::FONT_HERSHEY_PLAIN, cell / 10.0,
+                    cv::Scalar(0, 0, 0));
+      }
+      ++r;
+      ++s;
+    }
+  }
+  std::string png = path;
+  const auto dot = png.rfind('.');
+  png = (dot == std::string::npos ? png : png.substr(0, dot)) + ".png";
+  std::vector<uint8_t> buf;
+  cv::imencode(".png", img, buf);
+  io::write_atomic(png, buf.data(), buf.size());
+}
+
+void add_adapter_command(CLI::App& app) {
+  auto* c = app.add_subcommand("adapter", "Inspect, merge and size adapters");
+  c->require_subcommand(1);
+  {
+    auto path = std::make_shared<std::string>();
+    auto json = std::make_shared<bool>(false);
+    auto* s = c->add_subcommand("info", "Method, config, parameters and share of the base");
+    s->add_option("adapter", *path, "Adapter file (.safetensors)")->required();
+    s->add_flag("--json", *json, "JSON output");
+    s->callback([path, json] { run_info(*path, *json); });
+  }
+  {
+    auto ck = std::make_shared<std::string>(), ad = std::make_shared<std::string>(), out = std::make_shared<std::string>();
+    auto* s = c->add_subcommand("merge", "Fold a mergeable adapter (lora, ssf, bitfit, decoder_only) into the base");
+    s->add_option("--checkpoint", *ck, "Base checkpoint")->required();
+    s->add_option("--adapter", *ad, "Adapter file")->required();
+    s->add_option("--out", *out, "Merged checkpoint (.safetensors or .pth)")->required();
+    s->callback([ck, ad, out] { run_merge(*ck, *ad, *out); });
+  }
+  {
+    auto ck = std::make_shared<std::string>(), cfg = std::make_shared<std::string>(), out = std::make_shared<std::string>();
+    auto seed = std::make_shared<uint64_t>(0);
+    auto* s = c->add_subcommand("init", "Write a freshly initialized adapter (identity: masks unchanged)");
+    s->add_option("--checkpoint", *ck, "Base checkpoint")->required();
+    s->add_option("--adapter", *cfg, "Method name or JSON config file")->required();
+    s->add_option("--out", *out, "Adapter file (.safetensors)")->required();
+    s->add_option("--seed", *seed, "Initialization seed");
+    s->callback([ck, cfg, out, seed] { run_init(*ck, *cfg, *out, *seed); });
+  }
+  {
+    auto model = std::make_shared<std::string>("vit_b");
+    auto json = std::make_shared<bool>(false);
+    auto* s = c->add_subcommand("params", "Parameter count of every method on an official model");
+    s->add_option("--model", *model, "vit_b, vit_l or vit_h");
+    s->add_flag("--json", *json, "JSON output");
+    s->callback([model, json] {
+      set_threads(0);
+      run_params(*model, *json);
+    });
+  }
+  std::string methods;
+  for (const auto& m : adapt::method_names()) methods += "\n  " + m + ": " + adapt::method_info(m).description;
+  c->footer("Methods:" + methods);
+}
+
+}  // namespace rsam::app

@@ -1,0 +1,62 @@
+// Prompt specifications and deterministic prompt sampling from a GT mask.
+//
+// Grammar of a prompt list (parse_prompts), comma-separated:
+//   point:K | points:K        K positive points (K >= 1) drawn uniformly among
+//                             the mask's pixels, distinct while the mask has K
+//   points:K+neg:J            ... plus J negative points from outside the mask
+//   box                       the tight GT box
+//   noisy-box[:S]             the GT box, each coordinate plus N(0, S*side),
+//                             side = box width for x0/x1, height for y0/y1
+//                             (S defaults to 0.2, the HQ-SAM/GleSAM setting);
+//                             clipped to the image, corners re-ordered if crossed
+//   mix:A|B|...               one of the alternatives per sample, uniformly
+//                             (e.g. mix:points:1|box|noisy-box)
+//
+// Coordinates are pixel indices as float (a point at pixel (x, y) is (x, y),
+// as SAM's examples pass them); a box is (x0, y0, x1, y1) with x1/y1 the
+// largest object column/row, inclusive. Box extents are x1 - x0 and y1 - y0
+// (at least 1 for a one-pixel box).
+//
+// sample_prompt draws only from a generator seeded by (seed, sample_key,
+// spec text): no global state, so every method evaluated with the same seed
+// and key sees the same prompt, whatever the call order or thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+namespace rsam::data {
+
+struct PromptSpec {
+  enum class Kind { Points, Box, NoisyBox, Mix };
+  Kind kind = Kind::Box;
+  int positives = 0;         // Points
+  int negatives = 0;         // Points
+  double noise_scale = 0.2;  // NoisyBox
+  std::vector<PromptSpec> choices;  // Mix
+  std::string text;          // canonical spelling, e.g. "points:3+neg:1"; part of the seed
+};
+
+struct SampledPrompt {
+  std::vector<cv::Point2f> points;
+  std::vector<int> labels;  // 1 = positive, 0 = negative; one per point
+  bool has_box = false;
+  cv::Vec4f box;            // x0, y0, x1, y1 (inclusive maxima)
+  std::string kind;         // the spec text actually used (a Mix reports its pick)
+};
+
+// rsam::Error (one line, naming the bad element) on a malformed list.
+PromptSpec parse_prompt(const std::string& one);
+std::vector<PromptSpec> parse_prompts(const std::string& list);
+
+// `mask` is CV_8UC1 (nonzero = object). rsam::Error if it has no object
+// pixel, or negatives are asked for and it has no background pixel.
+SampledPrompt sample_prompt(const cv::Mat& mask, const PromptSpec& spec, uint64_t seed, uint64_t sample_key);
+
+// The tight box of a mask's nonzero pixels; rsam::Error if there are none.
+cv::Vec4f mask_box(const cv::Mat& mask);
+
+}  // namespace rsam::data

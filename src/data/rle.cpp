@@ -14,6 +14,10 @@ Rle rle_from_polygon(const std::vector<double>& xy, int h, int w) {
   // Transcribed step for step from rleFrPoly, integer types included: the
   // result must match pycocotools exactly, so no "cleaner" geometry here.
   const size_t k = xy.size() / 2;
+  // maskApi walks every upsampled boundary point, so a far-off vertex means a
+  // huge allocation (and int overflow past ~4e8): refuse absurd coordinates.
+  for (size_t j = 0; j < 2 * k; ++j)
+    if (!(std::fabs(xy[j]) <= 1e6)) throw Error("COCO polygon coordinate " + std::to_string(xy[j]) + " is out of range");
   const double scale = 5;
   std::vector<int> x(k + 1), y(k + 1);
   for (size_t j = 0; j < k; ++j) x[j] = static_cast<int>(scale * xy[j * 2 + 0] + .5);

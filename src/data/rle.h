@@ -24,6 +24,7 @@ struct Rle {
 
 // rleFrPoly: polygon (x0,y0,x1,y1,...; pixel coordinates) to RLE. An odd
 // trailing value is ignored, as pycocotools does (it passes len/2 points).
+// A coordinate that is not finite or beyond +-1e6 is an rsam::Error.
 Rle rle_from_polygon(const std::vector<double>& xy, int h, int w);
 // rleFrBbox: [x, y, width, height] as the polygon of its four corners.
 Rle rle_from_bbox(const double bbox[4], int h, int w);

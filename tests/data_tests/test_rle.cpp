@@ -1,5 +1,6 @@
 // COCO RLE and polygon decoding against pycocotools' own output
 // (tests/data/coco, written by scripts/make_data_fixtures.py from maskApi.c).
+#include <cmath>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -99,6 +100,8 @@ TEST(Rle, MalformedInputIsAnError) {
   EXPECT_THROW(decode_segmentation(json::parse(R"([])"), 2, 2), Error);
   EXPECT_THROW(decode_segmentation(json::parse(R"([["a",1,2,3,4,5]])"), 2, 2), Error);
   EXPECT_THROW(decode_segmentation(json::parse(R"({"counts":[4]})"), 2, 2), Error);
+  EXPECT_THROW(rle_from_polygon({0, 0, 1e9, 0, 0, 5}, 8, 8), Error);  // would walk 5e9 points
+  EXPECT_THROW(rle_from_polygon({0, 0, std::nan(""), 0, 0, 5}, 8, 8), Error);
 }
 
 }  // namespace

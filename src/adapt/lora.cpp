@@ -190,7 +190,9 @@ struct GaRA : Adapter {
   Tensor forward(const Tensor& x, const Tensor& W, const Tensor& b, const AdapterContext& ctx) override {
     auto [f, images] = gate_input(x, ctx.pooled, ctx.images);
     auto [ml, mh] = masks(f.to(A_low.dtype()));
-    const bool grad = torch::GradMode::is_enabled() && (A_low.requires_grad() || x.requires_grad());
+    // Fold only at inference: training (and checkpoint recomputation) always
+    // takes the low-rank path so the forward is the same with or without grad.
+    const bool grad = is_training() || (torch::GradMode::is_enabled() && (A_low.requires_grad() || x.requires_grad()));
     const bool fold = !grad && (path == "fold" || (path == "auto" && fold_is_cheaper(x, in, out, images)));
     if (fold) {
       return linear_per_image(x, W, b, images, [&](int64_t i) {
@@ -275,7 +277,7 @@ struct MoELoRA : Adapter {
       onehot = F::one_hot(logits.argmax(-1), int64_t(ranks.size())).to(logits.dtype());
     }
     last_choice = onehot.argmax(-1).detach().to(torch::kCPU);
-    const bool grad = torch::GradMode::is_enabled() && (A[0].requires_grad() || x.requires_grad());
+    const bool grad = is_training() || (torch::GradMode::is_enabled() && (A[0].requires_grad() || x.requires_grad()));
     if (!grad && (path == "fold" || (path == "auto" && fold_is_cheaper(x, in, out, images)))) {
       return linear_per_image(x, W, b, images, [&](int64_t i) {
         const int64_t e = last_choice[i].item<int64_t>();

@@ -18,6 +18,8 @@ void add_convert_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_degrade_command(CLI::App& app);
 void add_adapter_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 
 // Gate report of an adapted model: JSON at `path` and, for gated methods,
 // a picture of the binary gate vectors beside it (same stem, .png).

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   rsam::app::add_bench_command(app);
   rsam::app::add_adapter_command(app);
   rsam::app::add_degrade_command(app);
+  rsam::app::add_train_command(app);
+  rsam::app::add_eval_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

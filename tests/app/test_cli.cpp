@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include <array>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "io/npy.h"
 
@@ -174,4 +177,82 @@ TEST(Cli, AdapterMergeMatchesAdapted) {
   auto g = run("adapter merge --checkpoint " + kData + "tiny_a.pth --adapter " + tmp("gara.safetensors") +
                " --out " + tmp("nope.safetensors"));
   EXPECT_EQ(g.code, 1);
+}
+
+namespace {
+
+std::string make_scene_folder(const std::string& name, int n) {
+  const std::string dir = ::testing::TempDir() + "rsam_cli_scenes_" + name;
+  std::system(("rm -rf " + dir + " && mkdir -p " + dir + "/images " + dir + "/masks").c_str());
+  for (int i = 0; i < n; ++i) {
+    cv::Mat img(56, 64, CV_8UC3, cv::Scalar(90, 80, 70)), mask = cv::Mat::zeros(56, 64, CV_8UC1);
+    cv::randu(img, cv::Scalar(50, 50, 50), cv::Scalar(130, 130, 130));
+    const cv::Point c(20 + 3 * i, 18 + 2 * i);
+    cv::circle(img, c, 8 + i % 5, cv::Scalar(30, 210, 240), cv::FILLED);
+    cv::circle(mask, c, 8 + i % 5, cv::Scalar(255), cv::FILLED);
+    const std::string stem = "/s" + std::to_string(i) + ".png";
+    cv::imwrite(dir + "/images" + stem, img);
+    cv::imwrite(dir + "/masks" + stem, mask);
+  }
+  return "folder:" + dir + "/images," + dir + "/masks";
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+TEST(Cli, TrainKilledAndResumedEndsWithTheSameWeights) {
+  const auto data = make_scene_folder("resume", 8);
+  const std::string common = "train --checkpoint " + kData + "tiny_a.pth --data " + data +
+                             " --adapter gara --corruption gauss_noise,fog --prompts points:1,box --steps 30 --batch 2"
+                             " --save-every 2 --threads 1 --workers 2 --seed 5 --quiet --lr 1e-3";
+  const std::string ref_dir = tmp("train_ref"), kill_dir = tmp("train_kill");
+  std::system(("rm -rf " + ref_dir + " " + kill_dir).c_str());
+  auto ref = run(common + " --out " + ref_dir);
+  ASSERT_EQ(ref.code, 0) << ref.err;
+
+  // Start the same run, SIGKILL it once it has checkpointed, resume it.
+  const std::string cmd = kBin + " " + common + " --out " + kill_dir + " >/dev/null 2>&1";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  const std::string ckpt = kill_dir + "/checkpoint.pt";
+  for (int i = 0; i < 20000 && !std::ifstream(ckpt).good(); ++i) usleep(1000);
+  usleep(20000);
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+  int lines_at_kill = 0;
+  {
+    std::ifstream mf(kill_dir + "/metrics.jsonl");
+    for (std::string l; std::getline(mf, l);) ++lines_at_kill;
+  }
+  EXPECT_LT(lines_at_kill, 30);
+  auto resumed = run(common + " --out " + kill_dir + " --resume");
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  // Identical adapter tensors (the files differ only if the weights do).
+  EXPECT_EQ(slurp(ref_dir + "/adapter.safetensors"), slurp(kill_dir + "/adapter.safetensors"));
+  EXPECT_EQ(slurp(ref_dir + "/metrics.jsonl").size() > 0, true);
+}
+
+TEST(Cli, EvalWritesAReport) {
+  const auto data = make_scene_folder("eval", 3);
+  const auto dir = tmp("eval_report");
+  auto r = run("eval --checkpoint " + kData + "tiny_a.pth --data " + data +
+               " --corruption clean,brightness --prompts box,point:1 --threads 1 --quiet --report " + dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(slurp(dir + "/report.md").find("| corruption |"), std::string::npos);
+  EXPECT_NE(slurp(dir + "/records.csv").find("brightness"), std::string::npos);
+  auto bad = run("eval --checkpoint " + kData + "tiny_a.pth --data folder:/nope,/nope --quiet");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(lines(bad.err), 1) << bad.err;
 }

@@ -1,0 +1,89 @@
+// `rsam train` and `rsam eval`: flag parsing over train/ and eval/.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <sstream>
+
+#include "app/commands.h"
+#include "error.h"
+#include "eval/evaluator.h"
+#include "train/trainer.h"
+
+namespace rsam::app {
+
+void add_train_command(CLI::App& app) {
+  auto o = std::make_shared<train::TrainOptions>();
+  auto* c = app.add_subcommand("train", "Train an adapter (or, with --full, every weight) on corrupted data");
+  c->add_option("--checkpoint", o->checkpoint, "Base SAM checkpoint")->required();
+  c->add_option("--data", o->data, "Dataset spec: folder:IMAGES,MASKS | coco:ANN.json,IMAGES | sa1b:DIR | ...")
+      ->required();
+  c->add_option("--val", o->val, "Validation dataset spec (box-prompt IoU at the end)");
+  c->add_option("--adapter", o->adapter, "Method name (gara, lora, moe_lora, conv_lora, ssf, adapter, bitfit, "
+                                         "decoder_only) or a JSON config file");
+  c->add_flag("--train-decoder", o->train_decoder, "Also fine-tune the mask decoder");
+  c->add_flag("--full", o->full, "Train every weight (pre-training small models)");
+  c->add_option("--corruption", o->corruption, "robustseg | lq | none | NAME,... (drawn per sample)");
+  c->add_option("--severity", o->severity, "1..5 or random");
+  c->add_option("--clean-ratio", o->clean_ratio, "Share of samples left clean");
+  c->add_option("--prompts", o->prompts, "Prompt kinds drawn per sample, e.g. points:3,box");
+  c->add_option("--steps", o->steps, "Optimizer steps");
+  c->add_option("--epochs", o->epochs, "Epochs (instead of --steps)");
+  c->add_option("--batch", o->batch, "Images per micro-batch");
+  c->add_option("--accum", o->accum, "Micro-batches per optimizer step");
+  c->add_option("--optimizer", o->optimizer, "adam or adamw");
+  c->add_option("--lr", o->lr, "Peak learning rate");
+  c->add_option("--wd", o->wd, "Weight decay");
+  c->add_option("--clip", o->clip, "Gradient-norm clip (0 = off)");
+  c->add_option("--warmup", o->warmup, "Linear warm-up steps before cosine decay");
+  c->add_option("--precision", o->precision, "fp32 or bf16 (autocast)")->check(CLI::IsMember({"fp32", "bf16"}));
+  c->add_flag("--grad-checkpoint", o->grad_checkpoint, "Recompute encoder blocks in backward (less memory)");
+  c->add_option("--seed", o->seed, "Seed for data order, corruptions, prompts and init");
+  c->add_option("--out", o->out, "Output directory");
+  c->add_flag("--resume", o->resume, "Continue from OUT/checkpoint.pt");
+  c->add_option("--save-every", o->save_every, "Checkpoint every N steps");
+  c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)");
+  c->add_option("--workers", o->workers, "Data loading threads");
+  c->add_flag("--quiet", o->quiet, "No progress output");
+  c->callback([o] {
+    auto r = train::train(*o);
+    std::printf("trained %lld steps, last loss %.4f -> %s\n", (long long)r.steps, r.last_loss, r.weights_path.c_str());
+    if (r.val_iou >= 0) std::printf("validation box IoU %.4f\n", r.val_iou);
+  });
+}
+
+void add_eval_command(CLI::App& app) {
+  auto o = std::make_shared<eval::EvalOptions>();
+  auto adapter = std::make_shared<std::string>(), compare = std::make_shared<std::string>();
+  auto* c = app.add_subcommand("eval", "Robustness report: every corruption x every prompt type");
+  c->add_option("--checkpoint", o->checkpoint, "Base SAM checkpoint")->required();
+  c->add_option("--adapter", *adapter, "Adapter to evaluate (default: the base model)");
+  c->add_option("--compare", *compare, "Several adapters in one table: A,B,C (\"none\" = the base)");
+  c->add_option("--data", o->data, "Dataset spec")->required();
+  c->add_option("--corruption", o->corruptions, "clean,robustseg,lqseg,lq1,NAME,...");
+  c->add_option("--severity", o->severity, "1..5 or random");
+  c->add_option("--prompts", o->prompts, "point:1,point:3,box,noisy-box");
+  c->add_option("--seed", o->seed, "Seed for prompts and corruptions");
+  c->add_option("--max-samples", o->max_samples, "Evaluate the first N samples");
+  c->add_option("--precision", o->precision, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
+  c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)");
+  c->add_option("--report", o->report, "Directory for report.md, results.json, records.csv, chart");
+  c->add_flag("--oracle", o->oracle, "Rank-oracle analysis over the compared adapters");
+  c->add_flag("--quiet", o->quiet, "No progress output");
+  c->callback([o, adapter, compare] {
+    if (!adapter->empty() && !compare->empty()) throw Error("give --adapter or --compare, not both");
+    if (!adapter->empty()) o->adapters = {*adapter};
+    std::stringstream ss(*compare);
+    std::string item;
+    while (std::getline(ss, item, ','))
+      if (!item.empty()) o->adapters.push_back(item);
+    auto r = eval::evaluate(*o);
+    for (auto& [method, byc] : r.summary.items())
+      for (auto& [corr, byp] : byc.items())
+        for (auto& [prompt, m] : byp.items())
+          std::printf("%-12s %-22s %-12s IoU %.4f  Dice %.4f  (n=%d)\n", method.c_str(), corr.c_str(), prompt.c_str(),
+                      m["iou"].get<double>(), m["dice"].get<double>(), m["n"].get<int>());
+    if (!o->report.empty()) std::printf("report: %s/report.md\n", o->report.c_str());
+  });
+}
+
+}  // namespace rsam::app

@@ -1,0 +1,368 @@
+#include "eval/evaluator.h"
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "adapt/adapter.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "data/prompts.h"
+#include "degrade/corruption.h"
+#include "degrade/rng.h"
+#include "error.h"
+#include "io/fs.h"
+#include "model/checkpoint.h"
+#include "model/predictor.h"
+#include "model/runtime.h"
+
+namespace rsam::eval {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::vector<std::string> expand_corruptions(const std::string& list) {
+  std::vector<std::string> out;
+  for (const auto& c : split(list, ',')) {
+    if (c == "clean") {
+      out.push_back("clean");
+      continue;
+    }
+    for (const auto& n : degrade::expand(c)) out.push_back(n);
+  }
+  if (out.empty()) throw Error("--corruption names nothing to evaluate");
+  return out;
+}
+
+std::string method_label(const std::string& adapter) {
+  if (adapter.empty() || adapter == "none") return "sam";
+  return fs::path(adapter).stem().string();
+}
+
+Image8 to_image8(const cv::Mat& rgb) {
+  Image8 img(rgb.cols, rgb.rows, 3);
+  for (int y = 0; y < rgb.rows; ++y) std::memcpy(img.row(y), rgb.ptr(y), size_t(rgb.cols) * 3);
+  return img;
+}
+
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0.0 : s / double(v.size());
+}
+
+}  // namespace
+
+nlohmann::json summarize(const std::vector<Record>& records) {
+  std::map<std::string, std::map<std::string, std::map<std::string, data::MetricsAccumulator>>> acc;
+  std::map<std::string, std::map<std::string, data::MetricsAccumulator>> degraded;
+  for (const auto& r : records) {
+    acc[r.method][r.corruption][r.prompt].add(r.m);
+    if (r.corruption != "clean") degraded[r.method][r.prompt].add(r.m);
+  }
+  auto js = [](const data::MetricsAccumulator& a) {
+    auto m = a.mean();
+    return nlohmann::json{{"iou", m.iou}, {"dice", m.dice}, {"pixel_accuracy", m.pixel_accuracy},
+                          {"boundary_iou", m.boundary_iou}, {"n", a.count()}};
+  };
+  nlohmann::json out = nlohmann::json::object();
+  for (auto& [method, byc] : acc) {
+    for (auto& [c, byp] : byc)
+      for (auto& [p, a] : byp) out[method][c][p] = js(a);
+    for (auto& [p, a] : degraded[method]) out[method]["degraded (mean)"][p] = js(a);
+  }
+  return out;
+}
+
+nlohmann::json rank_oracle(const std::vector<Record>& records) {
+  // GaRA Fig. 2: how much a rank chosen per corruption, or per image, would
+  // gain over the best single rank. "Methods" are the compared adapters.
+  std::map<std::string, std::vector<double>> by_method;
+  std::map<std::string, std::map<std::string, std::vector<double>>> by_corr;  // corr -> method -> ious
+  std::map<std::string, std::map<std::string, double>> by_item;               // item -> method -> iou
+  for (const auto& r : records) {
+    if (r.corruption == "clean") continue;
+    by_method[r.method].push_back(r.m.iou);
+    by_corr[r.corruption][r.method].push_back(r.m.iou);
+    by_item[std::to_string(r.index) + "|" + r.corruption + "|" + r.prompt][r.method] = r.m.iou;
+  }
+  if (by_method.size() < 2) return nullptr;
+  std::string best_fixed;
+  double best_fixed_iou = -1;
+  for (auto& [m, v] : by_method)
+    if (mean_of(v) > best_fixed_iou) best_fixed_iou = mean_of(v), best_fixed = m;
+  double per_corr_sum = 0;
+  size_t per_corr_n = 0;
+  nlohmann::json corr_choice = nlohmann::json::object();
+  for (auto& [c, mm] : by_corr) {
+    std::string best;
+    double bi = -1;
+    for (auto& [m, v] : mm)
+      if (mean_of(v) > bi) bi = mean_of(v), best = m;
+    corr_choice[c] = {{"method", best}, {"iou", bi}};
+    per_corr_sum += bi * double(mm.begin()->second.size());
+    per_corr_n += mm.begin()->second.size();
+  }
+  double per_item = 0;
+  std::map<std::string, int> item_choice_counts;
+  for (auto& [k, mm] : by_item) {
+    std::string best;
+    double bi = -1;
+    for (auto& [m, v] : mm)
+      if (v > bi) bi = v, best = m;
+    per_item += bi;
+    item_choice_counts[best]++;
+  }
+  return {{"best_fixed", {{"method", best_fixed}, {"iou", best_fixed_iou}}},
+          {"per_corruption_oracle_iou", per_corr_n ? per_corr_sum / double(per_corr_n) : 0.0},
+          {"per_corruption_choice", corr_choice},
+          {"per_image_oracle_iou", by_item.empty() ? 0.0 : per_item / double(by_item.size())},
+          {"per_image_choice_counts", item_choice_counts}};
+}
+
+EvalResult evaluate(const EvalOptions& o) {
+  if (o.checkpoint.empty() || o.data.empty()) throw Error("--checkpoint and --data are required");
+  set_threads(o.threads);
+  const auto corruptions = expand_corruptions(o.corruptions);
+  const auto prompt_specs = data::parse_prompts(o.prompts);
+  const int severity = data::parse_severity(o.severity);
+  auto ds = data::open_dataset(o.data);
+  size_t n = ds->size();
+  if (o.max_samples > 0) n = std::min(n, size_t(o.max_samples));
+  std::vector<std::string> adapters = o.adapters.empty() ? std::vector<std::string>{"none"} : o.adapters;
+  std::set<std::string> labels;
+  for (const auto& a : adapters)
+    if (!labels.insert(method_label(a)).second) throw Error("two adapters share the name '" + method_label(a) + "'");
+
+  EvalResult res;
+  const auto prec = parse_precision(o.precision);
+  for (const auto& adapter : adapters) {
+    auto base = load_sam(o.checkpoint).model;
+    std::optional<adapt::AdaptedSam> adapted;
+    if (adapter != "none") adapted.emplace(adapt::AdaptedSam::load(base, adapter));
+    SamPredictor pred(adapted ? adapted->model() : base, prec);
+    const auto label = method_label(adapter);
+    size_t done = 0, skipped = 0;
+    for (size_t i = 0; i < n; ++i) {
+      data::Sample s;
+      try {
+        s = ds->get(i);
+      } catch (const Error& e) {
+        if (!o.quiet) std::cerr << "skipped sample " << i << ": " << e.what() << "\n";
+        ++skipped;
+        continue;
+      }
+      if (cv::countNonZero(s.mask) == 0) {
+        ++skipped;
+        continue;
+      }
+      // Prompts from the clean ground truth: identical for every corruption and method.
+      std::vector<data::SampledPrompt> prompts;
+      for (size_t k = 0; k < prompt_specs.size(); ++k)
+        prompts.push_back(data::sample_prompt(s.mask, prompt_specs[k], o.seed, degrade::derive_seed(i, k)));
+      for (const auto& c : corruptions) {
+        cv::Mat img = s.image;
+        int sev = 0;
+        if (c != "clean") {
+          sev = severity > 0 ? severity : 1 + int(degrade::derive_seed(degrade::derive_seed(o.seed, i), degrade::hash_string(c)) % 5);
+          img = degrade::create(c, sev)->run(s.image, degrade::derive_seed(degrade::derive_seed(o.seed, i), degrade::hash_string(c))).image;
+        }
+        pred.set_image(to_image8(img));
+        for (size_t k = 0; k < prompts.size(); ++k) {
+          const auto& sp = prompts[k];
+          Prompt p;
+          for (size_t q = 0; q < sp.points.size(); ++q) {
+            p.points.push_back({sp.points[q].x, sp.points[q].y});
+            p.labels.push_back(sp.labels[q]);
+          }
+          if (sp.has_box) p.box = std::array<float, 4>{sp.box[0], sp.box[1], sp.box[2], sp.box[3]};
+          // One point is ambiguous: take the best-scored of three masks, as SAM does.
+          const bool multi = sp.points.size() == 1 && !sp.has_box;
+          auto r = pred.predict(p, multi);
+          const int64_t best = multi ? r.iou_predictions.argmax().item<int64_t>() : 0;
+          auto m = r.masks[best].to(torch::kUInt8).contiguous();
+          cv::Mat pm(int(m.size(0)), int(m.size(1)), CV_8UC1, m.data_ptr<uint8_t>());
+          Record rec;
+          rec.method = label;
+          rec.sample = s.id;
+          rec.index = i;
+          rec.corruption = c;
+          rec.prompt = prompt_specs[k].text;
+          rec.m = data::mask_metrics(pm, s.mask);
+          rec.score = r.iou_predictions[best].item<float>();
+          res.records.push_back(rec);
+        }
+      }
+      ++done;
+      if (!o.quiet) std::cerr << "\r" << label << ": " << done << "/" << n << " samples" << std::flush;
+    }
+    if (!o.quiet) std::cerr << "\n";
+    if (done == 0) throw Error("no sample of '" + o.data + "' could be evaluated (" + std::to_string(skipped) + " skipped)");
+  }
+  res.summary = summarize(res.records);
+  if (o.oracle) res.oracle = rank_oracle(res.records);
+  if (!o.report.empty()) write_report(o.report, o, res);
+  return res;
+}
+
+namespace {
+
+void write_text(const std::string& path, const std::string& text) { io::write_atomic(path, text.data(), text.size()); }
+
+void bar_chart(const std::string& path, const nlohmann::json& summary, const std::string& prompt) {
+  std::vector<std::string> methods, corrs;
+  for (auto& [m, byc] : summary.items()) {
+    methods.push_back(m);
+    if (corrs.empty())
+      for (auto& [c, byp] : byc.items()) corrs.push_back(c);
+  }
+  if (methods.empty() || corrs.empty()) return;
+  const int group = int(methods.size()) * 12 + 10, H = 360, top = 30, bottom = 110, left = 40;
+  const int W = left + int(corrs.size()) * group + 20;
+  cv::Mat img(H, W, CV_8UC3, cv::Scalar(255, 255, 255));
+  static const cv::Scalar palette[] = {{180, 119, 31}, {14, 127, 255}, {44, 160, 44}, {40, 39, 214},
+                                       {189, 103, 148}, {75, 86, 140},  {194, 119, 227}, {127, 127, 127}};
+  const int plot_h = H - top - bottom;
+  for (int t = 0; t <= 4; ++t) {
+    const int y = top + plot_h - plot_h * t / 4;
+    cv::line(img, {left, y}, {W - 10, y}, cv::Scalar(225, 225, 225));
+    cv::putText(img, std::to_string(t * 25), {4, y + 4}, cv::FONT_HERSHEY_PLAIN, 0.8, cv::Scalar(0, 0, 0));
+  }
+  for (size_t c = 0; c < corrs.size(); ++c) {
+    for (size_t m = 0; m < methods.size(); ++m) {
+      const auto& node = summary[methods[m]][corrs[c]];
+      if (!node.contains(prompt)) continue;
+      const double iou = node[prompt]["iou"].get<double>();
+      const int x = left + int(c) * group + 5 + int(m) * 12;
+      cv::rectangle(img, {x, top + plot_h - int(plot_h * iou)}, {x + 10, top + plot_h}, palette[m % 8], cv::FILLED);
+    }
+    cv::Mat label(14, bottom - 5, CV_8UC3, cv::Scalar(255, 255, 255));
+    cv::putText(label, corrs[c].substr(0, 16), {0, 11}, cv::FONT_HERSHEY_PLAIN, 0.85, cv::Scalar(0, 0, 0));
+    cv::Mat rot;
+    cv::rotate(label, rot, cv::ROTATE_90_COUNTERCLOCKWISE);
+    const int x = left + int(c) * group + group / 2 - 7;
+    if (x + rot.cols <= W) rot.copyTo(img(cv::Rect(x, top + plot_h + 4, rot.cols, rot.rows)));
+  }
+  for (size_t m = 0; m < methods.size(); ++m) {
+    cv::rectangle(img, {left + int(m) * 110, 8}, {left + int(m) * 110 + 10, 18}, palette[m % 8], cv::FILLED);
+    cv::putText(img, methods[m].substr(0, 14), {left + int(m) * 110 + 14, 18}, cv::FONT_HERSHEY_PLAIN, 0.9,
+                cv::Scalar(0, 0, 0));
+  }
+  std::vector<uint8_t> png;
+  cv::imencode(".png", img, png);
+  io::write_atomic(path, png.data(), png.size());
+}
+
+}  // namespace
+
+void write_report(const std::string& dir, const EvalOptions& o, const EvalResult& r) {
+  fs::create_directories(dir);
+  nlohmann::json opts{{"checkpoint", o.checkpoint}, {"adapters", o.adapters}, {"data", o.data},
+                      {"corruptions", o.corruptions}, {"severity", o.severity}, {"prompts", o.prompts},
+                      {"seed", o.seed}, {"max_samples", o.max_samples}, {"precision", o.precision}};
+  nlohmann::json recs = nlohmann::json::array();
+  std::ostringstream csv;
+  csv << "method,sample,index,corruption,prompt,iou,dice,pixel_accuracy,boundary_iou,score\n";
+  for (const auto& x : r.records) {
+    recs.push_back({{"method", x.method}, {"sample", x.sample}, {"index", x.index}, {"corruption", x.corruption},
+                    {"prompt", x.prompt}, {"iou", x.m.iou}, {"dice", x.m.dice},
+                    {"pixel_accuracy", x.m.pixel_accuracy}, {"boundary_iou", x.m.boundary_iou}, {"score", x.score}});
+    csv << x.method << ',' << '"' << x.sample << '"' << ',' << x.index << ',' << x.corruption << ',' << x.prompt << ','
+        << x.m.iou << ',' << x.m.dice << ',' << x.m.pixel_accuracy << ',' << x.m.boundary_iou << ',' << x.score
+        << "\n";
+  }
+  write_text((fs::path(dir) / "results.json").string(),
+             nlohmann::json{{"options", opts}, {"summary", r.summary}, {"oracle", r.oracle}, {"records", recs}}.dump(1));
+  write_text((fs::path(dir) / "records.csv").string(), csv.str());
+
+  // Markdown in the papers' layout: rows corruptions, columns prompt types.
+  std::ostringstream md;
+  md << "# rsam robustness report\n\n";
+  md << "Re-run: `rsam eval --checkpoint " << o.checkpoint << " --data " << o.data << " --corruption " << o.corruptions
+     << " --severity " << o.severity << " --prompts " << o.prompts << " --seed " << o.seed;
+  if (!o.adapters.empty()) {
+    md << " --compare ";
+    for (size_t i = 0; i < o.adapters.size(); ++i) md << (i ? "," : "") << o.adapters[i];
+  }
+  if (o.max_samples) md << " --max-samples " << o.max_samples;
+  md << "`\n\nIoU / Dice in %, mean over samples. Per-sample numbers: `records.csv`, `results.json`.\n\n";
+  const auto prompts = data::parse_prompts(o.prompts);
+  for (auto& [method, byc] : r.summary.items()) {
+    md << "## " << method << "\n\n| corruption |";
+    for (const auto& p : prompts) md << " " << p.text << " IoU | " << p.text << " Dice |";
+    md << "\n|---|";
+    for (size_t i = 0; i < prompts.size(); ++i) md << "---|---|";
+    md << "\n";
+    for (auto& [c, byp] : byc.items()) {
+      const bool agg = c == "degraded (mean)";
+      md << "| " << (agg ? "**" + c + "**" : c) << " |";
+      for (const auto& p : prompts) {
+        if (!byp.contains(p.text)) {
+          md << " - | - |";
+          continue;
+        }
+        char b[64];
+        std::snprintf(b, sizeof b, " %.1f | %.1f |", 100 * byp[p.text]["iou"].get<double>(),
+                      100 * byp[p.text]["dice"].get<double>());
+        md << b;
+      }
+      md << "\n";
+    }
+    md << "\n";
+  }
+  if (r.summary.size() > 1) {
+    md << "## Comparison (IoU %, clean vs mean over corruptions)\n\n| method |";
+    for (const auto& p : prompts) md << " " << p.text << " clean | " << p.text << " degraded |";
+    md << "\n|---|";
+    for (size_t i = 0; i < prompts.size(); ++i) md << "---|---|";
+    md << "\n";
+    for (auto& [method, byc] : r.summary.items()) {
+      md << "| " << method << " |";
+      for (const auto& p : prompts) {
+        for (const char* c : {"clean", "degraded (mean)"}) {
+          if (byc.contains(c) && byc[c].contains(p.text)) {
+            char b[32];
+            std::snprintf(b, sizeof b, " %.1f |", 100 * byc[c][p.text]["iou"].get<double>());
+            md << b;
+          } else {
+            md << " - |";
+          }
+        }
+      }
+      md << "\n";
+    }
+    md << "\n";
+  }
+  if (!r.oracle.is_null()) {
+    md << "## Rank oracle (degraded inputs, IoU %)\n\n";
+    char b[256];
+    std::snprintf(b, sizeof b,
+                  "| best fixed (%s) | oracle per corruption | oracle per image |\n|---|---|---|\n| %.1f | %.1f | %.1f |\n\n",
+                  r.oracle["best_fixed"]["method"].get<std::string>().c_str(),
+                  100 * r.oracle["best_fixed"]["iou"].get<double>(),
+                  100 * r.oracle["per_corruption_oracle_iou"].get<double>(),
+                  100 * r.oracle["per_image_oracle_iou"].get<double>());
+    md << b;
+  }
+  md << "![IoU per corruption](iou_per_corruption.png)\n";
+  write_text((fs::path(dir) / "report.md").string(), md.str());
+  if (!prompts.empty()) bar_chart((fs::path(dir) / "iou_per_corruption.png").string(), r.summary, prompts.back().text);
+}
+
+}  // namespace rsam::eval

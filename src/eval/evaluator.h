@@ -1,0 +1,52 @@
+// Robustness evaluation: every sample under every requested corruption,
+// with every requested prompt type, for one or several adapters on the same
+// base; prompts depend only on (seed, sample, prompt type), so methods are
+// compared on identical inputs. Reports as Markdown, JSON, CSV and a chart.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "data/metrics.h"
+
+namespace rsam::eval {
+
+struct EvalOptions {
+  std::string checkpoint;
+  std::vector<std::string> adapters;  // empty: the base model alone; "none" in the list = the base
+  std::string data;
+  std::string corruptions = "clean,robustseg";  // names, sets (robustseg, lqseg), "clean"
+  std::string severity = "3";
+  std::string prompts = "point:1,point:3,box,noisy-box";
+  uint64_t seed = 0;
+  int64_t max_samples = 0;  // 0 = all
+  std::string precision = "fp32";
+  int threads = 0;
+  std::string report;       // output directory; empty = no files
+  bool oracle = false;      // rank oracle over the adapters (GaRA Fig. 2)
+  bool quiet = false;
+};
+
+struct Record {
+  std::string method, sample, corruption, prompt;
+  size_t index = 0;
+  data::MaskMetrics m;
+  float score = 0;  // the decoder's predicted IoU for the chosen mask
+};
+
+struct EvalResult {
+  std::vector<Record> records;
+  nlohmann::json summary;  // method -> corruption -> prompt -> metrics
+  nlohmann::json oracle;   // when requested
+};
+
+EvalResult evaluate(const EvalOptions& opts);
+
+// Summaries and reports from records (exposed for tests and merges).
+nlohmann::json summarize(const std::vector<Record>& records);
+nlohmann::json rank_oracle(const std::vector<Record>& records);
+void write_report(const std::string& dir, const EvalOptions& opts, const EvalResult& r);
+
+}  // namespace rsam::eval

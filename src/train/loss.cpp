@@ -1,0 +1,49 @@
+#include "train/loss.h"
+
+namespace rsam::train {
+
+using torch::Tensor;
+
+Tensor sigmoid_focal_loss(const Tensor& logits, const Tensor& targets, double alpha, double gamma) {
+  auto p = torch::sigmoid(logits);
+  auto ce = torch::binary_cross_entropy_with_logits(logits, targets, {}, {}, at::Reduction::None);
+  auto p_t = p * targets + (1 - p) * (1 - targets);
+  auto loss = ce * (1 - p_t).pow(gamma);
+  if (alpha >= 0) loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss;
+  return loss.flatten(1).mean(1);
+}
+
+Tensor dice_loss(const Tensor& logits, const Tensor& targets) {
+  auto p = torch::sigmoid(logits).flatten(1);
+  auto t = targets.flatten(1);
+  return 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1);
+}
+
+Tensor mask_iou(const Tensor& logits, const Tensor& targets) {
+  torch::NoGradGuard ng;
+  auto p = (logits > 0).flatten(1);
+  auto t = (targets > 0.5).flatten(1);
+  auto inter = (p & t).sum(1).to(torch::kFloat32);
+  auto uni = (p | t).sum(1).to(torch::kFloat32);
+  return torch::where(uni > 0, inter / uni.clamp_min(1), torch::ones_like(uni));
+}
+
+LossParts sam_loss(const Tensor& logits_in, const Tensor& iou_pred_in, const Tensor& target_in, double focal_weight) {
+  auto logits = logits_in.to(torch::kFloat32);
+  auto iou_pred = iou_pred_in.to(torch::kFloat32);
+  auto target = target_in.to(torch::kFloat32).unsqueeze(0).expand_as(logits);
+  auto focal = sigmoid_focal_loss(logits, target);
+  auto dice = dice_loss(logits, target);
+  auto seg = focal_weight * focal + dice;  // [M]
+  auto best = seg.argmin().item<int64_t>();
+  auto actual = mask_iou(logits, target);
+  auto iou_mse = (iou_pred[best] - actual[best]).pow(2);
+  LossParts out;
+  out.total = seg[best] + iou_mse;
+  out.focal = focal[best].item<double>();
+  out.dice = dice[best].item<double>();
+  out.iou_mse = iou_mse.item<double>();
+  return out;
+}
+
+}  // namespace rsam::train

@@ -1,0 +1,526 @@
+#include "train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "adapt/adapter.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "data/metrics.h"
+#include "error.h"
+#include "io/fs.h"
+#include "model/checkpoint.h"
+#include "model/image.h"
+#include "model/predictor.h"
+#include "model/runtime.h"
+#include "train/loss.h"
+
+namespace rsam::train {
+
+using torch::Tensor;
+namespace fs = std::filesystem;
+
+namespace {
+
+// ---- gradient checkpointing ------------------------------------------------
+
+void set_autocast(bool on, bool cuda) {
+  if (cuda) {
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(on);
+  } else {
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(on);
+  }
+}
+
+// Runs one encoder block without keeping its activations; the backward pass
+// recomputes it with the same RNG state (GaRA's Gumbel noise, dropout) and
+// the same autocast setting, then backpropagates through the recomputation.
+struct BlockCheckpoint : torch::autograd::Function<BlockCheckpoint> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& anchor,
+                        int64_t block_address) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      ctx->saved_data["rng"] = gen.get_state();
+    }
+    ctx->saved_data["block"] = block_address;  // the module outlives the graph
+    ctx->saved_data["autocast"] = x.is_cuda() ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+    ctx->save_for_backward({x});
+    auto* block = reinterpret_cast<EncoderBlockImpl*>(block_address);
+    return block->forward(x);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    auto* block = reinterpret_cast<EncoderBlockImpl*>(ctx->saved_data["block"].toInt());
+    auto gen = at::detail::getDefaultCPUGenerator();
+    Tensor now;
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      now = gen.get_state();
+      gen.set_state(ctx->saved_data["rng"].toTensor());
+    }
+    const bool ac = ctx->saved_data["autocast"].toBool();
+    const bool cuda = x.is_cuda();
+    const bool prev = cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+    Tensor y;
+    {
+      torch::AutoGradMode grad(true);
+      set_autocast(ac, cuda);
+      y = block->forward(x);
+      set_autocast(prev, cuda);
+    }
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(now);
+    }
+    torch::autograd::backward({y}, {grads[0]});
+    return {x.grad(), Tensor(), Tensor()};
+  }
+};
+
+// ---- helpers ----------------------------------------------------------------
+
+Image8 to_image8(const cv::Mat& rgb) {
+  if (rgb.empty() || rgb.type() != CV_8UC3) throw Error("training images must be 8-bit RGB");
+  Image8 img(rgb.cols, rgb.rows, 3);
+  for (int y = 0; y < rgb.rows; ++y) std::memcpy(img.row(y), rgb.ptr(y), size_t(rgb.cols) * 3);
+  return img;
+}
+
+nlohmann::json load_adapter_config(const std::string& method_or_file) {
+  if (method_or_file.find('.') == std::string::npos && method_or_file.find('/') == std::string::npos)
+    return {{"method", method_or_file}};
+  const auto bytes = io::read_file(method_or_file);
+  try {
+    return nlohmann::json::parse(bytes.begin(), bytes.end());
+  } catch (const std::exception&) {
+    throw Error("adapter config '" + method_or_file + "' is not valid JSON");
+  }
+}
+
+// "points:3,box" -> one kind drawn per sample.
+std::string as_mix(const std::string& prompts) {
+  if (prompts.find(',') == std::string::npos || prompts.rfind("mix:", 0) == 0) return prompts;
+  std::string s = "mix:";
+  for (char c : prompts) s += c == ',' ? '|' : c;
+  return s;
+}
+
+double lr_at(const TrainOptions& o, int64_t step, int64_t total) {
+  if (o.warmup > 0 && step < o.warmup) return o.lr * double(step + 1) / double(o.warmup);
+  const double t = total > o.warmup ? double(step - o.warmup) / double(total - o.warmup) : 1.0;
+  const double lo = o.lr * o.min_lr_ratio;
+  return lo + (o.lr - lo) * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, t)));
+}
+
+std::string fmt_eta(double s) {
+  char b[32];
+  if (s >= 3600)
+    std::snprintf(b, sizeof b, "%dh%02dm", int(s / 3600), int(std::fmod(s, 3600) / 60));
+  else
+    std::snprintf(b, sizeof b, "%dm%02ds", int(s / 60), int(std::fmod(s, 60)));
+  return b;
+}
+
+void plot_loss(const std::string& path, const std::vector<std::pair<int64_t, double>>& pts) {
+  if (pts.size() < 2) return;
+  const int W = 640, H = 360, m = 40;
+  cv::Mat img(H, W, CV_8UC3, cv::Scalar(255, 255, 255));
+  double lo = 1e300, hi = -1e300;
+  for (auto& [s, l] : pts) lo = std::min(lo, l), hi = std::max(hi, l);
+  if (hi <= lo) hi = lo + 1;
+  const double s0 = double(pts.front().first), s1 = std::max(s0 + 1, double(pts.back().first));
+  auto P = [&](int64_t s, double l) {
+    return cv::Point(int(m + (W - 2 * m) * (s - s0) / (s1 - s0)), int(H - m - (H - 2 * m) * (l - lo) / (hi - lo)));
+  };
+  cv::rectangle(img, cv::Point(m, m), cv::Point(W - m, H - m), cv::Scalar(200, 200, 200));
+  for (size_t i = 1; i < pts.size(); ++i)
+    cv::line(img, P(pts[i - 1].first, pts[i - 1].second), P(pts[i].first, pts[i].second), cv::Scalar(200, 90, 30), 1,
+             cv::LINE_AA);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.4g", hi);
+  cv::putText(img, buf, cv::Point(2, m + 4), cv::FONT_HERSHEY_PLAIN, 0.9, cv::Scalar(0, 0, 0));
+  std::snprintf(buf, sizeof buf, "%.4g", lo);
+  cv::putText(img, buf, cv::Point(2, H - m), cv::FONT_HERSHEY_PLAIN, 0.9, cv::Scalar(0, 0, 0));
+  cv::putText(img, "loss vs step", cv::Point(W / 2 - 50, 20), cv::FONT_HERSHEY_PLAIN, 1.1, cv::Scalar(0, 0, 0));
+  std::vector<uint8_t> png;
+  cv::imencode(".png", img, png);
+  io::write_atomic(path, png.data(), png.size());
+}
+
+struct Checkpoint {
+  int64_t step = 0;
+  data::LoaderState loader;
+};
+
+void save_checkpoint(const std::string& path, const Checkpoint& c,
+                     const std::vector<std::pair<std::string, Tensor>>& params, torch::optim::Optimizer& opt,
+                     const std::string& config) {
+  torch::serialize::OutputArchive ar;
+  ar.write("step", torch::tensor(c.step));
+  ar.write("loader", torch::tensor({int64_t(c.loader.epoch), int64_t(c.loader.position), int64_t(c.loader.step)}));
+  ar.write("config", c10::IValue(config));
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    ar.write("rng", gen.get_state());
+  }
+  for (const auto& [k, t] : params) ar.write("param/" + k, t.detach(), /*is_buffer=*/true);
+  torch::serialize::OutputArchive opt_ar;
+  opt.save(opt_ar);
+  ar.write("optimizer", opt_ar);
+  io::write_atomic_with(path, [&](const std::string& tmp) { ar.save_to(tmp); });
+}
+
+Checkpoint load_checkpoint(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& params,
+                           torch::optim::Optimizer& opt, const std::string& config) {
+  torch::serialize::InputArchive ar;
+  try {
+    ar.load_from(path);
+  } catch (const c10::Error&) {
+    throw Error("cannot read training checkpoint '" + path + "' (corrupt?)");
+  }
+  c10::IValue cfg;
+  ar.read("config", cfg);
+  if (!cfg.isString() || cfg.toStringRef() != config)
+    throw Error("'" + path + "' was written by a run with other options; use a new --out or drop --resume");
+  Checkpoint c;
+  // A fresh tensor per read: read() into a defined tensor would set_() it.
+  Tensor step_t, loader_t, rng_t;
+  ar.read("step", step_t);
+  c.step = step_t.item<int64_t>();
+  ar.read("loader", loader_t);
+  c.loader.epoch = uint64_t(loader_t[0].item<int64_t>());
+  c.loader.position = uint64_t(loader_t[1].item<int64_t>());
+  c.loader.step = uint64_t(loader_t[2].item<int64_t>());
+  torch::NoGradGuard ng;
+  for (const auto& [k, p] : params) {
+    Tensor v;
+    ar.read("param/" + k, v, /*is_buffer=*/true);
+    p.copy_(v);
+  }
+  torch::serialize::InputArchive opt_ar;
+  ar.read("optimizer", opt_ar);
+  opt.load(opt_ar);
+  ar.read("rng", rng_t);
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(rng_t);
+  return c;
+}
+
+double validate(Sam& model, const std::string& spec, int64_t max_samples, uint64_t seed) {
+  auto ds = data::open_dataset(spec);
+  data::LoaderOptions lo;
+  lo.batch_size = 1;
+  lo.seed = seed;
+  lo.shuffle = false;
+  lo.epochs = 1;
+  lo.prompts = data::parse_prompts("box");
+  data::Loader loader(*ds, lo);
+  model->eval();
+  SamPredictor pred(model);
+  data::MetricsAccumulator acc;
+  data::Batch batch;
+  while (int64_t(acc.count()) < max_samples && loader.next(batch)) {
+    for (const auto& it : batch) {
+      pred.set_image(to_image8(it.image));
+      Prompt p;
+      const auto& b = it.prompt.box;
+      p.box = std::array<float, 4>{b[0], b[1], b[2], b[3]};
+      auto r = pred.predict(p, false);
+      auto m = r.masks[0].to(torch::kUInt8).contiguous();
+      cv::Mat pm(int(m.size(0)), int(m.size(1)), CV_8UC1, m.data_ptr<uint8_t>());
+      acc.add(data::mask_metrics(pm, it.sample.mask));
+    }
+  }
+  return acc.count() ? acc.mean().iou : -1.0;
+}
+
+}  // namespace
+
+Tensor encode_for_training(Sam& model, const Tensor& images, bool grad_checkpoint) {
+  auto& enc = model->image_encoder;
+  auto x = enc->patch_embed->forward(images) + enc->pos_embed;
+  // An anchor that requires grad keeps checkpointed blocks in the graph
+  // even when their input does not (frozen patch embedding).
+  auto anchor = torch::ones({1}, x.options().dtype(torch::kFloat32)).requires_grad_(true);
+  for (const auto& m : *enc->blocks) {
+    auto* block = m->as<EncoderBlock>();
+    if (grad_checkpoint && torch::GradMode::is_enabled())
+      x = BlockCheckpoint::apply(x, anchor, reinterpret_cast<int64_t>(block));
+    else
+      x = block->forward(x);
+  }
+  return enc->neck->forward(x.permute({0, 3, 1, 2}));
+}
+
+ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat& mask01,
+                            const data::SampledPrompt& prompt) {
+  const auto& cfg = model->config;
+  const int S = cfg.img_size, low = 4 * cfg.embedding_size();
+  const int oh = rgb.rows, ow = rgb.cols;
+  const auto [nh, nw] = preprocess_shape(oh, ow, S);
+  auto resized = resize_bilinear_pil(to_image8(rgb), nw, nh);
+  auto t = torch::from_blob(resized.data.data(), {nh, nw, 3}, torch::kUInt8)
+               .permute({2, 0, 1})
+               .to(torch::kFloat32)
+               .unsqueeze(0);
+  ModelSample s;
+  s.image = model->preprocess(t.to(model->device()))[0];
+  // Target: the mask laid out like the image, then averaged down to the
+  // decoder's low-res grid (soft values at edges).
+  cv::Mat m;
+  mask01.convertTo(m, CV_32F);
+  cv::resize(m, m, cv::Size(nw, nh), 0, 0, cv::INTER_LINEAR);
+  cv::Mat padded = cv::Mat::zeros(S, S, CV_32F);
+  m.copyTo(padded(cv::Rect(0, 0, nw, nh)));
+  cv::resize(padded, padded, cv::Size(low, low), 0, 0, cv::INTER_AREA);
+  s.target = torch::from_blob(padded.ptr<float>(), {low, low}, torch::kFloat32).clone().to(model->device());
+  const double sx = double(nw) / ow, sy = double(nh) / oh;
+  if (!prompt.points.empty()) {
+    std::vector<float> xy;
+    for (const auto& p : prompt.points) {
+      xy.push_back(float(p.x * sx));
+      xy.push_back(float(p.y * sy));
+    }
+    s.points = torch::tensor(xy).view({1, -1, 2}).to(model->device());
+    s.labels = torch::tensor(prompt.labels, torch::kInt32).view({1, -1}).to(model->device());
+    s.ambiguous = prompt.points.size() == 1 && !prompt.has_box;
+  }
+  if (prompt.has_box) {
+    const auto& b = prompt.box;
+    s.box = torch::tensor({float(b[0] * sx), float(b[1] * sy), float(b[2] * sx), float(b[3] * sy)})
+                .view({1, 4})
+                .to(model->device());
+  }
+  return s;
+}
+
+TrainResult train(const TrainOptions& o) {
+  if (o.checkpoint.empty()) throw Error("--checkpoint is required");
+  if (o.data.empty()) throw Error("--data is required");
+  if ((o.steps > 0) == (o.epochs > 0)) throw Error("give exactly one of --steps or --epochs");
+  if (o.batch < 1 || o.accum < 1) throw Error("--batch and --accum must be >= 1");
+  if (!(o.lr > 0) || o.wd < 0) throw Error("--lr must be > 0 and --wd >= 0");
+  if (o.optimizer != "adam" && o.optimizer != "adamw") throw Error("--optimizer must be adam or adamw");
+  const bool bf16 = parse_precision(o.precision) == Precision::BF16;
+  set_threads(o.threads);
+  fs::create_directories(o.out);
+
+  // The options that decide the result; a resume must use the same.
+  nlohmann::json cfg{{"checkpoint", o.checkpoint}, {"data", o.data}, {"adapter", o.full ? "full" : o.adapter},
+                     {"train_decoder", o.train_decoder}, {"corruption", o.corruption}, {"severity", o.severity},
+                     {"clean_ratio", o.clean_ratio}, {"prompts", o.prompts}, {"steps", o.steps},
+                     {"epochs", o.epochs}, {"batch", o.batch}, {"accum", o.accum}, {"optimizer", o.optimizer},
+                     {"lr", o.lr}, {"wd", o.wd}, {"clip", o.clip}, {"warmup", o.warmup},
+                     {"min_lr_ratio", o.min_lr_ratio}, {"precision", o.precision},
+                     {"grad_checkpoint", o.grad_checkpoint}, {"seed", o.seed}};
+  if (!o.full) cfg["adapter_config"] = load_adapter_config(o.adapter);
+  const std::string cfg_text = cfg.dump();
+
+  auto loaded = load_sam(o.checkpoint);
+  Sam model = loaded.model;
+  std::optional<adapt::AdaptedSam> adapted;
+  std::vector<std::pair<std::string, Tensor>> params;
+  if (o.full) {
+    torch::manual_seed(o.seed);
+    for (auto& p : model->named_parameters(true)) {
+      p.value().set_requires_grad(true);
+      params.emplace_back(p.key(), p.value());
+    }
+  } else {
+    auto acfg = cfg["adapter_config"];
+    if (o.train_decoder) acfg["train_decoder"] = true;
+    adapted.emplace(model, acfg, o.seed);
+    params = adapted->trainable();
+  }
+  std::vector<Tensor> plist;
+  for (auto& [k, t] : params) plist.push_back(t);
+  std::unique_ptr<torch::optim::Optimizer> opt;
+  if (o.optimizer == "adamw")
+    opt = std::make_unique<torch::optim::AdamW>(plist, torch::optim::AdamWOptions(o.lr).weight_decay(o.wd));
+  else
+    opt = std::make_unique<torch::optim::Adam>(plist, torch::optim::AdamOptions(o.lr).weight_decay(o.wd));
+
+  auto ds = data::open_dataset(o.data);
+  const int64_t per_step = int64_t(o.batch) * o.accum;
+  const int64_t total = o.steps > 0 ? o.steps : o.epochs * ((int64_t(ds->size()) + per_step - 1) / per_step);
+  data::LoaderOptions lo;
+  lo.batch_size = size_t(o.batch);
+  lo.seed = o.seed;
+  lo.shuffle = true;
+  lo.epochs = o.steps > 0 ? 0 : uint64_t(o.epochs);
+  lo.corruptions = o.corruption;
+  lo.severity = data::parse_severity(o.severity);
+  lo.clean_ratio = o.clean_ratio;
+  lo.prompts = {data::parse_prompt(as_mix(o.prompts))};
+  lo.workers = o.workers;
+  uint64_t skipped_reported = 0;
+  lo.on_skip = [&](const std::string& msg) {
+    if (!o.quiet && skipped_reported++ < 5) std::cerr << "skipped: " << msg << "\n";
+  };
+  data::Loader loader(*ds, lo);
+
+  const std::string ckpt_path = (fs::path(o.out) / "checkpoint.pt").string();
+  const std::string metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
+  int64_t step = 0;
+  std::vector<std::string> metric_lines;
+  std::vector<std::pair<int64_t, double>> curve;
+  if (o.resume && fs::exists(ckpt_path)) {
+    auto c = load_checkpoint(ckpt_path, params, *opt, cfg_text);
+    step = c.step;
+    loader.set_state(c.loader);
+    // Keep the metrics up to the checkpoint; later lines are redone.
+    std::ifstream mf(metrics_path);
+    std::string line;
+    while (std::getline(mf, line)) {
+      try {
+        auto j = nlohmann::json::parse(line);
+        if (j.value("step", int64_t(0)) <= step) {
+          metric_lines.push_back(line);
+          curve.emplace_back(j["step"].get<int64_t>(), j["loss"].get<double>());
+        }
+      } catch (...) {
+      }
+    }
+    if (!o.quiet) std::cerr << "resumed from step " << step << " of " << total << "\n";
+  } else if (o.resume && !o.quiet) {
+    std::cerr << "no checkpoint in " << o.out << ": starting from scratch\n";
+  }
+  {
+    std::string all;
+    for (auto& l : metric_lines) all += l + "\n";
+    io::write_atomic(metrics_path, all.data(), all.size());
+  }
+  std::ofstream metrics(metrics_path, std::ios::app);
+  {
+    const auto text = cfg.dump(2) + "\n";
+    io::write_atomic((fs::path(o.out) / "config.json").string(), text.data(), text.size());
+  }
+
+  model->train();
+  const bool tty = isatty(2);
+  auto t_start = std::chrono::steady_clock::now();
+  const int64_t first = step;
+  double last_loss = 0;
+  data::Batch batch;
+  bool exhausted = false;
+  while (step < total && !exhausted) {
+    const double lr = lr_at(o, step, total);
+    for (auto& g : opt->param_groups()) {
+      if (o.optimizer == "adamw")
+        static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+      else
+        static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
+    }
+    opt->zero_grad();
+    double loss_sum = 0, focal = 0, dice = 0, iou_mse = 0, aux_sum = 0;
+    int64_t n_items = 0;
+    for (int a = 0; a < o.accum; ++a) {
+      if (!loader.next(batch)) {
+        exhausted = true;
+        break;
+      }
+      std::vector<ModelSample> samples;
+      std::vector<Tensor> imgs;
+      for (const auto& it : batch) {
+        samples.push_back(to_model_sample(model, it.image, it.sample.mask, it.prompt));
+        imgs.push_back(samples.back().image);
+      }
+      Tensor loss_acc;
+      {
+        if (bf16) set_autocast(true, model->device().is_cuda());
+        auto emb = encode_for_training(model, torch::stack(imgs), o.grad_checkpoint);
+        auto pe = model->prompt_encoder->get_dense_pe();
+        for (size_t i = 0; i < samples.size(); ++i) {
+          const auto& s = samples[i];
+          std::optional<std::pair<Tensor, Tensor>> pts;
+          if (s.points.defined()) pts = std::make_pair(s.points, s.labels);
+          std::optional<Tensor> box;
+          if (s.box.defined()) box = s.box;
+          auto [sparse, dense] = model->prompt_encoder->forward(pts, box, std::nullopt);
+          auto [low, iou] =
+              model->mask_decoder->forward(emb.narrow(0, int64_t(i), 1), pe, sparse, dense, s.ambiguous);
+          auto parts = sam_loss(low[0], iou[0], s.target);
+          loss_acc = loss_acc.defined() ? loss_acc + parts.total : parts.total;
+          focal += parts.focal;
+          dice += parts.dice;
+          iou_mse += parts.iou_mse;
+        }
+        if (bf16) {
+          set_autocast(false, model->device().is_cuda());
+          at::autocast::clear_cache();
+        }
+      }
+      auto aux = adapted ? adapted->aux_loss() : torch::zeros({});
+      auto loss = (loss_acc / double(per_step)) + aux / double(o.accum);
+      loss.backward();
+      loss_sum += loss_acc.item<double>();
+      aux_sum += aux.item<double>();
+      n_items += int64_t(batch.size());
+    }
+    if (n_items == 0) break;
+    if (!std::isfinite(loss_sum)) throw Error("loss became NaN/Inf at step " + std::to_string(step) + "; lower --lr");
+    if (o.clip > 0) torch::nn::utils::clip_grad_norm_(plist, o.clip);
+    opt->step();
+    ++step;
+    last_loss = loss_sum / double(n_items);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double ips = double((step - first) * per_step) / std::max(secs, 1e-9);
+    const double eta = double(total - step) * secs / double(std::max<int64_t>(1, step - first));
+    nlohmann::json j{{"step", step},   {"loss", last_loss}, {"focal", focal / n_items}, {"dice", dice / n_items},
+                     {"iou_mse", iou_mse / n_items}, {"aux", aux_sum / o.accum}, {"lr", lr},
+                     {"img_per_s", ips}, {"skipped", loader.skipped()}};
+    metrics << j.dump() << "\n" << std::flush;
+    curve.emplace_back(step, last_loss);
+    if (!o.quiet) {
+      char line[200];
+      std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  %.2f img/s  ETA %s", (long long)step,
+                    (long long)total, last_loss, ips, fmt_eta(eta).c_str());
+      if (tty)
+        std::cerr << "\r" << line << "   " << std::flush;
+      else if (step % 10 == 0 || step == total)
+        std::cerr << line << "\n";
+    }
+    if (o.save_every > 0 && step % o.save_every == 0 && step < total)
+      save_checkpoint(ckpt_path, {step, loader.state()}, params, *opt, cfg_text);
+  }
+  if (!o.quiet && tty) std::cerr << "\n";
+  save_checkpoint(ckpt_path, {step, loader.state()}, params, *opt, cfg_text);
+  model->eval();
+  TrainResult r;
+  r.steps = step;
+  r.last_loss = last_loss;
+  if (o.full) {
+    r.weights_path = (fs::path(o.out) / "model.safetensors").string();
+    save_sam(model, r.weights_path);
+  } else {
+    r.weights_path = (fs::path(o.out) / "adapter.safetensors").string();
+    adapted->save(r.weights_path);
+  }
+  plot_loss((fs::path(o.out) / "loss.png").string(), curve);
+  if (!o.val.empty()) {
+    torch::NoGradGuard ng;
+    r.val_iou = validate(model, o.val, o.val_samples, o.seed);
+    metrics << nlohmann::json{{"step", step}, {"val_box_iou", r.val_iou}}.dump() << "\n";
+  }
+  return r;
+}
+
+}  // namespace rsam::train

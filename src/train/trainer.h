@@ -1,0 +1,68 @@
+// Training of adapters (or of the whole model, for pre-training small SAMs)
+// on corrupted data, with checkpoints that survive a kill: a resumed run
+// ends with the same weights as an uninterrupted one.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+
+#include "data/prompts.h"
+#include "model/sam.h"
+
+namespace rsam::train {
+
+struct TrainOptions {
+  std::string checkpoint;          // base SAM
+  std::string data;                // dataset spec (data/dataset.h)
+  std::string val;                 // optional validation spec
+  std::string adapter = "gara";    // method name or JSON config file; ignored with full
+  bool train_decoder = false;
+  bool full = false;               // train every weight (pre-training)
+  std::string corruption = "robustseg";  // loader corruption list, "none" for clean
+  std::string severity = "3";      // 1..5 or random
+  double clean_ratio = 0.0;
+  std::string prompts = "points:3,box";  // one is drawn per sample (mix)
+  int64_t steps = 0, epochs = 0;   // one of them
+  int batch = 1, accum = 1;
+  std::string optimizer = "adam";  // adam | adamw
+  double lr = 1e-4, wd = 1e-5, clip = 1.0;
+  int64_t warmup = 0;              // linear warm-up steps, then cosine decay to lr * min_lr_ratio
+  double min_lr_ratio = 0.0;
+  std::string precision = "fp32";
+  bool grad_checkpoint = false;
+  uint64_t seed = 0;
+  std::string out = "runs/train";
+  bool resume = false;
+  int64_t save_every = 50;
+  int threads = 0, workers = 2;
+  int64_t val_samples = 64;
+  bool quiet = false;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double last_loss = 0;
+  std::string weights_path;  // adapter.safetensors or model.safetensors
+  double val_iou = -1;
+};
+
+TrainResult train(const TrainOptions& opts);
+
+// The differentiable image-encoder pass, optionally recomputing each block
+// in the backward pass instead of storing its activations.
+torch::Tensor encode_for_training(Sam& model, const torch::Tensor& images, bool grad_checkpoint);
+
+// Lays a sample out as the predictor does (longest side resized with PIL's
+// bilinear filter, normalized, padded) and returns the image [3,S,S], the
+// soft target at low-res mask resolution [4g,4g], and the prompt converted
+// into the resized frame.
+struct ModelSample {
+  torch::Tensor image, target, points, labels, box;  // points [1,K,2], labels [1,K], box [1,4]; undefined if absent
+  bool ambiguous = false;                           // a single point: train the best of 3 masks
+};
+ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat& mask01,
+                            const data::SampledPrompt& prompt);
+
+}  // namespace rsam::train

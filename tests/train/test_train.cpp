@@ -1,0 +1,193 @@
+// Losses against hand-computed values, gradient checkpointing against the
+// plain backward pass, and a short train -> eval -> report run on a tiny
+// model and generated images.
+#include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "adapt/adapter.h"
+#include "error.h"
+#include "eval/evaluator.h"
+#include "model/checkpoint.h"
+#include "train/loss.h"
+#include "train/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kData = RSAM_TEST_DATA_DIR "/sam/";
+
+// A few ellipses on textured backgrounds, as images/ + masks/.
+std::string make_scenes(const std::string& name, int n) {
+  const auto dir = fs::path(::testing::TempDir()) / ("rsam_train_" + name);
+  fs::remove_all(dir);
+  fs::create_directories(dir / "images");
+  fs::create_directories(dir / "masks");
+  std::mt19937 rng(7);
+  for (int i = 0; i < n; ++i) {
+    cv::Mat img(48 + 8 * (i % 3), 64, CV_8UC3), mask = cv::Mat::zeros(img.size(), CV_8UC1);
+    cv::randu(img, cv::Scalar(60, 60, 60), cv::Scalar(120, 120, 120));
+    const cv::Point c(16 + int(rng() % 32), 16 + int(rng() % 16));
+    const cv::Size axes(6 + int(rng() % 10), 5 + int(rng() % 8));
+    cv::ellipse(img, c, axes, 0, 0, 360, cv::Scalar(40, 200, 230), cv::FILLED);
+    cv::ellipse(mask, c, axes, 0, 0, 360, cv::Scalar(255), cv::FILLED);
+    char stem[32];
+    std::snprintf(stem, sizeof stem, "s%02d.png", i);
+    cv::imwrite((dir / "images" / stem).string(), img);
+    cv::imwrite((dir / "masks" / stem).string(), mask);
+  }
+  return "folder:" + (dir / "images").string() + "," + (dir / "masks").string();
+}
+
+rsam::Sam tiny() { return rsam::load_sam(kData + "tiny_a.pth").model; }
+
+}  // namespace
+
+TEST(Loss, FocalAndDiceMatchHandComputedValues) {
+  // One pixel, logit 0 (p = 0.5), target 1: ce = ln 2, (1 - p_t)^2 = 0.25, alpha 0.25.
+  auto focal = rsam::train::sigmoid_focal_loss(torch::zeros({1, 1, 1}), torch::ones({1, 1, 1}));
+  EXPECT_NEAR(focal.item<double>(), 0.25 * 0.25 * std::log(2.0), 1e-6);
+  // Target 0: alpha weight 0.75.
+  auto focal0 = rsam::train::sigmoid_focal_loss(torch::zeros({1, 1, 1}), torch::zeros({1, 1, 1}));
+  EXPECT_NEAR(focal0.item<double>(), 0.75 * 0.25 * std::log(2.0), 1e-6);
+  // Dice: p = 0.5 everywhere on 4 pixels, target has 2 ones: 1 - (2*1 + 1)/(2 + 2 + 1) = 0.4.
+  auto t = torch::tensor({1.f, 1.f, 0.f, 0.f}).view({1, 2, 2});
+  EXPECT_NEAR(rsam::train::dice_loss(torch::zeros({1, 2, 2}), t).item<double>(), 0.4, 1e-6);
+  // Confident and right: both near zero.
+  auto big = (t * 2 - 1) * 20;
+  EXPECT_LT(rsam::train::sigmoid_focal_loss(big, t).item<double>(), 1e-8);
+  EXPECT_LT(rsam::train::dice_loss(big, t).item<double>(), 1e-3);
+  EXPECT_FLOAT_EQ(rsam::train::mask_iou(big, t).item<float>(), 1.0f);
+}
+
+TEST(Loss, AmbiguousPromptsTrainTheBestCandidate) {
+  auto t = torch::tensor({1.f, 1.f, 0.f, 0.f}).view({2, 2});
+  auto good = (t * 2 - 1) * 10, bad = -good;
+  auto logits = torch::stack({bad, good, torch::zeros({2, 2})});
+  auto parts = rsam::train::sam_loss(logits, torch::tensor({0.5f, 1.0f, 0.2f}), t);
+  EXPECT_LT(parts.dice, 0.01);
+  EXPECT_NEAR(parts.iou_mse, 0.0, 1e-9);  // predicted 1.0 for the best, which is exact
+}
+
+TEST(GradCheckpoint, SameGradientsAsPlainBackward) {
+  auto run = [](bool ckpt) {
+    rsam::adapt::AdaptedSam a(tiny(), {{"method", "gara"}, {"r_low", 2}, {"r_high", 4}, {"gate_hidden", 8}}, 5);
+    {
+      torch::NoGradGuard ng;
+      torch::manual_seed(3);
+      for (auto& [k, t] : a.trainable())
+        if (k.find(".B_") != std::string::npos) t.normal_(0, 0.1);
+    }
+    a.model()->train();
+    torch::manual_seed(11);  // same Gumbel noise in both runs
+    auto x = torch::randn({2, 3, 64, 64});
+    auto emb = rsam::train::encode_for_training(a.model(), x, ckpt);
+    emb.pow(2).mean().backward();
+    std::vector<torch::Tensor> grads;
+    for (auto& [k, t] : a.trainable()) grads.push_back(t.grad().defined() ? t.grad().clone() : torch::zeros_like(t));
+    return std::make_pair(emb.detach(), grads);
+  };
+  auto [e1, g1] = run(false);
+  auto [e2, g2] = run(true);
+  EXPECT_TRUE(torch::allclose(e1, e2));
+  ASSERT_EQ(g1.size(), g2.size());
+  double total = 0;
+  for (size_t i = 0; i < g1.size(); ++i) {
+    EXPECT_LE((g1[i] - g2[i]).abs().max().item<double>(), 1e-6) << i;
+    total += g1[i].abs().sum().item<double>();
+  }
+  EXPECT_GT(total, 0.0);
+}
+
+TEST(ModelSample, LaysOutImageTargetAndPromptLikeThePredictor) {
+  auto m = tiny();
+  cv::Mat img(30, 40, CV_8UC3, cv::Scalar(10, 20, 30)), mask = cv::Mat::zeros(30, 40, CV_8UC1);
+  mask(cv::Rect(0, 0, 20, 30)).setTo(1);
+  rsam::data::SampledPrompt p;
+  p.points = {cv::Point2f(10, 15)};
+  p.labels = {1};
+  p.has_box = true;
+  p.box = cv::Vec4f(0, 0, 19, 29);
+  auto s = rsam::train::to_model_sample(m, img, mask, p);
+  EXPECT_EQ(s.image.sizes(), (std::vector<int64_t>{3, 64, 64}));
+  EXPECT_EQ(s.target.sizes(), (std::vector<int64_t>{32, 32}));
+  // 40x30 -> 64x48: the left half of the resized area is foreground, the pad is 0.
+  EXPECT_NEAR(s.target[10][5].item<float>(), 1.0f, 1e-5);
+  EXPECT_NEAR(s.target[10][25].item<float>(), 0.0f, 1e-5);
+  EXPECT_NEAR(s.target[30][5].item<float>(), 0.0f, 1e-5);
+  EXPECT_NEAR(s.points[0][0][0].item<float>(), 16.0f, 1e-4);
+  EXPECT_NEAR(s.box[0][3].item<float>(), 29 * 1.6f, 1e-4);
+  EXPECT_FALSE(s.ambiguous);
+}
+
+TEST(EndToEnd, TrainThenEvaluateWithAReport) {
+  const auto spec = make_scenes("e2e", 6);
+  rsam::train::TrainOptions o;
+  o.checkpoint = kData + "tiny_a.pth";
+  o.data = spec;
+  o.val = spec;
+  o.adapter = "lora";
+  o.train_decoder = true;
+  o.corruption = "gauss_noise,brightness";
+  o.steps = 4;
+  o.batch = 2;
+  o.lr = 1e-3;
+  o.workers = 1;
+  o.threads = 1;
+  o.quiet = true;
+  o.out = (fs::path(::testing::TempDir()) / "rsam_train_e2e_out").string();
+  fs::remove_all(o.out);
+  auto r = rsam::train::train(o);
+  EXPECT_EQ(r.steps, 4);
+  EXPECT_TRUE(std::isfinite(r.last_loss));
+  EXPECT_TRUE(fs::exists(r.weights_path));
+  EXPECT_TRUE(fs::exists(fs::path(o.out) / "loss.png"));
+  EXPECT_GE(r.val_iou, 0.0);
+  std::ifstream mf(fs::path(o.out) / "metrics.jsonl");
+  int lines = 0;
+  for (std::string l; std::getline(mf, l);) ++lines;
+  EXPECT_EQ(lines, 5);  // 4 steps + validation
+
+  rsam::eval::EvalOptions e;
+  e.checkpoint = o.checkpoint;
+  e.adapters = {"none", r.weights_path};
+  e.data = spec;
+  e.corruptions = "clean,gauss_noise,lq1";
+  e.prompts = "point:1,box";
+  e.threads = 1;
+  e.quiet = true;
+  e.oracle = true;
+  e.report = (fs::path(::testing::TempDir()) / "rsam_eval_report").string();
+  auto res = rsam::eval::evaluate(e);
+  EXPECT_EQ(res.records.size(), 2u * 6 * 3 * 2);
+  EXPECT_TRUE(res.summary.contains("sam"));
+  EXPECT_TRUE(res.summary.contains("adapter"));
+  EXPECT_TRUE(res.summary["sam"].contains("degraded (mean)"));
+  EXPECT_FALSE(res.oracle.is_null());
+  for (const char* f : {"report.md", "results.json", "records.csv", "iou_per_corruption.png"})
+    EXPECT_TRUE(fs::exists(fs::path(e.report) / f)) << f;
+  // Same seed, same prompts and corruptions: the base model scores identically twice.
+  e.adapters = {"none"};
+  e.report.clear();
+  e.oracle = false;
+  auto again = rsam::eval::evaluate(e);
+  for (size_t i = 0; i < again.records.size(); ++i) EXPECT_EQ(again.records[i].m.iou, res.records[i].m.iou);
+}
+
+TEST(Train, BadOptionsAreErrors) {
+  rsam::train::TrainOptions o;
+  o.checkpoint = kData + "tiny_a.pth";
+  o.data = "folder:/nonexistent,/nonexistent";
+  o.steps = 1;
+  o.quiet = true;
+  o.out = (fs::path(::testing::TempDir()) / "rsam_train_bad").string();
+  EXPECT_THROW(rsam::train::train(o), rsam::Error);
+  o.steps = 0;
+  EXPECT_THROW(rsam::train::train(o), rsam::Error);
+}

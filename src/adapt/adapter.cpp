@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "error.h"
+#include "io/fs.h"
 #include "model/checkpoint.h"
 
 namespace rsam::adapt {
@@ -93,6 +94,15 @@ torch::Tensor gumbel_sigmoid_gate(const torch::Tensor& logits, double tau, bool 
   auto soft = torch::sigmoid((logits + g) / tau);
   auto hard = (soft > 0.5).to(soft.dtype());
   return hard + soft - soft.detach();  // straight-through
+}
+
+nlohmann::json load_config(const std::string& method_or_file) {
+  if (method_or_file.find('.') == std::string::npos && method_or_file.find('/') == std::string::npos)
+    return {{"method", method_or_file}};
+  const auto bytes = io::read_file(method_or_file);
+  auto j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) throw Error("adapter config '" + method_or_file + "' is not a JSON object");
+  return j;
 }
 
 std::string base_fingerprint(const torch::nn::Module& model, const std::set<std::string>& exclude) {

@@ -101,6 +101,9 @@ class AdaptedSam {
   int64_t base_params_ = 0;
 };
 
+// A method name ("gara": its defaults) or a JSON config file's contents.
+nlohmann::json load_config(const std::string& method_or_file);
+
 // 64-bit content hash of every base tensor (hex), recorded in adapter files.
 // Tensors the adapter itself trains (BitFit biases, a fine-tuned decoder)
 // are excluded, so the fingerprint names the base the file starts from.

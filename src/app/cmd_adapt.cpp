@@ -74,21 +74,9 @@ void run_merge(const std::string& ckpt, const std::string& adapter, const std::s
   std::printf("merged %s into %s -> %s\n", a.method().c_str(), ckpt.c_str(), out.c_str());
 }
 
-nlohmann::json read_config(const std::string& method_or_file) {
-  // A method name with its defaults, or a JSON config file.
-  if (method_or_file.find('.') == std::string::npos && method_or_file.find('/') == std::string::npos)
-    return {{"method", method_or_file}};
-  const auto bytes = io::read_file(method_or_file);
-  try {
-    return nlohmann::json::parse(bytes.begin(), bytes.end());
-  } catch (const std::exception&) {
-    throw Error("adapter config '" + method_or_file + "' is not valid JSON");
-  }
-}
-
 void run_init(const std::string& ckpt, const std::string& config, const std::string& out, uint64_t seed) {
   auto base = load_sam(ckpt).model;
-  adapt::AdaptedSam a(base, read_config(config), seed);
+  adapt::AdaptedSam a(base, adapt::load_config(config), seed);
   a.save(out);
   std::printf("wrote %s: %s, %lld trainable parameters\n", out.c_str(), a.method().c_str(),
               (long long)a.trainable_count());

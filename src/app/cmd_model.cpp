@@ -53,8 +53,10 @@ std::vector<double> parse_numbers(const std::string& s, const char* what, size_t
   return v;
 }
 
-void configure_runtime(int threads) {
+void configure_runtime(int threads, const std::string& precision = "fp32") {
   set_threads(threads);
+  if (precision == "bf16" && !cpu_has_native_bf16())
+    std::cerr << "warning: this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and slower than fp32\n";
   static bool warned = false;
   if (!warned) {
     warned = true;
@@ -116,7 +118,7 @@ struct SegmentArgs {
 };
 
 void run_segment(const SegmentArgs& a) {
-  configure_runtime(a.threads);
+  configure_runtime(a.threads, a.precision);
   const auto t0 = Clock::now();
   Prompt prompt;
   for (const auto& s : a.points) {
@@ -237,13 +239,13 @@ void run_convert(const std::string& in, const std::string& out) {
 }
 
 struct BenchArgs {
-  std::string checkpoint, model, precision = "fp32";
+  std::string checkpoint, model, precision = "fp32", adapter;
   int threads = 0, repeat = 3, decode_repeat = 20;
   bool json = false, reference_attention = false;
 };
 
 void run_bench(const BenchArgs& a) {
-  configure_runtime(a.threads);
+  configure_runtime(a.threads, a.precision);
   if (a.checkpoint.empty() == a.model.empty()) throw Error("give exactly one of --checkpoint or --model");
   if (a.repeat < 1 || a.decode_repeat < 1) throw Error("--repeat must be >= 1");
   set_reference_attention(a.reference_attention);
@@ -264,11 +266,44 @@ void run_bench(const BenchArgs& a) {
   const int S = model->config.img_size;
   Image8 img(S, S, 3);
   for (size_t i = 0; i < img.data.size(); ++i) img.data[i] = uint8_t((i * 2654435761u) >> 24);
-  std::vector<double> enc, dec;
+  std::vector<double> enc, dec, enc_adapted;
+  // With --adapter, plain and adapted encodes alternate (A B A B ...) so the
+  // overhead ratio holds even when the machine's speed drifts.
+  std::optional<adapt::AdaptedSam> adapted;
+  std::vector<std::pair<AdaptableLinear, std::shared_ptr<adapt::Adapter>>> hooks;
+  if (!a.adapter.empty()) {
+    adapted.emplace(model, adapt::load_config(a.adapter), 0);
+    {
+      // Trained-looking weights: non-zero updates, gates as initialized.
+      torch::NoGradGuard ng;
+      for (auto& [k, t] : adapted->trainable())
+        if (k.find(".adapter.") != std::string::npos && k.find(".g_") == std::string::npos &&
+            k.find("gate") == std::string::npos)
+          t.add_(torch::randn_like(t) * 0.01);
+    }
+    adapted->model()->eval();
+    for (auto& [name, lin] : adapt::adaptable_layers(*model))
+      if (lin->has_adapter()) hooks.emplace_back(lin, std::dynamic_pointer_cast<adapt::Adapter>(lin->adapter));
+  }
+  auto set_attached = [&](bool on) {
+    for (auto& [lin, ad] : hooks) {
+      if (on)
+        lin->attach(ad);
+      else
+        lin->detach();
+    }
+  };
   for (int i = 0; i < a.repeat; ++i) {
+    if (adapted) set_attached(false);
     auto t = Clock::now();
     pred.set_image(img);
     enc.push_back(ms_since(t));
+    if (adapted) {
+      set_attached(true);
+      t = Clock::now();
+      pred.set_image(img);
+      enc_adapted.push_back(ms_since(t));
+    }
   }
   Prompt p;
   p.points = {{float(S / 2), float(S / 2)}};
@@ -291,11 +326,24 @@ void run_bench(const BenchArgs& a) {
                    {"decode_ms", dec},
                    {"encode_median_ms", median(enc)},
                    {"decode_median_ms", median(dec)}};
-  if (a.json)
+  if (adapted) {
+    std::vector<double> ratios;
+    for (size_t i = 0; i < enc.size(); ++i) ratios.push_back(enc_adapted[i] / enc[i]);
+    j["adapter"] = adapted->method();
+    j["adapter_params"] = adapted->trainable_count();
+    j["adapted_encode_ms"] = enc_adapted;
+    j["adapted_encode_median_ms"] = median(enc_adapted);
+    j["overhead_ratio_median"] = median(ratios);
+  }
+  if (a.json) {
     std::cout << j.dump() << "\n";
-  else
+  } else {
     std::printf("%s %s, %d threads: encode median %.0f ms, decode median %.1f ms\n", j["model"].get<std::string>().c_str(),
                 a.precision.c_str(), num_threads(), median(enc), median(dec));
+    if (adapted)
+      std::printf("with %s: encode median %.0f ms, overhead ratio (pairwise median) %.3f\n",
+                  adapted->method().c_str(), median(enc_adapted), j["overhead_ratio_median"].get<double>());
+  }
 }
 
 }  // namespace
@@ -348,6 +396,7 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--repeat", a->repeat, "Encoder runs");
   c->add_option("--decode-repeat", a->decode_repeat, "Decoder runs");
   c->add_flag("--reference-attention", a->reference_attention, "Use the unchunked reference attention");
+  c->add_option("--adapter", a->adapter, "Also time the encoder with this adapter method/config attached (ratio)");
   c->add_flag("--json", a->json, "JSON output");
   c->callback([a] { run_bench(*a); });
 }

@@ -27,4 +27,13 @@ std::string blas_warning() {
   return "warning: torch is using the reference BLAS (slow fp32 matmul); install libopenblas0-pthread";
 }
 
+bool cpu_has_native_bf16() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+  return true;  // not x86 (or unknown): do not warn
+#endif
+}
+
 }  // namespace rsam

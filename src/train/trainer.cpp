@@ -102,17 +102,6 @@ Image8 to_image8(const cv::Mat& rgb) {
   return img;
 }
 
-nlohmann::json load_adapter_config(const std::string& method_or_file) {
-  if (method_or_file.find('.') == std::string::npos && method_or_file.find('/') == std::string::npos)
-    return {{"method", method_or_file}};
-  const auto bytes = io::read_file(method_or_file);
-  try {
-    return nlohmann::json::parse(bytes.begin(), bytes.end());
-  } catch (const std::exception&) {
-    throw Error("adapter config '" + method_or_file + "' is not valid JSON");
-  }
-}
-
 // "points:3,box" -> one kind drawn per sample.
 std::string as_mix(const std::string& prompts) {
   if (prompts.find(',') == std::string::npos || prompts.rfind("mix:", 0) == 0) return prompts;
@@ -331,7 +320,7 @@ TrainResult train(const TrainOptions& o) {
                      {"lr", o.lr}, {"wd", o.wd}, {"clip", o.clip}, {"warmup", o.warmup},
                      {"min_lr_ratio", o.min_lr_ratio}, {"precision", o.precision},
                      {"grad_checkpoint", o.grad_checkpoint}, {"seed", o.seed}};
-  if (!o.full) cfg["adapter_config"] = load_adapter_config(o.adapter);
+  if (!o.full) cfg["adapter_config"] = adapt::load_config(o.adapter);
   const std::string cfg_text = cfg.dump();
 
   auto loaded = load_sam(o.checkpoint);

@@ -7,6 +7,7 @@
 
 #include "adapt/adapter.h"
 #include "error.h"
+#include "tiny_config.h"
 #include "model/checkpoint.h"
 
 namespace {
@@ -14,22 +15,7 @@ namespace {
 using rsam::adapt::AdaptedSam;
 using nlohmann::json;
 
-rsam::SamConfig tiny() {
-  rsam::SamConfig c;
-  c.img_size = 64;
-  c.patch_size = 8;
-  c.encoder_embed_dim = 32;
-  c.encoder_depth = 2;
-  c.encoder_num_heads = 2;
-  c.encoder_mlp_dim = 64;
-  c.global_attn_indexes = {1};
-  c.window_size = 3;
-  c.prompt_embed_dim = 32;
-  c.mask_in_chans = 8;
-  c.decoder_mlp_dim = 64;
-  c.iou_head_hidden_dim = 32;
-  return c;
-}
+rsam::SamConfig tiny() { return rsam::testing::tiny_config(); }
 
 rsam::Sam base_model(uint64_t seed = 0) {
   torch::manual_seed(seed);

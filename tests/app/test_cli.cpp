@@ -26,7 +26,10 @@ struct Run {
 };
 
 Run run(const std::string& args) {
-  const std::string err_path = ::testing::TempDir() + "rsam_cli_stderr.txt";
+  // ctest runs these tests in parallel processes: a private stderr file each.
+  static int counter = 0;
+  const std::string err_path =
+      ::testing::TempDir() + "rsam_cli_stderr_" + std::to_string(getpid()) + "_" + std::to_string(counter++) + ".txt";
   const std::string cmd = kBin + " " + args + " 2>" + err_path;
   Run r;
   FILE* p = popen(cmd.c_str(), "r");
@@ -39,6 +42,7 @@ Run run(const std::string& args) {
   std::stringstream ss;
   ss << f.rdbuf();
   r.err = ss.str();
+  std::remove(err_path.c_str());
   return r;
 }
 
@@ -174,9 +178,18 @@ TEST(Cli, AdapterMergeMatchesAdapted) {
   ASSERT_EQ(run("adapter init --checkpoint " + kData + "tiny_a.pth --adapter lora --out " + ad).code, 0);
   auto m = run("adapter merge --checkpoint " + kData + "tiny_a.pth --adapter " + ad + " --out " + merged);
   ASSERT_EQ(m.code, 0) << m.err;
-  auto g = run("adapter merge --checkpoint " + kData + "tiny_a.pth --adapter " + tmp("gara.safetensors") +
-               " --out " + tmp("nope.safetensors"));
+  // GaRA is input-dependent: merging it is refused with an error.
+  const auto gara = tmp("gara_for_merge.safetensors");
+  ASSERT_EQ(run("adapter init --checkpoint " + kData + "tiny_a.pth --adapter gara --out " + gara).code, 0);
+  auto g = run("adapter merge --checkpoint " + kData + "tiny_a.pth --adapter " + gara + " --out " +
+               tmp("nope.safetensors"));
   EXPECT_EQ(g.code, 1);
+  EXPECT_NE(g.err.find("cannot be merged"), std::string::npos) << g.err;
+  // The merged checkpoint segments exactly like base + adapter.
+  const std::string seg = "segment --image " + kData + "images/square64.png --point 30,30 --json --threads 1";
+  auto a = nlohmann::json::parse(run(seg + " --checkpoint " + kData + "tiny_a.pth --adapter " + ad).out);
+  auto b = nlohmann::json::parse(run(seg + " --checkpoint " + merged).out);
+  EXPECT_EQ(a["masks"], b["masks"]);
 }
 
 namespace {

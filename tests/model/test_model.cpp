@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "error.h"
+#include "tiny_config.h"
 #include "io/tensor_file.h"
 #include "model/attention.h"
 #include "model/checkpoint.h"
@@ -16,22 +17,7 @@ namespace {
 
 const std::string kData = RSAM_TEST_DATA_DIR "/sam/";
 
-rsam::SamConfig tiny() {
-  rsam::SamConfig c;
-  c.img_size = 64;
-  c.patch_size = 8;
-  c.encoder_embed_dim = 32;
-  c.encoder_depth = 2;
-  c.encoder_num_heads = 2;
-  c.encoder_mlp_dim = 64;
-  c.global_attn_indexes = {1};
-  c.window_size = 3;
-  c.prompt_embed_dim = 32;
-  c.mask_in_chans = 8;
-  c.decoder_mlp_dim = 64;
-  c.iou_head_hidden_dim = 32;
-  return c;
-}
+rsam::SamConfig tiny() { return rsam::testing::tiny_config(); }
 
 std::string tmp_path(const std::string& name) { return ::testing::TempDir() + "rsam_" + name; }
 

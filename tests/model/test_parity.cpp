@@ -53,6 +53,18 @@ rsam::Sam model(const std::string& name) {
 
 double max_abs(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
+// The prompt of a fixture case, in original-image coordinates.
+rsam::Prompt prompt_of(const nlohmann::json& c) {
+  rsam::Prompt p;
+  for (const auto& pt : c["points"]) p.points.push_back({pt[0].get<float>(), pt[1].get<float>()});
+  p.labels = c["labels"].get<std::vector<int>>();
+  if (!c["box"].is_null()) {
+    auto b = c["box"].get<std::vector<float>>();
+    p.box = std::array<float, 4>{b[0], b[1], b[2], b[3]};
+  }
+  return p;
+}
+
 }  // namespace
 
 TEST(Parity, ResizeMatchesPilBitExactly) {
@@ -91,13 +103,7 @@ TEST(Parity, EveryOfficialCase) {
       for (const auto& b : c["boxes"]) rows.push_back(torch::tensor(b.get<std::vector<float>>()));
       r = pred.predict_batch({}, {}, torch::stack(rows), {}, c["multimask"]);
     } else {
-      rsam::Prompt p;
-      for (const auto& pt : c["points"]) p.points.push_back({pt[0].get<float>(), pt[1].get<float>()});
-      p.labels = c["labels"].get<std::vector<int>>();
-      if (!c["box"].is_null()) {
-        auto b = c["box"].get<std::vector<float>>();
-        p.box = std::array<float, 4>{b[0], b[1], b[2], b[3]};
-      }
+      rsam::Prompt p = prompt_of(c);
       if (!c["mask_input"].is_null()) p.mask_input = npy(c["mask_input"]);
       r = pred.predict(p, c["multimask"]);
     }
@@ -152,13 +158,7 @@ TEST(Parity, Bf16MasksAgreeWithFp32) {
       b16.set_image(img);
       it = preds.emplace(key, std::make_pair(std::move(f32), std::move(b16))).first;
     }
-    rsam::Prompt p;
-    for (const auto& pt : c["points"]) p.points.push_back({pt[0].get<float>(), pt[1].get<float>()});
-    p.labels = c["labels"].get<std::vector<int>>();
-    if (!c["box"].is_null()) {
-      auto b = c["box"].get<std::vector<float>>();
-      p.box = std::array<float, 4>{b[0], b[1], b[2], b[3]};
-    }
+    const rsam::Prompt p = prompt_of(c);
     auto a = it->second.first.predict(p, c["multimask"]), b = it->second.second.predict(p, c["multimask"]);
     for (int64_t m = 0; m < a.masks.size(0); ++m) {
       const double iou = mask_iou(a.masks[m], b.masks[m]);

@@ -18,6 +18,9 @@ struct SSF : Adapter {
   }
   std::string method() const override { return "ssf"; }
   Tensor forward(const Tensor& x, const Tensor& W, const Tensor& b, const AdapterContext&) override {
+    // Inference: fold the scale and shift into the layer (no per-token pass).
+    if (!is_training() && !(torch::GradMode::is_enabled() && gamma.requires_grad()) && b.defined())
+      return F::linear(x, W * gamma.unsqueeze(1).to(W.dtype()), b * gamma.to(b.dtype()) + beta.to(b.dtype()));
     return F::linear(x, W, b) * gamma.to(x.dtype()) + beta.to(x.dtype());
   }
   bool merge_into(Tensor& W, Tensor& b) override {

@@ -100,6 +100,10 @@ struct LoRA : Adapter {
   }
   std::string method() const override { return "lora"; }
   Tensor forward(const Tensor& x, const Tensor& W, const Tensor& b, const AdapterContext&) override {
+    // Inference: fold B A into the weight (out*in*r multiply-adds, once per
+    // call) instead of a low-rank pass over every token.
+    if (!is_training() && !(torch::GradMode::is_enabled() && (A.requires_grad() || x.requires_grad())))
+      return F::linear(x, W + (lowrank_weight(A, B, {}) * scale).to(W.dtype()), b);
     auto y = F::linear(x, W, b);
     auto h = (is_training() && dropout > 0) ? F::dropout(x, F::DropoutFuncOptions().p(dropout).training(true)) : x;
     return y + lowrank_delta(h, A, B, {}) * scale;
@@ -195,14 +199,31 @@ struct GaRA : Adapter {
     const bool grad = is_training() || (torch::GradMode::is_enabled() && (A_low.requires_grad() || x.requires_grad()));
     const bool fold = !grad && (path == "fold" || (path == "auto" && fold_is_cheaper(x, in, out, images)));
     if (fold) {
-      return linear_per_image(x, W, b, images, [&](int64_t i) {
-        return (lowrank_weight(A_low, B_low, ml[i]) + lowrank_weight(A_high, B_high, mh[i])) * scale;
-      });
+      return linear_per_image(x, W, b, images, [&](int64_t i) { return folded_delta(ml[i], mh[i]); });
     }
     auto y = F::linear(x, W, b);
     const int64_t rows = x.size(0);
     return y + (lowrank_delta(x, A_low, B_low, per_row(ml, rows)) + lowrank_delta(x, A_high, B_high, per_row(mh, rows))) *
                    scale;
+  }
+
+  // Dense B diag(z) A for one image: only the active components of the
+  // chosen space are multiplied, so the cost follows the effective rank.
+  Tensor folded_delta(const Tensor& ml, const Tensor& mh) {
+    const int64_t out_s = out / split;
+    Tensor d = torch::zeros({out, in}, A_low.options());
+    auto add = [&](const Tensor& A, const Tensor& B, const Tensor& m, int64_t r, int64_t s) {
+      auto idx = m.narrow(0, s * r, r).nonzero().squeeze(1);
+      if (idx.numel() == 0) return;
+      auto a = A.narrow(0, s * r, r).index_select(0, idx);  // [k, in]
+      auto b = B[s].index_select(1, idx);                   // [out_s, k]
+      d.narrow(0, s * out_s, out_s).add_(torch::matmul(b, a));
+    };
+    for (int64_t s = 0; s < split; ++s) {
+      add(A_low, B_low, ml, r_low, s);
+      add(A_high, B_high, mh, r_high, s);
+    }
+    return scale == 1.0 ? d : d * scale;
   }
 
   nlohmann::json gates() const override {

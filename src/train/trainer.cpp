@@ -434,8 +434,16 @@ TrainResult train(const TrainOptions& o) {
       }
       Tensor loss_acc;
       {
+        // bf16 covers the encoder only; the decoder runs in fp32 as in the
+        // predictor (it is cheap, and torch 1.13's CPU LayerNorm rejects a
+        // bf16 input with fp32 weights).
         if (bf16) set_autocast(true, model->device().is_cuda());
         auto emb = encode_for_training(model, torch::stack(imgs), o.grad_checkpoint);
+        if (bf16) {
+          set_autocast(false, model->device().is_cuda());
+          at::autocast::clear_cache();
+          emb = emb.to(torch::kFloat32);
+        }
         auto pe = model->prompt_encoder->get_dense_pe();
         for (size_t i = 0; i < samples.size(); ++i) {
           const auto& s = samples[i];
@@ -451,10 +459,6 @@ TrainResult train(const TrainOptions& o) {
           focal += parts.focal;
           dice += parts.dice;
           iou_mse += parts.iou_mse;
-        }
-        if (bf16) {
-          set_autocast(false, model->device().is_cuda());
-          at::autocast::clear_cache();
         }
       }
       auto aux = adapted ? adapted->aux_loss() : torch::zeros({});

@@ -191,3 +191,23 @@ TEST(Train, BadOptionsAreErrors) {
   o.steps = 0;
   EXPECT_THROW(rsam::train::train(o), rsam::Error);
 }
+
+TEST(Train, Bf16WithGradientCheckpointing) {
+  const auto spec = make_scenes("bf16", 3);
+  rsam::train::TrainOptions o;
+  o.checkpoint = kData + "tiny_a.pth";
+  o.data = spec;
+  o.adapter = "gara";
+  o.corruption = "none";
+  o.steps = 2;
+  o.precision = "bf16";
+  o.grad_checkpoint = true;
+  o.workers = 0;
+  o.threads = 1;
+  o.quiet = true;
+  o.out = (fs::path(::testing::TempDir()) / "rsam_train_bf16_out").string();
+  fs::remove_all(o.out);
+  auto r = rsam::train::train(o);
+  EXPECT_EQ(r.steps, 2);
+  EXPECT_TRUE(std::isfinite(r.last_loss));
+}

@@ -18,7 +18,13 @@ bool reference_attention() { return g_reference; }
 Tensor attention_with_rel_pos_reference(const Tensor& q, const Tensor& k, const Tensor& v,
                                         const Tensor& Rh, const Tensor& Rw, int64_t H, int64_t W,
                                         double scale) {
-  auto attn = torch::matmul(q * scale, k.transpose(-2, -1)).to(torch::kFloat32);
+  // Inference under bf16 autocast upcasts the map so bias add and softmax
+  // run in fp32 (where bf16 loses the most). With autograd on (training)
+  // the map stays in its compute dtype, as the official code keeps it:
+  // fp32 copies of a 12x4096x4096 map would be saved for backward.
+  const bool keep_dtype = torch::GradMode::is_enabled();
+  auto attn = torch::matmul(q * scale, k.transpose(-2, -1));
+  if (!keep_dtype) attn = attn.to(torch::kFloat32);
   const int64_t B = q.size(0), dim = q.size(2);
   auto r_q = q.reshape({B, H, W, dim});
   auto rel_h = torch::einsum("bhwc,hkc->bhwk", {r_q, Rh});
@@ -26,9 +32,7 @@ Tensor attention_with_rel_pos_reference(const Tensor& q, const Tensor& k, const 
   attn = (attn.view({B, H, W, H, W}) + rel_h.index({Slice(), Slice(), Slice(), Slice(), None}) +
           rel_w.index({Slice(), Slice(), Slice(), None, Slice()}))
              .view({B, H * W, H * W});
-  // Softmax in fp32 even under bf16 autocast: it is cheap and it is where
-  // bf16 loses the most (exponentials of close logits).
-  attn = attn.softmax(-1, torch::kFloat32);
+  attn = keep_dtype ? attn.softmax(-1) : attn.softmax(-1, torch::kFloat32);
   return torch::matmul(attn, v);
 }
 

@@ -198,17 +198,17 @@ cv::Mat line_kernel(int ksize, double angle_deg) {
   return k;
 }
 
-cv::Mat filter_separable(const cv::Mat& src, const cv::Mat& kernel, double tol, int* terms) {
-  CV_Assert(kernel.rows % 2 == 1 && kernel.cols % 2 == 1);
-  cv::Mat k;
-  kernel.convertTo(k, CV_64F);
-  // Crop symmetric borders while the mass they hold stays within half the budget.
-  const double budget = tol / 2;
+namespace {
+
+// The centre of a CV_64F kernel left after dropping symmetric border
+// rows/columns while the L1 mass they hold stays within `budget` (shared by
+// the separable and the direct convolution).
+cv::Rect trim_symmetric_borders(const cv::Mat& k, double budget, double* dropped_out = nullptr) {
   int top = 0, left = 0;
   double dropped = 0;
-  for (;;) {
+  for (bool changed = true; changed;) {
+    changed = false;
     const int h = k.rows - 2 * top, w = k.cols - 2 * left;
-    bool changed = false;
     if (h > 1) {
       const double m = cv::norm(k(cv::Rect(left, top, w, 1)), cv::NORM_L1) +
                        cv::norm(k(cv::Rect(left, top + h - 1, w, 1)), cv::NORM_L1);
@@ -220,9 +220,20 @@ cv::Mat filter_separable(const cv::Mat& src, const cv::Mat& kernel, double tol, 
                        cv::norm(k(cv::Rect(left + w - 1, top, 1, h2)), cv::NORM_L1);
       if (dropped + m <= budget) dropped += m, ++left, changed = true;
     }
-    if (!changed) break;
   }
-  const cv::Mat kc = k(cv::Rect(left, top, k.cols - 2 * left, k.rows - 2 * top)).clone();
+  if (dropped_out) *dropped_out = dropped;
+  return cv::Rect(left, top, k.cols - 2 * left, k.rows - 2 * top);
+}
+
+}  // namespace
+
+cv::Mat filter_separable(const cv::Mat& src, const cv::Mat& kernel, double tol, int* terms) {
+  CV_Assert(kernel.rows % 2 == 1 && kernel.cols % 2 == 1);
+  cv::Mat k;
+  kernel.convertTo(k, CV_64F);
+  // Crop symmetric borders while the mass they hold stays within half the budget.
+  double dropped = 0;
+  const cv::Mat kc = k(trim_symmetric_borders(k, tol / 2, &dropped)).clone();
   cv::Mat w, u, vt;
   cv::SVD::compute(kc, w, u, vt);
   cv::Mat approx = cv::Mat::zeros(kc.size(), CV_64F);
@@ -309,25 +320,8 @@ cv::Mat convolve(const cv::Mat& src, const cv::Mat& kernel) {
   cv::Mat k;
   kernel.convertTo(k, CV_64F);
   // Crop negligible symmetric borders.
-  int top = 0, left = 0;
-  double dropped = 0;
   const double budget = 1e-5;
-  for (bool changed = true; changed;) {
-    changed = false;
-    const int h = k.rows - 2 * top, w = k.cols - 2 * left;
-    if (h > 1) {
-      const double m = cv::norm(k(cv::Rect(left, top, w, 1)), cv::NORM_L1) +
-                       cv::norm(k(cv::Rect(left, top + h - 1, w, 1)), cv::NORM_L1);
-      if (dropped + m <= budget) dropped += m, ++top, changed = true;
-    }
-    const int h2 = k.rows - 2 * top;
-    if (w > 1) {
-      const double m = cv::norm(k(cv::Rect(left, top, 1, h2)), cv::NORM_L1) +
-                       cv::norm(k(cv::Rect(left + w - 1, top, 1, h2)), cv::NORM_L1);
-      if (dropped + m <= budget) dropped += m, ++left, changed = true;
-    }
-  }
-  const cv::Mat kc = k(cv::Rect(left, top, k.cols - 2 * left, k.rows - 2 * top)).clone();
+  const cv::Mat kc = k(trim_symmetric_borders(k, budget)).clone();
   const int kh = kc.rows, kw = kc.cols;
   int nnz = 0;
   for (int y = 0; y < kh; ++y)

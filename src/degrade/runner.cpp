@@ -246,15 +246,15 @@ RunSummary run(const RunOptions& o) {
   auto process = [&](const Item& item) {
     // Work out what is left for this image before reading it, so a resumed
     // run over finished images costs a manifest lookup per output.
-    struct Todo {
+    struct Pending {
       const Corruption* c;
       uint64_t seed;
       std::string out_rel, mask_rel;
     };
-    std::vector<Todo> todo;
+    std::vector<Pending> pending;
     size_t skipped = 0;
     for (const auto& c : corruptions) {
-      Todo t{c.get(), item_seed(o.seed, item.rel, c->name(), c->severity()), output_rel(c->name(), item.rel), {}};
+      Pending t{c.get(), item_seed(o.seed, item.rel, c->name(), c->severity()), output_rel(c->name(), item.rel), {}};
       if (!o.masks.empty()) t.mask_rel = output_rel("masks/" + c->name(), item.rel);
       std::error_code e;
       const bool exists = fs::exists(out_root / t.out_rel, e) && (t.mask_rel.empty() || fs::exists(out_root / t.mask_rel, e));
@@ -262,11 +262,11 @@ RunSummary run(const RunOptions& o) {
         ++skipped;
         continue;
       }
-      todo.push_back(std::move(t));
+      pending.push_back(std::move(t));
     }
     std::string failure;
     size_t written = 0;
-    if (!todo.empty()) {
+    if (!pending.empty()) {
       try {
         const cv::Mat rgb = read_rgb(item.abs);
         if (rgb.empty()) throw rsam::Error("unreadable image");
@@ -278,7 +278,7 @@ RunSummary run(const RunOptions& o) {
           if (mask.empty()) throw rsam::Error("unreadable mask '" + mp.string() + "'");
           if (mask.size() != rgb.size()) throw rsam::Error("mask size differs from the image's");
         }
-        for (const auto& t : todo) {
+        for (const auto& t : pending) {
           const bool warp = !mask.empty() && o.warp_masks && spec(t.c->name()).geometric;
           Result r = t.c->run(rgb, t.seed, warp ? mask : cv::Mat());
           write_file_atomic((out_root / t.out_rel).string(), encode_png(r.image, true));
@@ -314,7 +314,7 @@ RunSummary run(const RunOptions& o) {
       *o.log << "[" << n << "/" << items.size() << "] " << item.rel;
       if (!failure.empty())
         *o.log << " FAILED: " << failure.substr(item.rel.size() + 2);
-      else if (todo.empty())
+      else if (pending.empty())
         *o.log << " (done earlier)";
       else
         *o.log << " (" << written << " written" << (skipped ? ", " + std::to_string(skipped) + " done earlier" : "") << ")";

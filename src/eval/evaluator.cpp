@@ -55,11 +55,7 @@ std::string method_label(const std::string& adapter) {
   return fs::path(adapter).stem().string();
 }
 
-Image8 to_image8(const cv::Mat& rgb) {
-  Image8 img(rgb.cols, rgb.rows, 3);
-  for (int y = 0; y < rgb.rows; ++y) std::memcpy(img.row(y), rgb.ptr(y), size_t(rgb.cols) * 3);
-  return img;
-}
+Image8 to_image8(const cv::Mat& rgb) { return image8_from_rows(rgb.data, rgb.cols, rgb.rows, rgb.step); }
 
 double mean_of(const std::vector<double>& v) {
   double s = 0;

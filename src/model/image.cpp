@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "error.h"
 
@@ -66,6 +67,12 @@ inline uint8_t clip8(int32_t v) {
 }
 
 }  // namespace
+
+Image8 image8_from_rows(const uint8_t* data, int width, int height, size_t row_step) {
+  Image8 img(width, height, 3);
+  for (int y = 0; y < height; ++y) std::memcpy(img.row(y), data + size_t(y) * row_step, size_t(width) * 3);
+  return img;
+}
 
 std::pair<int, int> preprocess_shape(int h, int w, int long_side) {
   const double scale = long_side * 1.0 / std::max(h, w);

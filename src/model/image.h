@@ -21,6 +21,9 @@ struct Image8 {
   const uint8_t* row(int y) const { return data.data() + size_t(y) * width * channels; }
 };
 
+// Copies interleaved 8-bit RGB rows (e.g. a cv::Mat's data/step) into an Image8.
+Image8 image8_from_rows(const uint8_t* data, int width, int height, size_t row_step);
+
 // PIL Image.resize(size, BILINEAR) for 8-bit images (Pillow's Resample.c
 // semantics: separable, support scaled by the reduction factor, 22-bit fixed
 // point coefficients, horizontal pass first with uint8 intermediate).

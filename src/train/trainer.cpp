@@ -97,9 +97,7 @@ struct BlockCheckpoint : torch::autograd::Function<BlockCheckpoint> {
 
 Image8 to_image8(const cv::Mat& rgb) {
   if (rgb.empty() || rgb.type() != CV_8UC3) throw Error("training images must be 8-bit RGB");
-  Image8 img(rgb.cols, rgb.rows, 3);
-  for (int y = 0; y < rgb.rows; ++y) std::memcpy(img.row(y), rgb.ptr(y), size_t(rgb.cols) * 3);
-  return img;
+  return image8_from_rows(rgb.data, rgb.cols, rgb.rows, rgb.step);
 }
 
 // "points:3,box" -> one kind drawn per sample.

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include <opencv2/core.hpp>
@@ -47,9 +48,9 @@ class PoissonTable {
   int sample(size_t i, double u) const;
 
  private:
-  std::vector<int> first_;         // smallest k tabulated, per mean
-  std::vector<uint32_t> guide_;    // per mean, count_ entries: first index with cdf > j / count
-  std::vector<size_t> offset_;     // start of each mean's CDF in cdf_
+  std::vector<int> first_;       // smallest k tabulated, per mean
+  std::vector<uint32_t> guide_;  // per mean, count_ entries: first index with cdf > j / count
+  std::vector<size_t> offset_;   // start of each mean's CDF in cdf_
   std::vector<size_t> count_;
   std::vector<float> cdf_;
 };
@@ -67,22 +68,28 @@ cv::Mat fractal_noise(cv::Size size, double exponent, int base_cells, Rng& rng);
 // `angle_deg` (0 = horizontal), anti-aliased.
 cv::Mat line_kernel(int ksize, double angle_deg);
 
-// Correlates `src` (float) with `kernel` like cv::filter2D (reflect-101
-// border) but as a sum of separable passes: negligible outer rows/columns of
-// the kernel are cropped, then SVD terms are kept until what is dropped has
-// an L1 norm below `tol`, so |output - exact| <= tol * max|src|. A 21x21
-// Gaussian costs one separable pass instead of 441 taps per pixel.
-// `terms`, if given, receives the number of separable passes used.
-cv::Mat filter_separable(const cv::Mat& src, const cv::Mat& kernel, double tol = 1e-3, int* terms = nullptr);
-
 // Correlates a float image (1 or 3 channels) with `kernel` like cv::filter2D
-// (reflect-101 border), choosing the cheaper exact route: one or two
-// separable passes when the kernel is (numerically) of rank <= 2 (isotropic
-// Gaussians), otherwise a direct sum over the kernel's non-zero taps, which
-// is fast for sparse kernels (motion lines) and vectorised for dense ones.
-// Outer kernel rows/columns are cropped only while their total mass stays
-// below 1e-5, so the result matches the full kernel within 1e-5 of full scale.
+// (reflect-101 border), leaving out at most 1e-5 of the kernel's L1 mass, so
+// |output - exact| <= 1e-5 * max|src| (plus float rounding). The cheaper of
+// two routes: one or two separable passes when the kernel is (numerically)
+// of rank <= 2 (isotropic Gaussians), otherwise a direct vectorised
+// sum over the kernel's taps. The direct sum drops the smallest taps within
+// the budget (the empty corners of elongated kernels), pairs the taps of
+// point-symmetric kernels, and for mirror-symmetric ones (sinc, isotropic
+// kernels) first adds the rows at +-dy, so a 21x21 sinc costs 121
+// multiplies per element where mirrored pairs alone need 221.
 cv::Mat convolve(const cv::Mat& src, const cv::Mat& kernel);
+
+// The plain definition convolve() is held to: a double-precision sum over
+// every tap, reflect-101 border. Slow; for tests.
+cv::Mat convolve_reference(const cv::Mat& src, const cv::Mat& kernel);
+
+// convolve()'s inner loop comes in vector widths ("avx512", "avx2",
+// "generic"); every one gives the same bytes. Those this CPU runs, best
+// first (the default), and a switch to force one ("" = the default), so tests
+// can compare them. Takes effect for every thread at once.
+std::vector<std::string> convolve_variants();
+void force_convolve_variant(const std::string& name);
 
 // Gaussian blur with a large sigma (>= 2) computed at half resolution:
 // area-downsample by 2, blur, bilinear-upsample, with the blur's sigma

@@ -501,6 +501,85 @@ TEST(Ops, ConvolveMatchesFilter2D) {
   }
 }
 
+// Kernels of every shape convolve() plans differently: dense and
+// asymmetric, point-symmetric, mirror-symmetric, rank 1 and 2, elongated
+// (tiny corner taps), sinc (negative lobes), sparse lines, 1-D.
+std::vector<cv::Mat> test_kernels() {
+  std::vector<cv::Mat> ks;
+  cv::RNG rng(5);
+  auto random = [&](int h, int w) {
+    cv::Mat k(h, w, CV_64F);
+    rng.fill(k, cv::RNG::UNIFORM, 0.1, 1.0);
+    return k;
+  };
+  auto flipped = [](const cv::Mat& k, int code) {
+    cv::Mat f;
+    cv::flip(k, f, code);
+    return f;
+  };
+  ks.push_back(random(13, 9));
+  const cv::Mat p = random(11, 15);
+  ks.push_back(p + flipped(p, -1));
+  const cv::Mat m = random(9, 13);
+  ks.push_back(m + flipped(m, 0) + flipped(m, 1) + flipped(m, -1));
+  const cv::Mat g1 = cv::getGaussianKernel(21, 2.5, CV_64F), g2 = cv::getGaussianKernel(21, 0.8, CV_64F);
+  ks.push_back(g1 * g1.t());
+  ks.push_back(g1 * g1.t() + 0.5 * g2 * g2.t());
+  const double sx = 3.0, sy = 0.4, th = 0.5, c = std::cos(th), s = std::sin(th);
+  const double a = c * c / (sx * sx) + s * s / (sy * sy), b = c * s * (1 / (sx * sx) - 1 / (sy * sy)),
+               d = s * s / (sx * sx) + c * c / (sy * sy);
+  cv::Mat aniso(21, 21, CV_64F), sinc(21, 21, CV_64F);
+  for (int y = 0; y < 21; ++y)
+    for (int x = 0; x < 21; ++x) {
+      const double px = x - 10, py = y - 10, r = std::hypot(px, py), w = 1.3;
+      aniso.at<double>(y, x) = std::exp(-0.5 * (a * px * px + 2 * b * px * py + d * py * py));
+      sinc.at<double>(y, x) = r == 0 ? w * w / (4 * CV_PI) : w * std::cyl_bessel_j(1.0, w * r) / (2 * CV_PI * r);
+    }
+  ks.push_back(aniso);
+  ks.push_back(sinc);
+  ks.push_back(ops::line_kernel(31, 23.0));
+  ks.push_back(ops::line_kernel(9, 0.0));
+  ks.push_back(random(1, 7));
+  ks.push_back(random(5, 1));
+  ks.push_back(cv::Mat(1, 1, CV_64F, cv::Scalar(1.0)));
+  for (cv::Mat& k : ks) k /= cv::sum(k)[0];
+  return ks;
+}
+
+TEST(Ops, ConvolveMatchesTheReferenceWithinItsBudget) {
+  // convolve() leaves out at most 1e-5 of each kernel's L1 mass; float
+  // rounding adds about 1e-6 on values in [0, 1].
+  for (int ch : {1, 3}) {
+    cv::Mat f(29, 37, CV_32FC(ch));
+    cv::randu(f, 0, 1);
+    int i = 0;
+    for (const cv::Mat& k : test_kernels()) {
+      const double err = cv::norm(ops::convolve(f, k), ops::convolve_reference(f, k), cv::NORM_INF);
+      EXPECT_LT(err, 1.2e-5) << "kernel " << i << " " << k.size() << ", " << ch << " channels";
+      ++i;
+    }
+  }
+}
+
+TEST(Ops, ConvolveVariantsGiveTheSameBytes) {
+  // 203 x 3 elements a row: full blocks, short blocks and a scalar tail.
+  cv::Mat f(23, 203, CV_32FC3);
+  cv::randu(f, 0, 1);
+  const auto variants = ops::convolve_variants();
+  ASSERT_FALSE(variants.empty());
+  for (const cv::Mat& k : test_kernels()) {
+    ops::force_convolve_variant(variants.front());
+    const cv::Mat first = ops::convolve(f, k);
+    for (const std::string& v : variants) {
+      ops::force_convolve_variant(v);
+      EXPECT_EQ(cv::norm(ops::convolve(f, k), first, cv::NORM_INF), 0) << v << " " << k.size();
+    }
+  }
+  ops::force_convolve_variant("");
+  EXPECT_THROW(ops::force_convolve_variant("avx9000"), rsam::Error);
+  RecordProperty("variants", cv::format("%zu", variants.size()));
+}
+
 TEST(Ops, HalfResolutionBlurStaysCloseToTheFullBlur) {
   cv::Mat f;
   make_scene(256, 192, 20).rgb.convertTo(f, CV_32F, 1 / 255.0);

@@ -16,6 +16,8 @@
 // DiffJPEG, and JPEG quality is rounded to an integer.
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <mutex>
 #include <set>
 
 #include <opencv2/imgproc.hpp>
@@ -67,7 +69,8 @@ cv::Mat sinc_kernel(int k, double omega) {
   for (int y = 0; y < k; ++y)
     for (int x = 0; x < k; ++x) {
       const double r = std::hypot(x - half, y - half);
-      m.at<double>(y, x) = r < 1e-12 ? omega * omega / (4 * kPi) : omega * std::cyl_bessel_j(1.0, omega * r) / (2 * kPi * r);
+      m.at<double>(y, x) =
+          r < 1e-12 ? omega * omega / (4 * kPi) : omega * std::cyl_bessel_j(1.0, omega * r) / (2 * kPi * r);
     }
   return normalised(m);
 }
@@ -84,8 +87,8 @@ struct BlurSettings {
   Interval kernel_size;  // odd sizes in this range
 };
 
-const char* const kKernelNames[] = {"iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso",
-                                    "plateau_aniso"};
+const char* const kKernelNames[] = {"iso",         "aniso",        "generalized_iso", "generalized_aniso",
+                                    "plateau_iso", "plateau_aniso"};
 
 int draw_odd(Rng& rng, const Interval& r) {
   const int lo = static_cast<int>(r.lo) / 2, hi = static_cast<int>(r.hi - 1) / 2;
@@ -144,53 +147,77 @@ KernelDraw draw_blur_kernel(Rng& rng, const BlurSettings& s) {
 // ------------------------------------------------------------ pipeline steps
 struct NoiseSettings {
   double gaussian_prob;
-  Interval sigma;          // in 8-bit units
+  Interval sigma;  // in 8-bit units
   Interval poisson_scale;
   double gray_prob;
 };
 
+// The Poisson tables for means v / 255 * 2^log2_vals, v = 0..255: nine
+// possible tables (2^0..2^8 values), each built once (a build costs more
+// than sampling a small image).
+const ops::PoissonTable& basicsr_poisson_table(int log2_vals) {
+  static std::mutex mutex;
+  static std::unique_ptr<ops::PoissonTable> tables[9];
+  CV_Assert(log2_vals >= 0 && log2_vals <= 8);
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto& t = tables[log2_vals];
+  if (!t) {
+    std::vector<double> means(256);
+    for (int v = 0; v < 256; ++v) means[static_cast<size_t>(v)] = v / 255.0 * std::ldexp(1.0, log2_vals);
+    t = std::make_unique<ops::PoissonTable>(means);
+  }
+  return *t;
+}
+
 // Poisson noise as BasicSR models it: quantise to 8 bits, count distinct
 // values v, draw Poisson(x * 2^ceil(log2 v)) / 2^ceil(log2 v) and add the
-// difference to x, scaled.
+// difference to x, scaled; then clamp to [0, 1].
 void add_poisson_noise(cv::Mat& f, double scale, bool gray, uint64_t seed) {
   cv::Mat src = gray ? cv::Mat() : f;
   if (gray) src = ops::cvt_color(f, cv::COLOR_RGB2GRAY);
   cv::Mat q;
   src.convertTo(q, CV_8U, 255.0);
-  std::vector<bool> seen(256, false);
+  bool seen[256] = {};
   int distinct = 0;
-  for (int y = 0; y < q.rows; ++y) {
+  for (int y = 0; y < q.rows && distinct < 256; ++y) {
     const uchar* p = q.ptr<uchar>(y);
     for (int i = 0; i < q.cols * q.channels(); ++i)
       if (!seen[p[i]]) seen[p[i]] = true, ++distinct;
   }
-  const double vals = std::pow(2.0, std::ceil(std::log2(std::max(1, distinct))));
-  std::vector<double> means(256);
-  for (int v = 0; v < 256; ++v) means[static_cast<size_t>(v)] = v / 255.0 * vals;
-  const ops::PoissonTable table(means);
-  const int w = f.cols;
+  const int log2_vals = static_cast<int>(std::ceil(std::log2(std::max(1, distinct))));
+  const double vals = std::ldexp(1.0, log2_vals);
+  const ops::PoissonTable& table = basicsr_poisson_table(log2_vals);
+  // noise = (k / vals - v / 255) * scale = k * step - offset[v]
+  const auto step = static_cast<float>(scale / vals);
+  float offset[256];
+  for (int v = 0; v < 256; ++v) offset[v] = static_cast<float>(v / 255.0 * scale);
+  const int w = f.cols, n = gray ? w : 3 * w;
   ops::parallel_rows(f.rows, seed, [&](int r0, int r1, Rng& br) {
+    std::vector<float> noise(static_cast<size_t>(n));
+    std::vector<uint64_t> bits(static_cast<size_t>(n + 1) / 2);
     for (int y = r0; y < r1; ++y) {
-      float* p = f.ptr<float>(y);
       const uchar* qq = q.ptr<uchar>(y);
+      // Two 23-bit uniforms per 64-bit draw (PoissonTable::sample_bits).
+      br.fill_bits(bits.data(), bits.size());
+      for (int i = 0; i < n; ++i) {
+        const uint64_t b = bits[static_cast<size_t>(i / 2)];
+        const auto u = static_cast<uint32_t>(i % 2 == 0 ? (b & 0xffffffffu) >> 9 : b >> 41);
+        noise[static_cast<size_t>(i)] = static_cast<float>(table.sample_bits(qq[i], u)) * step - offset[qq[i]];
+      }
+      float* p = f.ptr<float>(y);
       if (gray) {
         for (int x = 0; x < w; ++x) {
-          const float n = static_cast<float>((table.sample(qq[x], br.uniform()) / vals - qq[x] / 255.0) * scale);
-          p[3 * x] += n;
-          p[3 * x + 1] += n;
-          p[3 * x + 2] += n;
+          const float d = noise[static_cast<size_t>(x)];
+          p[3 * x] += d;
+          p[3 * x + 1] += d;
+          p[3 * x + 2] += d;
         }
       } else {
-        for (int i = 0; i < 3 * w; ++i)
-          p[i] += static_cast<float>((table.sample(qq[i], br.uniform()) / vals - qq[i] / 255.0) * scale);
+        for (int x = 0; x < n; ++x) p[x] += noise[static_cast<size_t>(x)];
       }
+      for (int x = 0; x < 3 * w; ++x) p[x] = std::min(std::max(p[x], 0.0f), 1.0f);
     }
   });
-}
-
-void clamp01(cv::Mat& f) {
-  cv::min(f, 1.0, f);
-  cv::max(f, 0.0, f);
 }
 
 void noise_step(cv::Mat& f, const NoiseSettings& s, Rng& rng, json& drawn) {
@@ -199,20 +226,19 @@ void noise_step(cv::Mat& f, const NoiseSettings& s, Rng& rng, json& drawn) {
     const double sigma = s.sigma.draw(rng);
     const bool gray = rng.uniform() < s.gray_prob;
     drawn["noise"] = {{"type", "gaussian"}, {"sigma", sigma}, {"gray", gray}};
-    ops::add_gaussian_noise(f, sigma / 255.0, gray, rng.next());
+    ops::add_gaussian_noise(f, sigma / 255.0, gray, rng.next(), /*clamp01=*/true);
   } else {
     const double scale = s.poisson_scale.draw(rng);
     const bool gray = rng.uniform() < s.gray_prob;
     drawn["noise"] = {{"type", "poisson"}, {"scale", scale}, {"gray", gray}};
-    add_poisson_noise(f, scale, gray, rng.next());
+    add_poisson_noise(f, scale, gray, rng.next());  // clamps
   }
-  clamp01(f);
 }
 
 void jpeg_step(cv::Mat& f, const Interval& quality, Rng& rng, json& drawn) {
   const int q = static_cast<int>(std::lround(quality.draw(rng)));
   drawn["jpeg_quality"] = q;
-  clamp01(f);
+  // to_u8 saturates: no separate clamp to [0, 1] needed.
   f = ops::to_float(ops::jpeg_roundtrip(ops::to_u8(f, 1.0 / 255.0), q), 1.0 / 255.0);
 }
 
@@ -269,7 +295,8 @@ void usm_sharpen(cv::Mat& f) {
 
 std::vector<double> probs(const json& p, const char* key, size_t n) {
   const auto v = p.at(key).get<std::vector<double>>();
-  if (v.size() != n) throw rsam::Error(std::string("degrade: '") + key + "' needs " + std::to_string(n) + " probabilities");
+  if (v.size() != n)
+    throw rsam::Error(std::string("degrade: '") + key + "' needs " + std::to_string(n) + " probabilities");
   for (double x : v)
     if (x < 0) throw rsam::Error(std::string("degrade: '") + key + "' has a negative probability");
   return v;
@@ -280,11 +307,17 @@ class LqSeg : public Corruption {
   explicit LqSeg(const json& p) {
     scale_ = number_in(p, "scale", 1, 64);
     usm_ = p.at("usm").get<bool>();
-    blur1_ = {probs(p, "kernel_prob", 6), number_in(p, "sinc_prob", 0, 1), interval_in(p, "blur_sigma", 0.01, 100),
-              interval_in(p, "betag_range", 0.01, 100), interval_in(p, "betap_range", 0.01, 100),
+    blur1_ = {probs(p, "kernel_prob", 6),
+              number_in(p, "sinc_prob", 0, 1),
+              interval_in(p, "blur_sigma", 0.01, 100),
+              interval_in(p, "betag_range", 0.01, 100),
+              interval_in(p, "betap_range", 0.01, 100),
               interval_in(p, "kernel_size", 1, 101)};
-    blur2_ = {probs(p, "kernel_prob2", 6), number_in(p, "sinc_prob2", 0, 1), interval_in(p, "blur_sigma2", 0.01, 100),
-              interval_in(p, "betag_range2", 0.01, 100), interval_in(p, "betap_range2", 0.01, 100),
+    blur2_ = {probs(p, "kernel_prob2", 6),
+              number_in(p, "sinc_prob2", 0, 1),
+              interval_in(p, "blur_sigma2", 0.01, 100),
+              interval_in(p, "betag_range2", 0.01, 100),
+              interval_in(p, "betap_range2", 0.01, 100),
               interval_in(p, "kernel_size", 1, 101)};
     resize_prob_ = probs(p, "resize_prob", 3);
     resize_prob2_ = probs(p, "resize_prob2", 3);
@@ -418,12 +451,27 @@ json lq_params(double scale) {
 
 void register_lqseg() {
   auto make = [](const json& p) { return std::make_unique<LqSeg>(p); };
-  register_corruption({"lq1", "lqseg", "LQSeg level 1: Real-ESRGAN second-order degradation, no extra downsampling",
-                       false, true, {lq_params(1)}, make});
-  register_corruption({"lq2", "lqseg", "LQSeg level 2: second-order degradation at 1/2 resolution, resized back",
-                       false, true, {lq_params(2)}, make});
-  register_corruption({"lq3", "lqseg", "LQSeg level 3: second-order degradation at 1/4 resolution, resized back",
-                       false, true, {lq_params(4)}, make});
+  register_corruption({"lq1",
+                       "lqseg",
+                       "LQSeg level 1: Real-ESRGAN second-order degradation, no extra downsampling",
+                       false,
+                       true,
+                       {lq_params(1)},
+                       make});
+  register_corruption({"lq2",
+                       "lqseg",
+                       "LQSeg level 2: second-order degradation at 1/2 resolution, resized back",
+                       false,
+                       true,
+                       {lq_params(2)},
+                       make});
+  register_corruption({"lq3",
+                       "lqseg",
+                       "LQSeg level 3: second-order degradation at 1/4 resolution, resized back",
+                       false,
+                       true,
+                       {lq_params(4)},
+                       make});
 }
 
 }  // namespace rsam::degrade

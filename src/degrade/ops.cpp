@@ -53,36 +53,38 @@ cv::Mat to_u8(const cv::Mat& f32, double scale) {
   return u;
 }
 
-void add_gaussian_noise(cv::Mat& f32, double sigma, bool gray, uint64_t seed) {
+void add_gaussian_noise(cv::Mat& f32, double sigma, bool gray, uint64_t seed, bool clamp01) {
   CV_Assert(f32.type() == CV_32FC3);
-  const int w = f32.cols;
+  const int w = f32.cols, n = 3 * w;
+  const float s = static_cast<float>(sigma);
   parallel_rows(f32.rows, seed, [&](int r0, int r1, Rng& rng) {
+    std::vector<float> z(static_cast<size_t>(gray ? w : n));
     for (int y = r0; y < r1; ++y) {
+      rng.fill_normal(z.data(), z.size());
       float* p = f32.ptr<float>(y);
       if (gray) {
         for (int x = 0; x < w; ++x) {
-          const float n = static_cast<float>(sigma * rng.normal());
-          p[3 * x] += n;
-          p[3 * x + 1] += n;
-          p[3 * x + 2] += n;
+          const float d = s * z[static_cast<size_t>(x)];
+          p[3 * x] += d;
+          p[3 * x + 1] += d;
+          p[3 * x + 2] += d;
         }
       } else {
-        for (int i = 0; i < 3 * w; ++i) p[i] += static_cast<float>(sigma * rng.normal());
+        for (int i = 0; i < n; ++i) p[i] += s * z[static_cast<size_t>(i)];
       }
+      if (clamp01)
+        for (int i = 0; i < n; ++i) p[i] = std::min(std::max(p[i], 0.0f), 1.0f);
     }
   });
 }
 
 PoissonTable::PoissonTable(const std::vector<double>& means) {
-  first_.reserve(means.size());
-  offset_.reserve(means.size());
-  count_.reserve(means.size());
+  means_.reserve(means.size());
   std::vector<double> pmf;
   for (double lam : means) {
-    offset_.push_back(cdf_.size());
+    const auto offset = static_cast<uint32_t>(cdf_.size());
     if (!(lam > 0.0)) {  // mean 0 (or NaN from a caller's bug): always 0
-      first_.push_back(0);
-      count_.push_back(1);
+      means_.push_back({offset, 1, 0});
       cdf_.push_back(1.0f);
       guide_.push_back(0);
       continue;
@@ -106,27 +108,27 @@ PoissonTable::PoissonTable(const std::vector<double>& means) {
       cdf_.push_back(static_cast<float>(acc / total));
     }
     cdf_.back() = 1.0f;
-    first_.push_back(lo);
-    count_.push_back(pmf.size());
+    means_.push_back({offset, static_cast<uint32_t>(pmf.size()), lo});
     // Guide table (Chen and Asau): bucket j of [0, 1) starts its search at
     // the first index whose CDF exceeds j / n, so a sample needs ~2 compares.
-    const size_t n = pmf.size(), off = offset_.back();
+    const size_t n = pmf.size();
     size_t idx = 0;
     for (size_t j = 0; j < n; ++j) {
       const float edge = static_cast<float>(static_cast<double>(j) / static_cast<double>(n));
-      while (idx + 1 < n && cdf_[off + idx] <= edge) ++idx;
+      while (idx + 1 < n && cdf_[offset + idx] <= edge) ++idx;
       guide_.push_back(static_cast<uint32_t>(idx));
     }
   }
 }
 
 int PoissonTable::sample(size_t i, double u) const {
-  const float* c = cdf_.data() + offset_[i];
-  const size_t n = count_[i];
+  const Mean& m = means_[i];
+  const float* c = cdf_.data() + m.offset;
+  const size_t n = m.count;
   const float uf = static_cast<float>(u);
-  size_t k = guide_[offset_[i] + std::min(n - 1, static_cast<size_t>(u * static_cast<double>(n)))];
+  size_t k = guide_[m.offset + std::min(n - 1, static_cast<size_t>(u * static_cast<double>(n)))];
   while (k + 1 < n && c[k] <= uf) ++k;
-  return first_[i] + static_cast<int>(k);
+  return m.first + static_cast<int>(k);
 }
 
 cv::Mat jpeg_roundtrip(const cv::Mat& rgb8, int quality) {

@@ -33,8 +33,9 @@ cv::Mat to_float(const cv::Mat& u8, double scale);
 cv::Mat to_u8(const cv::Mat& f32, double scale);
 
 // Adds N(0, sigma^2) to a CV_32FC3 image. gray: one draw per pixel for all
-// three channels (colourless noise); otherwise one per channel.
-void add_gaussian_noise(cv::Mat& f32, double sigma, bool gray, uint64_t seed);
+// three channels (colourless noise); otherwise one per channel. clamp01:
+// clamps the result to [0, 1] in the same pass. Draws by Rng::fill_normal.
+void add_gaussian_noise(cv::Mat& f32, double sigma, bool gray, uint64_t seed, bool clamp01 = false);
 
 // Poisson sampling for a fixed set of means by inverse CDF. Images are 8-bit,
 // so per-pixel means take at most 256 distinct values; one table per value
@@ -46,12 +47,27 @@ class PoissonTable {
   explicit PoissonTable(const std::vector<double>& means);
   // Sample for mean index `i` given u uniform in [0, 1).
   int sample(size_t i, double u) const;
+  // The same for u = (2 * bits + 1) / 2^24 with bits uniform below 2^23 (the
+  // midpoints of 2^23 equal cells: never 0 or 1), in integers and float:
+  // equal to sample(i, u) for every bits (test PoissonTable.BitsSamplerEqualsTheReference).
+  int sample_bits(size_t i, uint32_t bits) const {
+    const Mean& m = means_[i];
+    const uint32_t u24 = 2 * bits + 1;
+    const float u = static_cast<float>(u24) * 0x1.0p-24f;  // exact
+    uint32_t k = guide_[m.offset + static_cast<uint32_t>((static_cast<uint64_t>(u24) * m.count) >> 24)];
+    const float* c = cdf_.data() + m.offset;
+    while (c[k] <= u) ++k;  // stops at the last entry at the latest: its cdf is 1 > u
+    return m.first + static_cast<int>(k);
+  }
 
  private:
-  std::vector<int> first_;       // smallest k tabulated, per mean
-  std::vector<uint32_t> guide_;  // per mean, count_ entries: first index with cdf > j / count
-  std::vector<size_t> offset_;   // start of each mean's CDF in cdf_
-  std::vector<size_t> count_;
+  struct Mean {
+    uint32_t offset;  // start of its CDF in cdf_ and of its guide in guide_
+    uint32_t count;   // entries tabulated
+    int first;        // smallest k tabulated
+  };
+  std::vector<Mean> means_;
+  std::vector<uint32_t> guide_;  // per mean, count entries: first index with cdf > j / count
   std::vector<float> cdf_;
 };
 

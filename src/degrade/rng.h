@@ -7,6 +7,7 @@
 // every platform and is cheap enough for per-pixel noise.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -44,16 +45,15 @@ class Rng {
     }
   }
 
-  uint64_t next() {
-    const uint64_t result = rotl(s_[1] * 5, 7) * 9;
-    const uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = rotl(s_[3], 45);
-    return result;
+  uint64_t next() { return step(s_); }
+
+  // n successive next() values. The state stays in registers through the
+  // loop (next() in a loop with other stores keeps it in memory, a
+  // store-to-load round trip per draw).
+  void fill_bits(uint64_t* out, size_t n) {
+    uint64_t s[4] = {s_[0], s_[1], s_[2], s_[3]};
+    for (size_t i = 0; i < n; ++i) out[i] = step(s);
+    for (int i = 0; i < 4; ++i) s_[i] = s[i];
   }
 
   // Uniform in [0, 1) with 53 random bits.
@@ -73,23 +73,35 @@ class Rng {
   // magnitude cheaper than Box-Muller's log and trigonometry.
   double normal() {
     const Ziggurat& z = ziggurat();
-    for (;;) {
-      const uint64_t bits = next();
-      const int i = static_cast<int>(bits & 255);
-      // Signed uniform in [-1, 1) from the top 53 bits.
-      const double u = static_cast<double>(static_cast<int64_t>(bits) >> 11) * 0x1.0p-52;
-      const double x = u * z.x[i];
-      if (std::fabs(x) < z.x[i + 1]) return x;
-      if (i == 0) {  // the tail beyond r, by Marsaglia's exponential method
-        double a, b;
-        do {
-          a = -std::log(uniform_open0()) / z.r;
-          b = -std::log(uniform_open0());
-        } while (b + b < a * a);
-        return u < 0 ? -(z.r + a) : z.r + a;
+    const uint64_t bits = next();
+    const int i = static_cast<int>(bits & 255);
+    // Signed uniform in [-1, 1) from the top 53 bits.
+    const double u = static_cast<double>(static_cast<int64_t>(bits) >> 11) * 0x1.0p-52;
+    const double x = u * z.x[i];
+    if (std::fabs(x) < z.x[i + 1]) return x;
+    return normal_outside_core(z, i, u);
+  }
+
+  // n standard normals in float, two per 64-bit draw: normal()'s ziggurat on
+  // 32 bits each (8 pick the layer, 24 a signed coordinate across it). About
+  // 99 % of draws land inside their layer's core and cost a shift, a table
+  // look-up and a compare; the rest take normal()'s exact wedge and tail
+  // tests and, if rejected, a fresh normal(). The law is normal()'s with the
+  // coordinate quantised to 2^-23 of the layer width (normal() uses 2^-52):
+  // test Rng.FillNormalIsStandardNormal.
+  // (The draws come in chunks from fill_bits; the rare extra draws of the
+  // wedge and tail tests follow each chunk.)
+  void fill_normal(float* out, size_t n) {
+    const Ziggurat& z = ziggurat();
+    constexpr size_t kChunk = 256;  // 64-bit draws
+    uint64_t bits[kChunk];
+    for (size_t k = 0; k < n; k += 2 * kChunk) {
+      const size_t m = std::min(n - k, 2 * kChunk);  // normals in this chunk
+      fill_bits(bits, (m + 1) / 2);
+      for (size_t i = 0; i < m; ++i) {
+        const auto half = static_cast<uint32_t>(i % 2 == 0 ? bits[i / 2] : bits[i / 2] >> 32);
+        out[k + i] = normal_from_bits(z, half);
       }
-      const double f0 = std::exp(-0.5 * z.x[i] * z.x[i]), f1 = std::exp(-0.5 * z.x[i + 1] * z.x[i + 1]);
-      if (f0 + uniform() * (f1 - f0) < std::exp(-0.5 * x * x)) return x;
     }
   }
 
@@ -102,15 +114,56 @@ class Rng {
       const double fr = std::exp(-0.5 * r * r);
       x[0] = v / fr;  // the base layer's equivalent width (strip plus tail)
       x[1] = r;
-      for (int i = 2; i < 256; ++i) x[i] = std::sqrt(-2.0 * std::log(v / x[i - 1] + std::exp(-0.5 * x[i - 1] * x[i - 1])));
+      for (int i = 2; i < 256; ++i)
+        x[i] = std::sqrt(-2.0 * std::log(v / x[i - 1] + std::exp(-0.5 * x[i - 1] * x[i - 1])));
       x[256] = 0.0;
+      for (int i = 0; i < 256; ++i) {
+        // Core of layer i: |j| < kn[i] <=> |j| * 2^-23 * x[i] < x[i + 1].
+        kn[i] = static_cast<int32_t>(std::ceil(x[i + 1] / x[i] * 0x1.0p23));
+        wn[i] = static_cast<float>(x[i] * 0x1.0p-23);
+      }
     }
+    int32_t kn[256];  // fill_normal's core bound per layer, in units of 2^-23 of the width
+    float wn[256];    // layer width x 2^-23
   };
+  // One fill_normal() draw from 32 random bits.
+  float normal_from_bits(const Ziggurat& z, uint32_t bits) {
+    const int i = static_cast<int>(bits & 255);
+    const int32_t j = static_cast<int32_t>(bits) >> 8;  // arithmetic shift: signed, in [-2^23, 2^23)
+    if ((j < 0 ? -j : j) < z.kn[i]) return static_cast<float>(j) * z.wn[i];
+    return static_cast<float>(normal_outside_core(z, i, j * 0x1.0p-23));
+  }
+  // normal()'s tests for a draw outside its layer's core (u in [-1, 1)).
+  double normal_outside_core(const Ziggurat& z, int i, double u) {
+    const double x = u * z.x[i];
+    if (i == 0) {  // beyond r: the tail
+      double a, b;
+      do {
+        a = -std::log(uniform_open0()) / z.r;
+        b = -std::log(uniform_open0());
+      } while (b + b < a * a);
+      return u < 0 ? -(z.r + a) : z.r + a;
+    }
+    const double f0 = std::exp(-0.5 * z.x[i] * z.x[i]), f1 = std::exp(-0.5 * z.x[i + 1] * z.x[i + 1]);
+    if (f0 + uniform() * (f1 - f0) < std::exp(-0.5 * x * x)) return x;
+    return normal();  // rejected: any exact normal draw keeps the law exact
+  }
   static const Ziggurat& ziggurat() {
     static const Ziggurat z;
     return z;
   }
   static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  static uint64_t step(uint64_t* s) {  // xoshiro256**
+    const uint64_t result = rotl(s[1] * 5, 7) * 9;
+    const uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+  }
   uint64_t s_[4];
 };
 

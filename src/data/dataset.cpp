@@ -20,6 +20,10 @@ namespace rsam::data {
 
 Dataset::~Dataset() = default;
 
+std::vector<size_t> Dataset::same_image(size_t i) const { return {i}; }
+
+cv::Mat Dataset::get_mask(size_t i) const { return get(i).mask; }
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -66,7 +70,8 @@ std::vector<fs::path> list_files(const std::string& dir, Keep keep) {
     if (it->is_regular_file(ec) && keep(it->path())) out.push_back(it->path());
   }
   if (ec) throw Error("dataset: cannot list '" + dir + "': " + ec.message());
-  std::sort(out.begin(), out.end(), [](const fs::path& a, const fs::path& b) { return a.filename().string() < b.filename().string(); });
+  std::sort(out.begin(), out.end(),
+            [](const fs::path& a, const fs::path& b) { return a.filename().string() < b.filename().string(); });
   return out;
 }
 
@@ -161,7 +166,8 @@ class FolderDataset : public Dataset {
         continue;
       }
       const size_t file = files_.size();
-      files_.push_back({stem, img.string(), m->second.string(), clean_dir.empty() ? std::string() : c->second.string()});
+      files_.push_back(
+          {stem, img.string(), m->second.string(), clean_dir.empty() ? std::string() : c->second.string()});
       if (!instances_) {
         samples_.push_back({file, 0});
         continue;
@@ -178,9 +184,26 @@ class FolderDataset : public Dataset {
           for (int x = 0; x < labels.cols; ++x) seen[p[x]] = 1;
         }
       }
+      const size_t first = samples_.size();
       for (size_t id = 1; id < seen.size(); ++id)
         if (seen[id]) samples_.push_back({file, static_cast<int>(id)});
+      file_samples_.push_back({first, samples_.size()});
     }
+  }
+
+  std::vector<size_t> same_image(size_t i) const override {
+    if (!instances_ || i >= samples_.size()) return Dataset::same_image(i);
+    std::vector<size_t> out;
+    for (size_t j = file_samples_[samples_[i].first].first; j < file_samples_[samples_[i].first].second; ++j)
+      out.push_back(j);
+    return out;
+  }
+
+  cv::Mat get_mask(size_t i) const override {
+    if (!instances_ || i >= samples_.size()) return Dataset::get_mask(i);
+    cv::Mat eq;
+    cv::compare(read_label_map(files_[samples_[i].first].mask), samples_[i].second, eq, cv::CMP_EQ);
+    return eq & 1;
   }
 
   size_t size() const override { return samples_.size(); }
@@ -223,7 +246,8 @@ class FolderDataset : public Dataset {
   std::string kind_, images_dir_, masks_dir_;
   bool instances_;
   std::vector<File> files_;
-  std::vector<std::pair<size_t, int>> samples_;  // (file, instance id; 0 for binary masks)
+  std::vector<std::pair<size_t, int>> samples_;          // (file, instance id; 0 for binary masks)
+  std::vector<std::pair<size_t, size_t>> file_samples_;  // instances: [first, end) sample range per file
   size_t left_out_ = 0;
 };
 
@@ -247,8 +271,10 @@ class CocoDataset : public Dataset {
       std::map<int64_t, size_t> image_index;
       for (const auto& im : doc.at("images")) {
         std::string name;
-        if (im.contains("file_name")) name = im.at("file_name").get<std::string>();
-        else name = split(im.at("coco_url").get<std::string>(), '/').back();  // LVIS
+        if (im.contains("file_name"))
+          name = im.at("file_name").get<std::string>();
+        else
+          name = split(im.at("coco_url").get<std::string>(), '/').back();  // LVIS
         images_.push_back({(fs::path(images_dir) / name).string(), fs::path(name).stem().string(),
                            im.at("height").get<int>(), im.at("width").get<int>()});
         image_index[im.at("id").get<int64_t>()] = images_.size() - 1;
@@ -264,6 +290,7 @@ class CocoDataset : public Dataset {
           continue;
         }
         anns_.push_back({im->second, ann.value("id", int64_t(anns_.size())), std::move(ann.at("segmentation"))});
+        by_image_[im->second].push_back(anns_.size() - 1);
       }
     } catch (const json::exception& e) {
       throw Error("dataset: '" + annotations + "' is not a COCO instances file: " + e.what());
@@ -271,6 +298,21 @@ class CocoDataset : public Dataset {
   }
 
   size_t size() const override { return anns_.size(); }
+
+  std::vector<size_t> same_image(size_t i) const override {
+    if (i >= anns_.size()) return Dataset::same_image(i);
+    return by_image_.at(anns_[i].image);
+  }
+
+  cv::Mat get_mask(size_t i) const override {
+    if (i >= anns_.size()) throw Error("dataset: index " + std::to_string(i) + " out of range");
+    const Ann& a = anns_[i];
+    try {
+      return decode_segmentation(a.segm, images_[a.image].h, images_[a.image].w);
+    } catch (const Error& e) {
+      throw Error("dataset: annotation " + std::to_string(a.id) + " in '" + annotations_path_ + "': " + e.what());
+    }
+  }
 
   Sample get(size_t i) const override {
     if (i >= anns_.size()) throw Error("dataset: index " + std::to_string(i) + " out of range");
@@ -284,11 +326,7 @@ class CocoDataset : public Dataset {
       throw Error("dataset: image '" + im.path + "' is " + std::to_string(s.image.cols) + "x" +
                   std::to_string(s.image.rows) + " but the annotations say " + std::to_string(im.w) + "x" +
                   std::to_string(im.h));
-    try {
-      s.mask = decode_segmentation(a.segm, im.h, im.w);
-    } catch (const Error& e) {
-      throw Error("dataset: annotation " + std::to_string(a.id) + " in '" + annotations_path_ + "': " + e.what());
-    }
+    s.mask = get_mask(i);
     return s;
   }
 
@@ -311,6 +349,7 @@ class CocoDataset : public Dataset {
   std::string annotations_path_, images_dir_;
   std::vector<Image> images_;
   std::vector<Ann> anns_;
+  std::map<size_t, std::vector<size_t>> by_image_;  // image -> its annotations, in file order
   size_t crowd_skipped_ = 0, orphans_ = 0;
 };
 

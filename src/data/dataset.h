@@ -41,6 +41,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <opencv2/core.hpp>
 
@@ -63,6 +64,12 @@ class Dataset {
   virtual Sample get(size_t i) const = 0;
   // One line: kind, paths, sample count, images left out.
   virtual std::string describe() const = 0;
+  // Indices of every sample on the same image as sample i (i included, in
+  // increasing order), so a trainer can decode several masks per image
+  // encoding. Datasets with one sample per image return {i}.
+  virtual std::vector<size_t> same_image(size_t i) const;
+  // Sample i's mask alone (get(i).mask without reading the image).
+  virtual cv::Mat get_mask(size_t i) const;
 };
 
 // rsam::Error for an unknown kind, a missing directory or annotation file.

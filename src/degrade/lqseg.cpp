@@ -11,7 +11,7 @@
 //  * the image is resized back to the input size (bicubic, as GleSAM's
 //    sr_bicubic output).
 // Differences of implementation: USM's Gaussian is computed at half
-// resolution (ops::gaussian_blur_halfres); OpenCV's resize modes stand in for torch's
+// resolution (ops::unsharp_mask); OpenCV's resize modes stand in for torch's
 // (INTER_AREA for 'area', which differs when upscaling), libjpeg for
 // DiffJPEG, and JPEG quality is rounded to an integer.
 #include <algorithm>
@@ -267,32 +267,6 @@ cv::Size scaled(double w, double h, double s) {
   return {std::max(1, static_cast<int>(w * s)), std::max(1, static_cast<int>(h * s))};
 }
 
-// Real-ESRGAN's unsharp mask on the clean image before degrading it
-// (radius 50, weight 0.5, threshold 10), as GleSAM does (use_usm=True).
-// The radius-50 Gaussian (sigma 8) is computed at half resolution, within
-// about 1/255 of the full-resolution blur for a quarter of the cost.
-void usm_sharpen(cv::Mat& f) {
-  const cv::Mat blur = ops::gaussian_blur_halfres(f, 8.0);
-  cv::Mat mask(f.size(), CV_32FC3);
-  const int n = f.cols * 3;
-  for (int y = 0; y < f.rows; ++y) {
-    const float* p = f.ptr<float>(y);
-    const float* b = blur.ptr<float>(y);
-    float* m = mask.ptr<float>(y);
-    for (int i = 0; i < n; ++i) m[i] = std::abs(p[i] - b[i]) * 255.0f > 10.0f ? 1.0f : 0.0f;
-  }
-  const cv::Mat soft = ops::gaussian_blur_halfres(mask, 8.0);
-  for (int y = 0; y < f.rows; ++y) {
-    float* p = f.ptr<float>(y);
-    const float* b = blur.ptr<float>(y);
-    const float* s = soft.ptr<float>(y);
-    for (int i = 0; i < n; ++i) {
-      const float sharp = std::clamp(p[i] + 0.5f * (p[i] - b[i]), 0.0f, 1.0f);
-      p[i] = s[i] * sharp + (1.0f - s[i]) * p[i];
-    }
-  }
-}
-
 std::vector<double> probs(const json& p, const char* key, size_t n) {
   const auto v = p.at(key).get<std::vector<double>>();
   if (v.size() != n)
@@ -350,7 +324,9 @@ class LqSeg : public Corruption {
       drawn["final_sinc"] = nullptr;
     }
     cv::Mat f = ops::to_float(rgb, 1.0 / 255.0);
-    if (usm_) usm_sharpen(f);
+    // Real-ESRGAN's unsharp mask on the clean image (radius 50, i.e. sigma 8,
+    // weight 0.5, threshold 10), as GleSAM does (use_usm=True).
+    if (usm_) ops::unsharp_mask(f, 8.0, 0.5f, 10.0f);
 
     // Stage 1: blur, resize, noise, JPEG.
     json s1;

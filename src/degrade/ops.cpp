@@ -607,17 +607,149 @@ cv::Mat convolve_reference(const cv::Mat& src, const cv::Mat& kernel) {
   return out;
 }
 
-cv::Mat gaussian_blur_halfres(const cv::Mat& src, double sigma) {
+namespace {
+
+// sigma of the half-resolution Gaussian that, between a 2x box downsample
+// (variance 1/4 px^2) and a bilinear 2x upsample (about 2/3 px^2, in
+// full-resolution pixels), makes a Gaussian of `sigma` at full resolution.
+double halfres_sigma(double sigma) {
   CV_Assert(sigma >= 2.0);
+  return std::sqrt(sigma * sigma - 0.25 - 2.0 / 3.0) / 2.0;
+}
+
+// The partner of pixel 2j in its 2x block along an axis of n pixels: 2j + 1,
+// or past the end of an odd size its reflect-101 image n - 2 (so every
+// block is centred at 2j + 1/2, where up2_row expects it).
+inline int block_partner(int j, int n) { return 2 * j + 1 < n ? 2 * j + 1 : std::max(n - 2, 0); }
+
+// 2x box downsample (cv::resize INTER_AREA's result for even sizes; odd
+// sizes are first extended by one reflect-101 row/column).
+cv::Mat down2(const cv::Mat& src) {
+  const int ch = src.channels(), w = src.cols, h = src.rows, hw = (w + 1) / 2, hh = (h + 1) / 2;
+  cv::Mat out(hh, hw, src.type());
+  cv::parallel_for_(cv::Range(0, hh), [&](const cv::Range& r) {
+    for (int i = r.start; i < r.end; ++i) {
+      const float* a = src.ptr<float>(2 * i);
+      const float* b = src.ptr<float>(block_partner(i, h));
+      float* o = out.ptr<float>(i);
+      for (int j = 0; j < hw; ++j) {
+        const int x0 = 2 * j * ch, x1 = block_partner(j, w) * ch;
+        for (int c = 0; c < ch; ++c) o[j * ch + c] = 0.25f * ((a[x0 + c] + a[x1 + c]) + (b[x0 + c] + b[x1 + c]));
+      }
+    }
+  });
+  return out;
+}
+
+// The bilinear 2x upsample (half-pixel centres, edges replicated:
+// cv::resize INTER_LINEAR's weights 1/4, 3/4 for even sizes) in two halves:
+// up2_cols widens every row of `half` to `width` pixels once; up2_row then
+// makes any full-resolution row from two widened rows.
+cv::Mat up2_cols(const cv::Mat& half, int width) {
+  const int ch = half.channels(), hw = half.cols;
+  cv::Mat out(half.rows, width, half.type());
+  cv::parallel_for_(cv::Range(0, half.rows), [&](const cv::Range& r) {
+    for (int i = r.start; i < r.end; ++i) {
+      const float* t = half.ptr<float>(i);
+      float* o = out.ptr<float>(i);
+      for (int x = 0; x < width; ++x) {
+        const int j = x / 2;
+        const int jl = x % 2 == 0 ? std::max(j - 1, 0) : j, jr = x % 2 == 0 ? j : std::min(j + 1, hw - 1);
+        const float wl = x % 2 == 0 ? 0.25f : 0.75f, wr = 1.0f - wl;
+        for (int c = 0; c < ch; ++c) o[x * ch + c] = wl * t[jl * ch + c] + wr * t[jr * ch + c];
+      }
+    }
+  });
+  return out;
+}
+
+void up2_row(const cv::Mat& wide, int y, float* out) {
+  const int n = wide.cols * wide.channels(), i = y / 2;
+  const float* a = wide.ptr<float>(y % 2 == 0 ? std::max(i - 1, 0) : i);
+  const float* b = wide.ptr<float>(y % 2 == 0 ? i : std::min(i + 1, wide.rows - 1));
+  const float wa = y % 2 == 0 ? 0.25f : 0.75f, wb = 1.0f - wa;
+  for (int k = 0; k < n; ++k) out[k] = wa * a[k] + wb * b[k];
+}
+
+cv::Mat gaussian_blur(const cv::Mat& src, double sigma) {
+  const cv::Mat g = cv::getGaussianKernel(2 * static_cast<int>(std::ceil(4 * sigma)) + 1, sigma, CV_64F);
+  return convolve(src, g * g.t());
+}
+
+// The unsharp-mask blend of one element.
+inline float usm_blend(float p, float b, float s, float weight) {
+  const float sharp = std::min(std::max(p + weight * (p - b), 0.0f), 1.0f);
+  return s * sharp + (1.0f - s) * p;
+}
+
+}  // namespace
+
+cv::Mat gaussian_blur_halfres(const cv::Mat& src, double sigma) {
   cv::Mat half, blurred, out;
   cv::resize(src, half, cv::Size((src.cols + 1) / 2, (src.rows + 1) / 2), 0, 0, cv::INTER_AREA);
-  // The 2-px box of the downsample adds variance 1/4 px^2, the bilinear
-  // upsample about 2/3 px^2 (full-resolution pixels); the rest is blurred at
-  // half resolution, where sigma halves.
-  const double s = std::sqrt(sigma * sigma - 0.25 - 2.0 / 3.0) / 2.0;
+  const double s = halfres_sigma(sigma);
   cv::GaussianBlur(half, blurred, cv::Size(0, 0), s, s, cv::BORDER_REFLECT_101);
   cv::resize(blurred, out, src.size(), 0, 0, cv::INTER_LINEAR);
   return out;
+}
+
+void unsharp_mask(cv::Mat& f, double sigma, float weight, float threshold) {
+  CV_Assert(f.type() == CV_32FC3);
+  const int w = f.cols, h = f.rows, n = 3 * w;
+  const double s = halfres_sigma(sigma);
+  // Blur at half resolution, widened to full width; full-resolution rows
+  // are made on the fly by up2_row, never stored.
+  const cv::Mat blur = up2_cols(gaussian_blur(down2(f), s), w);
+  // The threshold mask, box-downsampled as it is made (down2's blocks).
+  cv::Mat mask((h + 1) / 2, (w + 1) / 2, CV_32FC3);
+  cv::parallel_for_(cv::Range(0, mask.rows), [&](const cv::Range& r) {
+    std::vector<float> b(static_cast<size_t>(n)), m(static_cast<size_t>(n));
+    for (int i = r.start; i < r.end; ++i) {
+      std::fill(m.begin(), m.end(), 0.0f);
+      for (int y : {2 * i, block_partner(i, h)}) {
+        up2_row(blur, y, b.data());
+        const float* p = f.ptr<float>(y);
+        for (int k = 0; k < n; ++k)
+          m[static_cast<size_t>(k)] += std::abs(p[k] - b[static_cast<size_t>(k)]) * 255.0f > threshold ? 1.0f : 0.0f;
+      }
+      float* o = mask.ptr<float>(i);
+      for (int j = 0; j < mask.cols; ++j) {
+        const int x0 = 2 * j * 3, x1 = block_partner(j, w) * 3;
+        for (int c = 0; c < 3; ++c)
+          o[3 * j + c] = 0.25f * (m[static_cast<size_t>(x0 + c)] + m[static_cast<size_t>(x1 + c)]);
+      }
+    }
+  });
+  const cv::Mat soft = up2_cols(gaussian_blur(mask, s), w);
+  cv::parallel_for_(cv::Range(0, h), [&](const cv::Range& r) {
+    std::vector<float> b(static_cast<size_t>(n)), sm(static_cast<size_t>(n));
+    for (int y = r.start; y < r.end; ++y) {
+      up2_row(blur, y, b.data());
+      up2_row(soft, y, sm.data());
+      float* p = f.ptr<float>(y);
+      for (int k = 0; k < n; ++k) p[k] = usm_blend(p[k], b[static_cast<size_t>(k)], sm[static_cast<size_t>(k)], weight);
+    }
+  });
+}
+
+void unsharp_mask_reference(cv::Mat& f, double sigma, float weight, float threshold) {
+  CV_Assert(f.type() == CV_32FC3);
+  const cv::Mat blur = gaussian_blur_halfres(f, sigma);
+  cv::Mat mask(f.size(), CV_32FC3);
+  const int n = f.cols * 3;
+  for (int y = 0; y < f.rows; ++y) {
+    const float* p = f.ptr<float>(y);
+    const float* b = blur.ptr<float>(y);
+    float* m = mask.ptr<float>(y);
+    for (int i = 0; i < n; ++i) m[i] = std::abs(p[i] - b[i]) * 255.0f > threshold ? 1.0f : 0.0f;
+  }
+  const cv::Mat soft = gaussian_blur_halfres(mask, sigma);
+  for (int y = 0; y < f.rows; ++y) {
+    float* p = f.ptr<float>(y);
+    const float* b = blur.ptr<float>(y);
+    const float* s = soft.ptr<float>(y);
+    for (int i = 0; i < n; ++i) p[i] = usm_blend(p[i], b[i], s[i], weight);
+  }
 }
 
 cv::Mat remap_with_mask(const cv::Mat& img, const cv::Mat& map_x, const cv::Mat& map_y, cv::Mat* mask,

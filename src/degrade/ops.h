@@ -114,6 +114,19 @@ void force_convolve_variant(const std::string& name);
 // the full-resolution blur (see tests) at a quarter of the cost.
 cv::Mat gaussian_blur_halfres(const cv::Mat& src, double sigma);
 
+// Real-ESRGAN's unsharp mask (USMSharp) of a CV_32FC3 image in [0, 1], in
+// place: blur = Gaussian(sigma), mask = |f - blur| * 255 > threshold,
+// soft = Gaussian(sigma) of the mask, f = soft * clamp(f + weight * (f -
+// blur), 0, 1) + (1 - soft) * f. Both blurs are gaussian_blur_halfres's
+// approximation, with the full-resolution blur and mask never stored: rows
+// of the blurs are upsampled as they are used and the mask is box-averaged
+// as it is made (three passes over the image instead of about twelve).
+void unsharp_mask(cv::Mat& f, double sigma, float weight, float threshold);
+
+// The same from full-size intermediates (gaussian_blur_halfres for both
+// blurs): the plain version unsharp_mask() is held to.
+void unsharp_mask_reference(cv::Mat& f, double sigma, float weight, float threshold);
+
 // Remaps the image (bilinear, reflect-101) and, if given, the mask
 // (nearest, so labels are not blended) with the same maps.
 cv::Mat remap_with_mask(const cv::Mat& img, const cv::Mat& map_x, const cv::Mat& map_y, cv::Mat* mask,

@@ -622,45 +622,25 @@ double halfres_sigma(double sigma) {
 // block is centred at 2j + 1/2, where up2_row expects it).
 inline int block_partner(int j, int n) { return 2 * j + 1 < n ? 2 * j + 1 : std::max(n - 2, 0); }
 
-// 2x box downsample (cv::resize INTER_AREA's result for even sizes; odd
-// sizes are first extended by one reflect-101 row/column).
+// 2x box downsample (cv::resize INTER_AREA at exactly 1/2; odd sizes are
+// first extended by one reflect-101 row/column).
 cv::Mat down2(const cv::Mat& src) {
-  const int ch = src.channels(), w = src.cols, h = src.rows, hw = (w + 1) / 2, hh = (h + 1) / 2;
-  cv::Mat out(hh, hw, src.type());
-  cv::parallel_for_(cv::Range(0, hh), [&](const cv::Range& r) {
-    for (int i = r.start; i < r.end; ++i) {
-      const float* a = src.ptr<float>(2 * i);
-      const float* b = src.ptr<float>(block_partner(i, h));
-      float* o = out.ptr<float>(i);
-      for (int j = 0; j < hw; ++j) {
-        const int x0 = 2 * j * ch, x1 = block_partner(j, w) * ch;
-        for (int c = 0; c < ch; ++c) o[j * ch + c] = 0.25f * ((a[x0 + c] + a[x1 + c]) + (b[x0 + c] + b[x1 + c]));
-      }
-    }
-  });
+  cv::Mat even = src, out;
+  if (src.cols % 2 != 0 || src.rows % 2 != 0)
+    cv::copyMakeBorder(src, even, 0, src.rows % 2, 0, src.cols % 2, cv::BORDER_REFLECT_101);
+  cv::resize(even, out, cv::Size(even.cols / 2, even.rows / 2), 0, 0, cv::INTER_AREA);
   return out;
 }
 
-// The bilinear 2x upsample (half-pixel centres, edges replicated:
-// cv::resize INTER_LINEAR's weights 1/4, 3/4 for even sizes) in two halves:
-// up2_cols widens every row of `half` to `width` pixels once; up2_row then
-// makes any full-resolution row from two widened rows.
+// The bilinear 2x upsample (half-pixel centres, edges replicated: weights
+// 1/4, 3/4) in two halves: up2_cols widens every row of `half` to `width`
+// pixels once (cv::resize INTER_LINEAR at exactly 2x, the last column
+// dropped for odd widths); up2_row then makes any full-resolution row from
+// two widened rows.
 cv::Mat up2_cols(const cv::Mat& half, int width) {
-  const int ch = half.channels(), hw = half.cols;
-  cv::Mat out(half.rows, width, half.type());
-  cv::parallel_for_(cv::Range(0, half.rows), [&](const cv::Range& r) {
-    for (int i = r.start; i < r.end; ++i) {
-      const float* t = half.ptr<float>(i);
-      float* o = out.ptr<float>(i);
-      for (int x = 0; x < width; ++x) {
-        const int j = x / 2;
-        const int jl = x % 2 == 0 ? std::max(j - 1, 0) : j, jr = x % 2 == 0 ? j : std::min(j + 1, hw - 1);
-        const float wl = x % 2 == 0 ? 0.25f : 0.75f, wr = 1.0f - wl;
-        for (int c = 0; c < ch; ++c) o[x * ch + c] = wl * t[jl * ch + c] + wr * t[jr * ch + c];
-      }
-    }
-  });
-  return out;
+  cv::Mat out;
+  cv::resize(half, out, cv::Size(2 * half.cols, half.rows), 0, 0, cv::INTER_LINEAR);
+  return out.colRange(0, width);
 }
 
 void up2_row(const cv::Mat& wide, int y, float* out) {

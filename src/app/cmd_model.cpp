@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 
@@ -27,9 +29,7 @@ namespace rsam::app {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
 std::vector<double> parse_numbers(const std::string& s, const char* what, size_t min_n, size_t max_n) {
   std::vector<double> v;
@@ -74,8 +74,8 @@ Image8 make_overlay(const Image8& img, const uint8_t* mask, const Prompt& p) {
     for (int x = 0; x < w; ++x) {
       const size_t i = size_t(y) * w + x;
       if (!mask[i]) continue;
-      const bool edge = x == 0 || y == 0 || x == w - 1 || y == h - 1 || !mask[i - 1] || !mask[i + 1] ||
-                        !mask[i - w] || !mask[i + w];
+      const bool edge =
+          x == 0 || y == 0 || x == w - 1 || y == h - 1 || !mask[i - 1] || !mask[i + 1] || !mask[i - w] || !mask[i + w];
       uint8_t* px = out.data.data() + i * 3;
       for (int c = 0; c < 3; ++c) px[c] = edge ? 255 : uint8_t((px[c] * 2 + tint[c] * 3) / 5);
     }
@@ -113,7 +113,7 @@ struct SegmentArgs {
   std::string checkpoint, image, box, mask_input, out, overlay, logits_out, embedding_out, precision = "fp32";
   std::string adapter, gates_out;
   std::vector<std::string> points;
-  bool multimask = false, json = false;
+  bool multimask = false, json = false, no_adapter = false;
   int threads = 0;
 };
 
@@ -143,7 +143,9 @@ void run_segment(const SegmentArgs& a) {
     throw Error("give a prompt: --point X,Y[,LABEL], --box X0,Y0,X1,Y1 or --mask-input M.npy");
   const Image8 img = read_rgb(a.image);
   const Precision prec = parse_precision(a.precision);
-  auto loaded = load_sam(a.checkpoint);
+  if (a.no_adapter && !a.adapter.empty()) throw Error("give --adapter or --no-adapter, not both");
+  const auto [checkpoint, adapter] = resolve_model(a.checkpoint, a.adapter, a.no_adapter);
+  auto loaded = load_sam(checkpoint);
   const double load_ms = ms_since(t0);
   if (prompt.mask_input.defined()) {
     const int64_t m = 4 * loaded.model->config.embedding_size();
@@ -151,7 +153,7 @@ void run_segment(const SegmentArgs& a) {
       throw Error("--mask-input must be a [1," + std::to_string(m) + "," + std::to_string(m) + "] array");
   }
   std::optional<adapt::AdaptedSam> adapted;
-  if (!a.adapter.empty()) adapted.emplace(adapt::AdaptedSam::load(loaded.model, a.adapter));
+  if (!adapter.empty()) adapted.emplace(adapt::AdaptedSam::load(loaded.model, adapter));
   if (!a.gates_out.empty() && !adapted) throw Error("--gates-out needs --adapter");
   SamPredictor pred(adapted ? adapted->model() : loaded.model, prec);
   auto t1 = Clock::now();
@@ -210,7 +212,8 @@ void run_info(const std::string& path, bool json) {
     j["config"] = nlohmann::json::parse(cfg.to_json());
     j["parameters"] = params;
     j["tensors"] = nlohmann::json::array();
-    for (const auto& [k, t] : sd) j["tensors"].push_back({{"name", k}, {"dtype", io::dtype_name(t.dtype)}, {"shape", t.shape}});
+    for (const auto& [k, t] : sd)
+      j["tensors"].push_back({{"name", k}, {"dtype", io::dtype_name(t.dtype)}, {"shape", t.shape}});
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -338,20 +341,48 @@ void run_bench(const BenchArgs& a) {
   if (a.json) {
     std::cout << j.dump() << "\n";
   } else {
-    std::printf("%s %s, %d threads: encode median %.0f ms, decode median %.1f ms\n", j["model"].get<std::string>().c_str(),
-                a.precision.c_str(), num_threads(), median(enc), median(dec));
+    std::printf("%s %s, %d threads: encode median %.0f ms, decode median %.1f ms\n",
+                j["model"].get<std::string>().c_str(), a.precision.c_str(), num_threads(), median(enc), median(dec));
     if (adapted)
-      std::printf("with %s: encode median %.0f ms, overhead ratio (pairwise median) %.3f\n",
-                  adapted->method().c_str(), median(enc_adapted), j["overhead_ratio_median"].get<double>());
+      std::printf("with %s: encode median %.0f ms, overhead ratio (pairwise median) %.3f\n", adapted->method().c_str(),
+                  median(enc_adapted), j["overhead_ratio_median"].get<double>());
   }
 }
 
 }  // namespace
 
+std::string bundled_model(const std::string& file) {
+  std::vector<std::string> dirs;
+  if (const char* env = std::getenv("RSAM_MODELS")) dirs.emplace_back(env);
+  // Installed layout (bin/rsam beside share/rsam/models), then the source
+  // tree this binary was built from.
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) dirs.push_back((exe.parent_path().parent_path() / "share" / "rsam" / "models").string());
+  dirs.emplace_back(RSAM_SOURCE_DIR "/models");
+  for (const auto& d : dirs) {
+    const auto p = std::filesystem::path(d) / file;
+    if (std::filesystem::exists(p)) return p.string();
+  }
+  return {};
+}
+
+std::pair<std::string, std::string> resolve_model(const std::string& checkpoint, const std::string& adapter,
+                                                  bool no_adapter) {
+  if (!checkpoint.empty()) return {checkpoint, no_adapter ? "" : adapter};
+  const std::string base = bundled_model("rsam-tiny.safetensors");
+  if (base.empty())
+    throw Error("no --checkpoint given and the bundled rsam-tiny.safetensors was not found (set RSAM_MODELS)");
+  std::string ad = adapter;
+  // The bundled adapter belongs to the bundled base only.
+  if (ad.empty() && !no_adapter) ad = bundled_model("rsam-tiny-gara.safetensors");
+  return {base, no_adapter ? "" : ad};
+}
+
 void add_segment_command(CLI::App& app) {
   auto a = std::make_shared<SegmentArgs>();
   auto* c = app.add_subcommand("segment", "Segment an image from point, box or mask prompts");
-  c->add_option("--checkpoint", a->checkpoint, "SAM checkpoint (.pth or .safetensors)")->required();
+  c->add_option("--checkpoint", a->checkpoint, "SAM checkpoint (.pth or .safetensors); default: the bundled rsam-tiny");
   c->add_option("--image", a->image, "Input image")->required();
   c->add_option("--point", a->points, "X,Y[,LABEL] (LABEL 1 foreground, default; 0 background); repeatable");
   c->add_option("--box", a->box, "X0,Y0,X1,Y1");
@@ -363,7 +394,9 @@ void add_segment_command(CLI::App& app) {
   c->add_option("--overlay", a->overlay, "Image with the mask and prompts drawn");
   c->add_option("--logits-out", a->logits_out, "float32 [N,256,256] low-res logits .npy");
   c->add_option("--embedding-out", a->embedding_out, "float32 image embedding .npy");
-  c->add_option("--adapter", a->adapter, "Adapter file (.safetensors) trained on this checkpoint");
+  c->add_option("--adapter", a->adapter,
+                "Adapter file (.safetensors) trained on this checkpoint; default with rsam-tiny: its bundled GaRA");
+  c->add_flag("--no-adapter", a->no_adapter, "Run the base model alone");
   c->add_option("--gates-out", a->gates_out, "Gate decisions per layer as JSON (+ a .png picture)");
   c->add_flag("--json", a->json, "Print a JSON summary on stdout");
   c->callback([a] { run_segment(*a); });

@@ -7,6 +7,7 @@
 #include "app/commands.h"
 #include "error.h"
 #include "eval/evaluator.h"
+#include "eval/study.h"
 #include "train/trainer.h"
 
 namespace rsam::app {
@@ -14,12 +15,15 @@ namespace rsam::app {
 void add_train_command(CLI::App& app) {
   auto o = std::make_shared<train::TrainOptions>();
   auto* c = app.add_subcommand("train", "Train an adapter (or, with --full, every weight) on corrupted data");
-  c->add_option("--checkpoint", o->checkpoint, "Base SAM checkpoint")->required();
+  c->add_option("--checkpoint", o->checkpoint, "Base SAM checkpoint");
+  c->add_option("--init", o->init,
+                "With --full: start from random weights of this config (JSON file or vit_b|vit_l|vit_h)");
   c->add_option("--data", o->data, "Dataset spec: folder:IMAGES,MASKS | coco:ANN.json,IMAGES | sa1b:DIR | ...")
       ->required();
   c->add_option("--val", o->val, "Validation dataset spec (box-prompt IoU at the end)");
-  c->add_option("--adapter", o->adapter, "Method name (gara, lora, moe_lora, conv_lora, ssf, adapter, bitfit, "
-                                         "decoder_only) or a JSON config file");
+  c->add_option("--adapter", o->adapter,
+                "Method name (gara, lora, moe_lora, conv_lora, ssf, adapter, bitfit, "
+                "decoder_only) or a JSON config file");
   c->add_flag("--train-decoder", o->train_decoder, "Also fine-tune the mask decoder");
   c->add_flag("--full", o->full, "Train every weight (pre-training small models)");
   c->add_option("--corruption", o->corruption, "robustseg | lq | none | NAME,... (drawn per sample)");
@@ -29,6 +33,8 @@ void add_train_command(CLI::App& app) {
   c->add_option("--steps", o->steps, "Optimizer steps");
   c->add_option("--epochs", o->epochs, "Epochs (instead of --steps)");
   c->add_option("--batch", o->batch, "Images per micro-batch");
+  c->add_option("--masks-per-image", o->masks_per_image,
+                "Objects of the same image decoded per encoding (COCO, instances)");
   c->add_option("--accum", o->accum, "Micro-batches per optimizer step");
   c->add_option("--optimizer", o->optimizer, "adam or adamw");
   c->add_option("--lr", o->lr, "Peak learning rate");
@@ -83,6 +89,34 @@ void add_eval_command(CLI::App& app) {
           std::printf("%-12s %-22s %-12s IoU %.4f  Dice %.4f  (n=%d)\n", method.c_str(), corr.c_str(), prompt.c_str(),
                       m["iou"].get<double>(), m["dice"].get<double>(), m["n"].get<int>());
     if (!o->report.empty()) std::printf("report: %s/report.md\n", o->report.c_str());
+  });
+}
+
+void add_study_command(CLI::App& app) {
+  auto o = std::make_shared<eval::StudyOptions>();
+  auto* c = app.add_subcommand("study", "Train and compare every adapter method over seeds; write a Markdown report");
+  c->add_option("--checkpoint", o->checkpoint, "Base model (default: the bundled rsam-tiny)");
+  c->add_option("--train", o->train_data, "Training dataset spec")->required();
+  c->add_option("--val", o->val_data, "Held-out dataset spec")->required();
+  c->add_option("--method", o->methods, "NAME=METHOD|CONFIG.json, repeatable (default: the full line-up)");
+  c->add_option("--seeds", o->seeds, "Seeds per method")->capture_default_str();
+  c->add_option("--steps", o->steps, "Optimizer steps per run")->capture_default_str();
+  c->add_option("--batch", o->batch, "Images per step")->capture_default_str();
+  c->add_option("--masks-per-image", o->masks_per_image, "Objects decoded per image")->capture_default_str();
+  c->add_option("--lr", o->lr, "Peak learning rate")->capture_default_str();
+  c->add_option("--train-corruption", o->train_corruption, "Corruptions drawn in training")->capture_default_str();
+  c->add_option("--corruption", o->eval_corruptions, "Evaluated corruptions")->capture_default_str();
+  c->add_option("--prompts", o->prompts, "Evaluated prompts")->capture_default_str();
+  c->add_option("--max-samples", o->max_samples, "Held-out objects evaluated")->capture_default_str();
+  c->add_option("--gate-images", o->gate_images, "Images per corruption for GaRA's gate statistics")
+      ->capture_default_str();
+  c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)");
+  c->add_option("--out", o->out, "Run directory (resumable)")->capture_default_str();
+  c->add_option("--doc", o->doc, "Markdown report (charts beside it)")->capture_default_str();
+  c->add_flag("--quiet", o->quiet, "No progress output");
+  c->callback([o] {
+    if (o->checkpoint.empty()) o->checkpoint = resolve_model("", "", true).first;
+    eval::run_study(*o);
   });
 }
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <utility>
 
 namespace CLI {
 class App;
@@ -20,6 +21,19 @@ void add_degrade_command(CLI::App& app);
 void add_adapter_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+
+void add_synth_command(CLI::App& app);
+void add_demo_command(CLI::App& app);
+void add_study_command(CLI::App& app);
+
+// A file of the bundled models (models/ in the source tree, share/rsam/models
+// when installed, or $RSAM_MODELS): its path, or "" if absent.
+std::string bundled_model(const std::string& file);
+// The checkpoint and adapter a command runs: the given ones, or without a
+// checkpoint the bundled rsam-tiny with its GaRA adapter (unless no_adapter).
+// rsam::Error if nothing is given and the bundle is missing.
+std::pair<std::string, std::string> resolve_model(const std::string& checkpoint, const std::string& adapter,
+                                                  bool no_adapter);
 
 // Gate report of an adapted model: JSON at `path` and, for gated methods,
 // a picture of the binary gate vectors beside it (same stem, .png).

@@ -1,7 +1,7 @@
 // rsam command-line entry point. Every failure the user can cause ends here
 // as one line on stderr and exit code 1; usage errors exit 2.
-#include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
+#include <CLI/CLI.hpp>
 
 #include <iostream>
 
@@ -18,6 +18,9 @@ int main(int argc, char** argv) {
   rsam::app::add_bench_command(app);
   rsam::app::add_adapter_command(app);
   rsam::app::add_degrade_command(app);
+  rsam::app::add_synth_command(app);
+  rsam::app::add_demo_command(app);
+  rsam::app::add_study_command(app);
   rsam::app::add_train_command(app);
   rsam::app::add_eval_command(app);
   try {

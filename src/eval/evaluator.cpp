@@ -1,8 +1,8 @@
 #include "eval/evaluator.h"
 
+#include <torch/torch.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <torch/torch.h>
 
 #include <filesystem>
 #include <iostream>
@@ -74,8 +74,11 @@ nlohmann::json summarize(const std::vector<Record>& records) {
   }
   auto js = [](const data::MetricsAccumulator& a) {
     auto m = a.mean();
-    return nlohmann::json{{"iou", m.iou}, {"dice", m.dice}, {"pixel_accuracy", m.pixel_accuracy},
-                          {"boundary_iou", m.boundary_iou}, {"n", a.count()}};
+    return nlohmann::json{{"iou", m.iou},
+                          {"dice", m.dice},
+                          {"pixel_accuracy", m.pixel_accuracy},
+                          {"boundary_iou", m.boundary_iou},
+                          {"n", a.count()}};
   };
   nlohmann::json out = nlohmann::json::object();
   for (auto& [method, byc] : acc) {
@@ -176,8 +179,12 @@ EvalResult evaluate(const EvalOptions& o) {
         cv::Mat img = s.image;
         int sev = 0;
         if (c != "clean") {
-          sev = severity > 0 ? severity : 1 + int(degrade::derive_seed(degrade::derive_seed(o.seed, i), degrade::hash_string(c)) % 5);
-          img = degrade::create(c, sev)->run(s.image, degrade::derive_seed(degrade::derive_seed(o.seed, i), degrade::hash_string(c))).image;
+          sev = severity > 0
+                    ? severity
+                    : 1 + int(degrade::derive_seed(degrade::derive_seed(o.seed, i), degrade::hash_string(c)) % 5);
+          img = degrade::create(c, sev)
+                    ->run(s.image, degrade::derive_seed(degrade::derive_seed(o.seed, i), degrade::hash_string(c)))
+                    .image;
         }
         pred.set_image(to_image8(img));
         for (size_t k = 0; k < prompts.size(); ++k) {
@@ -209,7 +216,8 @@ EvalResult evaluate(const EvalOptions& o) {
       if (!o.quiet) std::cerr << "\r" << label << ": " << done << "/" << n << " samples" << std::flush;
     }
     if (!o.quiet) std::cerr << "\n";
-    if (done == 0) throw Error("no sample of '" + o.data + "' could be evaluated (" + std::to_string(skipped) + " skipped)");
+    if (done == 0)
+      throw Error("no sample of '" + o.data + "' could be evaluated (" + std::to_string(skipped) + " skipped)");
   }
   res.summary = summarize(res.records);
   if (o.oracle) res.oracle = rank_oracle(res.records);
@@ -220,6 +228,8 @@ EvalResult evaluate(const EvalOptions& o) {
 namespace {
 
 void write_text(const std::string& path, const std::string& text) { io::write_atomic(path, text.data(), text.size()); }
+
+}  // namespace
 
 void bar_chart(const std::string& path, const nlohmann::json& summary, const std::string& prompt) {
   std::vector<std::string> methods, corrs;
@@ -232,7 +242,7 @@ void bar_chart(const std::string& path, const nlohmann::json& summary, const std
   const int group = int(methods.size()) * 12 + 10, H = 360, top = 30, bottom = 110, left = 40;
   const int W = left + int(corrs.size()) * group + 20;
   cv::Mat img(H, W, CV_8UC3, cv::Scalar(255, 255, 255));
-  static const cv::Scalar palette[] = {{180, 119, 31}, {14, 127, 255}, {44, 160, 44}, {40, 39, 214},
+  static const cv::Scalar palette[] = {{180, 119, 31},  {14, 127, 255}, {44, 160, 44},   {40, 39, 214},
                                        {189, 103, 148}, {75, 86, 140},  {194, 119, 227}, {127, 127, 127}};
   const int plot_h = H - top - bottom;
   for (int t = 0; t <= 4; ++t) {
@@ -265,26 +275,32 @@ void bar_chart(const std::string& path, const nlohmann::json& summary, const std
   io::write_atomic(path, png.data(), png.size());
 }
 
-}  // namespace
-
 void write_report(const std::string& dir, const EvalOptions& o, const EvalResult& r) {
   fs::create_directories(dir);
-  nlohmann::json opts{{"checkpoint", o.checkpoint}, {"adapters", o.adapters}, {"data", o.data},
-                      {"corruptions", o.corruptions}, {"severity", o.severity}, {"prompts", o.prompts},
-                      {"seed", o.seed}, {"max_samples", o.max_samples}, {"precision", o.precision}};
+  nlohmann::json opts{
+      {"checkpoint", o.checkpoint}, {"adapters", o.adapters}, {"data", o.data}, {"corruptions", o.corruptions},
+      {"severity", o.severity},     {"prompts", o.prompts},   {"seed", o.seed}, {"max_samples", o.max_samples},
+      {"precision", o.precision}};
   nlohmann::json recs = nlohmann::json::array();
   std::ostringstream csv;
   csv << "method,sample,index,corruption,prompt,iou,dice,pixel_accuracy,boundary_iou,score\n";
   for (const auto& x : r.records) {
-    recs.push_back({{"method", x.method}, {"sample", x.sample}, {"index", x.index}, {"corruption", x.corruption},
-                    {"prompt", x.prompt}, {"iou", x.m.iou}, {"dice", x.m.dice},
-                    {"pixel_accuracy", x.m.pixel_accuracy}, {"boundary_iou", x.m.boundary_iou}, {"score", x.score}});
+    recs.push_back({{"method", x.method},
+                    {"sample", x.sample},
+                    {"index", x.index},
+                    {"corruption", x.corruption},
+                    {"prompt", x.prompt},
+                    {"iou", x.m.iou},
+                    {"dice", x.m.dice},
+                    {"pixel_accuracy", x.m.pixel_accuracy},
+                    {"boundary_iou", x.m.boundary_iou},
+                    {"score", x.score}});
     csv << x.method << ',' << '"' << x.sample << '"' << ',' << x.index << ',' << x.corruption << ',' << x.prompt << ','
-        << x.m.iou << ',' << x.m.dice << ',' << x.m.pixel_accuracy << ',' << x.m.boundary_iou << ',' << x.score
-        << "\n";
+        << x.m.iou << ',' << x.m.dice << ',' << x.m.pixel_accuracy << ',' << x.m.boundary_iou << ',' << x.score << "\n";
   }
-  write_text((fs::path(dir) / "results.json").string(),
-             nlohmann::json{{"options", opts}, {"summary", r.summary}, {"oracle", r.oracle}, {"records", recs}}.dump(1));
+  write_text(
+      (fs::path(dir) / "results.json").string(),
+      nlohmann::json{{"options", opts}, {"summary", r.summary}, {"oracle", r.oracle}, {"records", recs}}.dump(1));
   write_text((fs::path(dir) / "records.csv").string(), csv.str());
 
   // Markdown in the papers' layout: rows corruptions, columns prompt types.
@@ -348,12 +364,12 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
   if (!r.oracle.is_null()) {
     md << "## Rank oracle (degraded inputs, IoU %)\n\n";
     char b[256];
-    std::snprintf(b, sizeof b,
-                  "| best fixed (%s) | oracle per corruption | oracle per image |\n|---|---|---|\n| %.1f | %.1f | %.1f |\n\n",
-                  r.oracle["best_fixed"]["method"].get<std::string>().c_str(),
-                  100 * r.oracle["best_fixed"]["iou"].get<double>(),
-                  100 * r.oracle["per_corruption_oracle_iou"].get<double>(),
-                  100 * r.oracle["per_image_oracle_iou"].get<double>());
+    std::snprintf(
+        b, sizeof b,
+        "| best fixed (%s) | oracle per corruption | oracle per image |\n|---|---|---|\n| %.1f | %.1f | %.1f |\n\n",
+        r.oracle["best_fixed"]["method"].get<std::string>().c_str(), 100 * r.oracle["best_fixed"]["iou"].get<double>(),
+        100 * r.oracle["per_corruption_oracle_iou"].get<double>(),
+        100 * r.oracle["per_image_oracle_iou"].get<double>());
     md << b;
   }
   md << "![IoU per corruption](iou_per_corruption.png)\n";

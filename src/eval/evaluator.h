@@ -24,8 +24,8 @@ struct EvalOptions {
   int64_t max_samples = 0;  // 0 = all
   std::string precision = "fp32";
   int threads = 0;
-  std::string report;       // output directory; empty = no files
-  bool oracle = false;      // rank oracle over the adapters (GaRA Fig. 2)
+  std::string report;   // output directory; empty = no files
+  bool oracle = false;  // rank oracle over the adapters (GaRA Fig. 2)
   bool quiet = false;
 };
 
@@ -48,5 +48,8 @@ EvalResult evaluate(const EvalOptions& opts);
 nlohmann::json summarize(const std::vector<Record>& records);
 nlohmann::json rank_oracle(const std::vector<Record>& records);
 void write_report(const std::string& dir, const EvalOptions& opts, const EvalResult& r);
+// Grouped bars: IoU per corruption (x) for each method, one prompt, from a
+// summary shaped like EvalResult::summary (method -> corruption -> prompt -> {iou}).
+void bar_chart(const std::string& path, const nlohmann::json& summary, const std::string& prompt);
 
 }  // namespace rsam::eval

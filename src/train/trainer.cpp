@@ -1,10 +1,10 @@
 #include "train/trainer.h"
 
 #include <ATen/autocast_mode.h>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -18,6 +18,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/metrics.h"
+#include "degrade/rng.h"
 #include "error.h"
 #include "io/fs.h"
 #include "model/checkpoint.h"
@@ -32,6 +33,42 @@ using torch::Tensor;
 namespace fs = std::filesystem;
 
 namespace {
+
+// Up to n other samples on the same image as `it`, drawn without
+// replacement by a generator of (seed, the item's global position): the same
+// on a resumed run.
+std::vector<size_t> more_masks(const data::Dataset& ds, const data::Item& it, int n, uint64_t seed) {
+  if (n <= 0) return {};
+  std::vector<size_t> others;
+  for (size_t j : ds.same_image(it.dataset_index))
+    if (j != it.dataset_index) others.push_back(j);
+  degrade::Rng rng(degrade::derive_seed(seed ^ 0x5a5a5a5aULL, it.index));
+  const size_t take = std::min(others.size(), size_t(n));
+  for (size_t k = 0; k < take; ++k)
+    std::swap(others[k], others[k + size_t(rng.uniform_int(0, int(others.size() - k) - 1))]);
+  others.resize(take);
+  return others;
+}
+
+// Random weights of an architecture, for pre-training: torch's default
+// initialisers as in the official modules, except the absolute position
+// embedding. The official code starts it at zero because it always loads MAE
+// weights next; from scratch a small random start (ViT's 0.02) tells positions apart.
+Sam init_sam(const std::string& spec, uint64_t seed) {
+  SamConfig cfg;
+  if (spec == "vit_b" || spec == "vit_l" || spec == "vit_h") {
+    cfg = spec == "vit_b" ? SamConfig::vit_b() : spec == "vit_l" ? SamConfig::vit_l() : SamConfig::vit_h();
+  } else {
+    const auto bytes = io::read_file(spec);
+    cfg = SamConfig::from_json(std::string(bytes.begin(), bytes.end()));
+  }
+  cfg.validate();
+  torch::manual_seed(seed);
+  Sam m(cfg);
+  torch::NoGradGuard ng;
+  m->image_encoder->pos_embed.normal_(0.0, 0.02);
+  return m;
+}
 
 // ---- gradient checkpointing ------------------------------------------------
 
@@ -300,10 +337,12 @@ ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat&
 }
 
 TrainResult train(const TrainOptions& o) {
-  if (o.checkpoint.empty()) throw Error("--checkpoint is required");
+  if (o.checkpoint.empty() == o.init.empty()) throw Error("give exactly one of --checkpoint or --init");
+  if (!o.init.empty() && !o.full) throw Error("--init (random weights) needs --full");
   if (o.data.empty()) throw Error("--data is required");
   if ((o.steps > 0) == (o.epochs > 0)) throw Error("give exactly one of --steps or --epochs");
-  if (o.batch < 1 || o.accum < 1) throw Error("--batch and --accum must be >= 1");
+  if (o.batch < 1 || o.accum < 1 || o.masks_per_image < 1)
+    throw Error("--batch, --accum and --masks-per-image must be >= 1");
   if (!(o.lr > 0) || o.wd < 0) throw Error("--lr must be > 0 and --wd >= 0");
   if (o.optimizer != "adam" && o.optimizer != "adamw") throw Error("--optimizer must be adam or adamw");
   const bool bf16 = parse_precision(o.precision) == Precision::BF16;
@@ -311,18 +350,33 @@ TrainResult train(const TrainOptions& o) {
   fs::create_directories(o.out);
 
   // The options that decide the result; a resume must use the same.
-  nlohmann::json cfg{{"checkpoint", o.checkpoint}, {"data", o.data}, {"adapter", o.full ? "full" : o.adapter},
-                     {"train_decoder", o.train_decoder}, {"corruption", o.corruption}, {"severity", o.severity},
-                     {"clean_ratio", o.clean_ratio}, {"prompts", o.prompts}, {"steps", o.steps},
-                     {"epochs", o.epochs}, {"batch", o.batch}, {"accum", o.accum}, {"optimizer", o.optimizer},
-                     {"lr", o.lr}, {"wd", o.wd}, {"clip", o.clip}, {"warmup", o.warmup},
-                     {"min_lr_ratio", o.min_lr_ratio}, {"precision", o.precision},
-                     {"grad_checkpoint", o.grad_checkpoint}, {"seed", o.seed}};
+  nlohmann::json cfg{{"checkpoint", o.checkpoint},
+                     {"init", o.init},
+                     {"data", o.data},
+                     {"adapter", o.full ? "full" : o.adapter},
+                     {"train_decoder", o.train_decoder},
+                     {"corruption", o.corruption},
+                     {"severity", o.severity},
+                     {"clean_ratio", o.clean_ratio},
+                     {"prompts", o.prompts},
+                     {"steps", o.steps},
+                     {"epochs", o.epochs},
+                     {"batch", o.batch},
+                     {"accum", o.accum},
+                     {"optimizer", o.optimizer},
+                     {"lr", o.lr},
+                     {"wd", o.wd},
+                     {"clip", o.clip},
+                     {"warmup", o.warmup},
+                     {"min_lr_ratio", o.min_lr_ratio},
+                     {"precision", o.precision},
+                     {"grad_checkpoint", o.grad_checkpoint},
+                     {"seed", o.seed}};
+  if (o.masks_per_image != 1) cfg["masks_per_image"] = o.masks_per_image;
   if (!o.full) cfg["adapter_config"] = adapt::load_config(o.adapter);
   const std::string cfg_text = cfg.dump();
 
-  auto loaded = load_sam(o.checkpoint);
-  Sam model = loaded.model;
+  Sam model = o.init.empty() ? load_sam(o.checkpoint).model : init_sam(o.init, o.seed);
   std::optional<adapt::AdaptedSam> adapted;
   std::vector<std::pair<std::string, Tensor>> params;
   if (o.full) {
@@ -425,10 +479,21 @@ TrainResult train(const TrainOptions& o) {
         break;
       }
       std::vector<ModelSample> samples;
+      std::vector<int64_t> image_of;  // samples[k] decodes image image_of[k]
       std::vector<Tensor> imgs;
       for (const auto& it : batch) {
         samples.push_back(to_model_sample(model, it.image, it.sample.mask, it.prompt));
         imgs.push_back(samples.back().image);
+        image_of.push_back(int64_t(imgs.size()) - 1);
+        // More objects of the same image share its (expensive) encoding, as
+        // SAM's own training decodes many masks per image.
+        for (size_t j : more_masks(*ds, it, o.masks_per_image - 1, o.seed)) {
+          const cv::Mat m = ds->get_mask(j);
+          if (m.size() != it.sample.mask.size() || cv::countNonZero(m) == 0) continue;
+          const auto p = data::sample_prompt(m, lo.prompts[0], o.seed, degrade::derive_seed(j, it.index));
+          samples.push_back(to_model_sample(model, it.image, m, p));
+          image_of.push_back(int64_t(imgs.size()) - 1);
+        }
       }
       Tensor loss_acc;
       {
@@ -450,8 +515,7 @@ TrainResult train(const TrainOptions& o) {
           std::optional<Tensor> box;
           if (s.box.defined()) box = s.box;
           auto [sparse, dense] = model->prompt_encoder->forward(pts, box, std::nullopt);
-          auto [low, iou] =
-              model->mask_decoder->forward(emb.narrow(0, int64_t(i), 1), pe, sparse, dense, s.ambiguous);
+          auto [low, iou] = model->mask_decoder->forward(emb.narrow(0, image_of[i], 1), pe, sparse, dense, s.ambiguous);
           auto parts = sam_loss(low[0], iou[0], s.target);
           loss_acc = loss_acc.defined() ? loss_acc + parts.total : parts.total;
           focal += parts.focal;
@@ -460,11 +524,13 @@ TrainResult train(const TrainOptions& o) {
         }
       }
       auto aux = adapted ? adapted->aux_loss() : torch::zeros({});
-      auto loss = (loss_acc / double(per_step)) + aux / double(o.accum);
+      // Every mask weighs the same: the mean over this micro-batch's masks,
+      // averaged over the accumulated micro-batches.
+      auto loss = (loss_acc / double(samples.size() * size_t(o.accum))) + aux / double(o.accum);
       loss.backward();
       loss_sum += loss_acc.item<double>();
       aux_sum += aux.item<double>();
-      n_items += int64_t(batch.size());
+      n_items += int64_t(samples.size());
     }
     if (n_items == 0) break;
     if (!std::isfinite(loss_sum)) throw Error("loss became NaN/Inf at step " + std::to_string(step) + "; lower --lr");
@@ -475,9 +541,16 @@ TrainResult train(const TrainOptions& o) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     const double ips = double((step - first) * per_step) / std::max(secs, 1e-9);
     const double eta = double(total - step) * secs / double(std::max<int64_t>(1, step - first));
-    nlohmann::json j{{"step", step},   {"loss", last_loss}, {"focal", focal / n_items}, {"dice", dice / n_items},
-                     {"iou_mse", iou_mse / n_items}, {"aux", aux_sum / o.accum}, {"lr", lr},
-                     {"img_per_s", ips}, {"skipped", loader.skipped()}};
+    nlohmann::json j{{"step", step},
+                     {"loss", last_loss},
+                     {"focal", focal / n_items},
+                     {"dice", dice / n_items},
+                     {"iou_mse", iou_mse / n_items},
+                     {"aux", aux_sum / o.accum},
+                     {"lr", lr},
+                     {"img_per_s", ips},
+                     {"masks", n_items},
+                     {"skipped", loader.skipped()}};
     metrics << j.dump() << "\n" << std::flush;
     curve.emplace_back(step, last_loss);
     if (!o.quiet) {

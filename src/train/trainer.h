@@ -14,21 +14,23 @@
 namespace rsam::train {
 
 struct TrainOptions {
-  std::string checkpoint;          // base SAM
-  std::string data;                // dataset spec (data/dataset.h)
-  std::string val;                 // optional validation spec
-  std::string adapter = "gara";    // method name or JSON config file; ignored with full
+  std::string checkpoint;        // base SAM
+  std::string init;              // with full and no checkpoint: random weights of this config (JSON file or preset)
+  std::string data;              // dataset spec (data/dataset.h)
+  std::string val;               // optional validation spec
+  std::string adapter = "gara";  // method name or JSON config file; ignored with full
   bool train_decoder = false;
-  bool full = false;               // train every weight (pre-training)
+  bool full = false;                     // train every weight (pre-training)
   std::string corruption = "robustseg";  // loader corruption list, "none" for clean
-  std::string severity = "3";      // 1..5 or random
+  std::string severity = "3";            // 1..5 or random
   double clean_ratio = 0.0;
   std::string prompts = "points:3,box";  // one is drawn per sample (mix)
-  int64_t steps = 0, epochs = 0;   // one of them
+  int64_t steps = 0, epochs = 0;         // one of them
   int batch = 1, accum = 1;
+  int masks_per_image = 1;         // objects decoded per image encoding (datasets with several per image)
   std::string optimizer = "adam";  // adam | adamw
   double lr = 1e-4, wd = 1e-5, clip = 1.0;
-  int64_t warmup = 0;              // linear warm-up steps, then cosine decay to lr * min_lr_ratio
+  int64_t warmup = 0;  // linear warm-up steps, then cosine decay to lr * min_lr_ratio
   double min_lr_ratio = 0.0;
   std::string precision = "fp32";
   bool grad_checkpoint = false;
@@ -60,7 +62,7 @@ torch::Tensor encode_for_training(Sam& model, const torch::Tensor& images, bool 
 // into the resized frame.
 struct ModelSample {
   torch::Tensor image, target, points, labels, box;  // points [1,K,2], labels [1,K], box [1,4]; undefined if absent
-  bool ambiguous = false;                           // a single point: train the best of 3 masks
+  bool ambiguous = false;                            // a single point: train the best of 3 masks
 };
 ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat& mask01,
                             const data::SampledPrompt& prompt);

@@ -5,13 +5,13 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <array>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "io/npy.h"
 
@@ -82,8 +82,9 @@ TEST(Cli, SegmentWritesEveryOutput) {
 }
 
 TEST(Cli, MaskInputAndBoxAreAccepted) {
-  auto r = run("segment --checkpoint " + kData + "tiny_b.pth --image " + kData + "images/square64.png --box 5,5,40,50 " +
-               "--mask-input " + kData + "expected/tiny_b_square64_mask_input_mask_in.npy --json --threads 1");
+  auto r =
+      run("segment --checkpoint " + kData + "tiny_b.pth --image " + kData + "images/square64.png --box 5,5,40,50 " +
+          "--mask-input " + kData + "expected/tiny_b_square64_mask_input_mask_in.npy --json --threads 1");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["masks"].size(), 1u);
 }
@@ -112,16 +113,16 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
   const auto garbage = tmp("garbage.png");
   std::ofstream(garbage) << "not an image";
   const std::vector<std::string> cases = {
-      "segment" + ck + img + " --point 500,10",                       // outside the image
-      "segment" + ck + img + " --point nan,10",                       // NaN
-      "segment" + ck + img + " --point 10",                           // malformed
-      "segment" + ck + img + " --point 10,10,3",                      // bad label
-      "segment" + ck + img + " --box 30,30,10,10",                    // inverted box
-      "segment" + ck + img,                                           // no prompt
-      "segment" + ck + " --image /nonexistent.png --point 1,1",       // missing image
-      "segment" + ck + " --image " + garbage + " --point 1,1",        // corrupt image
-      "segment --checkpoint /nonexistent.pth" + img + " --point 1,1", // missing checkpoint
-      "segment --checkpoint " + garbage + img + " --point 1,1",       // corrupt checkpoint
+      "segment" + ck + img + " --point 500,10",                        // outside the image
+      "segment" + ck + img + " --point nan,10",                        // NaN
+      "segment" + ck + img + " --point 10",                            // malformed
+      "segment" + ck + img + " --point 10,10,3",                       // bad label
+      "segment" + ck + img + " --box 30,30,10,10",                     // inverted box
+      "segment" + ck + img,                                            // no prompt
+      "segment" + ck + " --image /nonexistent.png --point 1,1",        // missing image
+      "segment" + ck + " --image " + garbage + " --point 1,1",         // corrupt image
+      "segment --checkpoint /nonexistent.pth" + img + " --point 1,1",  // missing checkpoint
+      "segment --checkpoint " + garbage + img + " --point 1,1",        // corrupt checkpoint
       "segment" + ck + img + " --point 1,1 --mask-input " + kData + "expected/tiny_a_square64_embedding.npy",
       "info " + garbage,
   };
@@ -181,8 +182,8 @@ TEST(Cli, AdapterMergeMatchesAdapted) {
   // GaRA is input-dependent: merging it is refused with an error.
   const auto gara = tmp("gara_for_merge.safetensors");
   ASSERT_EQ(run("adapter init --checkpoint " + kData + "tiny_a.pth --adapter gara --out " + gara).code, 0);
-  auto g = run("adapter merge --checkpoint " + kData + "tiny_a.pth --adapter " + gara + " --out " +
-               tmp("nope.safetensors"));
+  auto g =
+      run("adapter merge --checkpoint " + kData + "tiny_a.pth --adapter " + gara + " --out " + tmp("nope.safetensors"));
   EXPECT_EQ(g.code, 1);
   EXPECT_NE(g.err.find("cannot be merged"), std::string::npos) << g.err;
   // The merged checkpoint segments exactly like base + adapter.
@@ -268,4 +269,78 @@ TEST(Cli, EvalWritesAReport) {
   auto bad = run("eval --checkpoint " + kData + "tiny_a.pth --data folder:/nope,/nope --quiet");
   EXPECT_EQ(bad.code, 1);
   EXPECT_EQ(lines(bad.err), 1) << bad.err;
+}
+
+// The bundled default: `rsam segment --image IMG --point X,Y` with no other
+// argument uses rsam-tiny and its GaRA adapter; --no-adapter turns it off.
+TEST(Cli, SegmentWithNoCheckpointUsesTheBundledModel) {
+  const auto img = tmp("bundled_scene.png");
+  cv::Mat scene(200, 240, CV_8UC3, cv::Scalar(40, 90, 160));
+  cv::circle(scene, {120, 100}, 45, cv::Scalar(230, 220, 40), cv::FILLED);
+  cv::imwrite(img, scene);
+  auto r = run("segment --image " + img + " --point 120,100 --json --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["adapter"], "gara");
+  const int area = j["masks"][j["best"].get<int>()]["area"].get<int>();
+  // A trained model finds the disc (area pi*45^2 ~ 6360 px), not noise.
+  EXPECT_GT(area, 4500);
+  EXPECT_LT(area, 8500);
+  auto plain = run("segment --image " + img + " --point 120,100 --json --threads 1 --no-adapter");
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  EXPECT_FALSE(nlohmann::json::parse(plain.out).contains("adapter"));
+  auto both = run("segment --image " + img + " --point 1,1 --no-adapter --adapter x.safetensors");
+  EXPECT_EQ(both.code, 1);
+  EXPECT_EQ(lines(both.err), 1) << both.err;
+}
+
+TEST(Cli, DemoWritesThePictureAndIous) {
+  const auto pic = tmp("demo.png");
+  std::remove(pic.c_str());
+  auto r = run("demo --out " + pic + " --json --threads 1 --seed 3");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  for (const char* k : {"iou_clean", "iou_base", "iou_adapted"}) {
+    EXPECT_GE(j[k].get<double>(), 0.0) << k;
+    EXPECT_LE(j[k].get<double>(), 1.0) << k;
+  }
+  EXPECT_GT(j["iou_clean"].get<double>(), 0.5) << "rsam-tiny segments a clean synthetic object";
+  cv::Mat m = cv::imread(pic, cv::IMREAD_COLOR);
+  ASSERT_FALSE(m.empty());
+  EXPECT_GT(m.cols, 3 * m.rows) << "four tiles side by side";
+  auto bad = run("demo --corruption nonesuch --out " + pic);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(lines(bad.err), 1) << bad.err;
+}
+
+TEST(Cli, SynthWritesATrainableSet) {
+  const auto dir = tmp("synth_set");
+  std::system(("rm -rf " + dir).c_str());
+  auto r = run("synth --out " + dir + " --count 4 --size 64 --photos none --jobs 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("4 scenes"), std::string::npos) << r.out;
+  auto ann = nlohmann::json::parse(slurp(dir + "/annotations.json"));
+  EXPECT_EQ(ann["images"].size(), 4u);
+  EXPECT_GT(ann["annotations"].size(), 4u);
+  auto bad = run("synth --out " + dir + " --count 4 --size 64 --photos /nonexistent");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(lines(bad.err), 1) << bad.err;
+}
+
+// The study end to end at toy scale: two methods, two seeds, one step each.
+TEST(Cli, StudyWritesTheReport) {
+  const auto dir = tmp("study");
+  std::system(("rm -rf " + dir).c_str());
+  auto s = run("synth --out " + dir + "/scenes --count 3 --size 64 --photos none");
+  ASSERT_EQ(s.code, 0) << s.err;
+  const std::string spec = "coco:" + dir + "/scenes/annotations.json," + dir + "/scenes/images";
+  auto r = run("study --checkpoint " + kData + "tiny_a.pth --train " + spec + " --val " + spec +
+               " --method lora-r2=lora --method gara=gara --seeds 2 --steps 1 --batch 1 --max-samples 2"
+               " --gate-images 1 --corruption clean,gauss_noise --prompts point:1,box --threads 1 --quiet --out " +
+               dir + "/runs --doc " + dir + "/results.md");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string md = slurp(dir + "/results.md");
+  for (const char* k : {"## Summary", "lora-r2", "gara", "## Per corruption", "GaRA's gates", "## Cost", "± "})
+    EXPECT_NE(md.find(k), std::string::npos) << k;
+  EXPECT_FALSE(cv::imread(dir + "/results_iou_per_corruption.png").empty());
 }

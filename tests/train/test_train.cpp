@@ -2,18 +2,22 @@
 // plain backward pass, and a short train -> eval -> report run on a tiny
 // model and generated images.
 #include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <torch/torch.h>
 
 #include <filesystem>
 #include <fstream>
 #include <random>
 
 #include "adapt/adapter.h"
+#include "data/synth.h"
 #include "error.h"
 #include "eval/evaluator.h"
+#include "io/fs.h"
 #include "model/checkpoint.h"
+#include "tiny_config.h"
 #include "train/loss.h"
 #include "train/trainer.h"
 
@@ -210,4 +214,58 @@ TEST(Train, Bf16WithGradientCheckpointing) {
   auto r = rsam::train::train(o);
   EXPECT_EQ(r.steps, 2);
   EXPECT_TRUE(std::isfinite(r.last_loss));
+}
+
+// Pre-training from random weights (rsam-tiny's path): a JSON config, synthetic
+// scenes, several objects decoded per image encoding; same seed, same weights.
+TEST(Train, FromScratchOnSyntheticScenesWithSeveralMasksPerImage) {
+  const auto dir = fs::path(::testing::TempDir()) / "rsam_train_scratch";
+  fs::remove_all(dir);
+  rsam::data::SynthOptions so;
+  so.size = 64;
+  so.photos = "none";
+  so.min_objects = 3;
+  so.max_objects = 5;
+  rsam::data::write_synth((dir / "scenes").string(), 3, so);
+  const auto cfg_path = (dir / "tiny.json").string();
+  {
+    std::ofstream f(cfg_path);
+    f << rsam::testing::tiny_config().to_json();
+  }
+  rsam::train::TrainOptions o;
+  o.init = cfg_path;
+  o.full = true;
+  o.data = "coco:" + (dir / "scenes" / "annotations.json").string() + "," + (dir / "scenes" / "images").string();
+  o.corruption = "none";
+  o.prompts = "points:1,box";
+  o.steps = 2;
+  o.batch = 2;
+  o.masks_per_image = 3;
+  o.quiet = true;
+  o.threads = 1;
+  o.out = (dir / "a").string();
+  const auto r = rsam::train::train(o);
+  ASSERT_TRUE(std::isfinite(r.last_loss));
+  auto model = rsam::load_sam(r.weights_path).model;
+  EXPECT_EQ(model->config, rsam::testing::tiny_config());
+  o.out = (dir / "b").string();
+  rsam::train::train(o);
+  EXPECT_EQ(rsam::io::read_file((dir / "a" / "model.safetensors").string()),
+            rsam::io::read_file((dir / "b" / "model.safetensors").string()));
+  // Each step decoded more objects than it encoded images.
+  std::ifstream m((dir / "a" / "metrics.jsonl").string());
+  std::string line;
+  int steps = 0;
+  while (std::getline(m, line) && line.find("\"masks\"") != std::string::npos) {
+    ++steps;
+    EXPECT_GT(nlohmann::json::parse(line)["masks"].get<int>(), o.batch) << line;
+  }
+  EXPECT_EQ(steps, 2);
+  // --init needs --full, and excludes --checkpoint.
+  o.full = false;
+  EXPECT_THROW(rsam::train::train(o), rsam::Error);
+  o.full = true;
+  o.checkpoint = kData + "tiny_a.pth";
+  EXPECT_THROW(rsam::train::train(o), rsam::Error);
+  fs::remove_all(dir);
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Regenerates the bundled models from scratch: the synthetic data, rsam-tiny
+# (pre-trained on clean scenes) and its GaRA adapter (trained on corrupted
+# scenes). The committed models/ files came from exactly these commands; see
+# docs/rsam-tiny.md for the times measured on a 2-core CPU.
+# Usage: scripts/make_rsam_tiny.sh [WORK_DIR]   (default: runs/tiny)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+W=${1:-runs/tiny}
+RSAM=${RSAM:-build/rsam}
+mkdir -p "$W"
+# 6000 training and 300 held-out scenes, 256x256 (the model's input size).
+$RSAM synth --out "$W/synth-train" --count 6000 --size 256 --seed 1 --jobs "$(nproc)"
+$RSAM synth --out "$W/synth-val" --count 300 --size 256 --seed 2 --jobs "$(nproc)"
+TRAIN="coco:$W/synth-train/annotations.json,$W/synth-train/images"
+VAL="coco:$W/synth-val/annotations.json,$W/synth-val/images"
+# Every weight from random init, clean scenes, points and boxes.
+$RSAM train --init models/rsam-tiny.json --full --data "$TRAIN" --val "$VAL" --corruption none \
+  --prompts points:1,points:3,box --steps 1000 --batch 8 --masks-per-image 6 --optimizer adamw --lr 2e-3 \
+  --wd 0.01 --warmup 30 --seed 1 --threads 1 --workers 1 --save-every 50 --out "$W/base" --resume
+$RSAM convert "$W/base/model.safetensors" models/rsam-tiny.safetensors
+# GaRA (ranks scaled to the 128-wide encoder) on Robust-Seg + LQ corruptions.
+$RSAM train --checkpoint models/rsam-tiny.safetensors --adapter models/rsam-tiny-gara.json --data "$TRAIN" \
+  --val "$VAL" --corruption robustseg,lqseg --severity random --clean-ratio 0.2 --prompts points:1,points:3,box \
+  --steps 400 --batch 8 --masks-per-image 6 --optimizer adamw --lr 1e-3 --wd 1e-4 --warmup 20 --seed 1 \
+  --threads 1 --workers 1 --save-every 50 --out "$W/gara" --resume
+cp "$W/gara/adapter.safetensors" models/rsam-tiny-gara.safetensors

@@ -1,0 +1,41 @@
+// The miniature study: every adapter method trained on the same corrupted
+// data with the same steps and seeds, evaluated on the same held-out scenes
+// per corruption and prompt, with the rank-oracle analysis, GaRA's gate
+// statistics, parameter counts and inference overhead, written as one
+// Markdown report with charts. Resumable: finished runs are kept.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace rsam::eval {
+
+struct StudyOptions {
+  std::string checkpoint;  // base model (rsam-tiny)
+  std::string train_data, val_data;
+  // "name=method[,key=value...]" entries; empty = the default line-up
+  // (LoRA ranks, GaRA and its no-space-gate ablation, MoE-LoRA, Conv-LoRA,
+  // decoder-only, BitFit, Adapter, SSF) with ranks scaled to the model width.
+  std::vector<std::string> methods;
+  int seeds = 3;
+  int64_t steps = 100;
+  int batch = 4, masks_per_image = 4;
+  double lr = 1e-3;
+  std::string train_corruption = "robustseg,lqseg";  // loader corruptions for training
+  std::string eval_corruptions = "clean,robustseg,lqseg";
+  std::string prompts = "point:1,point:3,box";
+  int64_t max_samples = 48;  // held-out objects evaluated
+  int gate_images = 16;      // images per corruption for the gate statistics
+  int threads = 0;
+  std::string out = "runs/study";       // runs, adapters, per-seed reports
+  std::string doc = "docs/results.md";  // the report (charts beside it)
+  bool quiet = false;
+};
+
+// The default method line-up for a model whose encoder width is `width`
+// (name -> adapter config JSON text).
+std::vector<std::pair<std::string, std::string>> default_study_methods(int width);
+
+void run_study(const StudyOptions& opts);
+
+}  // namespace rsam::eval

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 
@@ -16,6 +17,7 @@
 #include "degrade/corruption.h"
 #include "error.h"
 #include "model/checkpoint.h"
+#include "model/image.h"
 #include "model/predictor.h"
 #include "model/runtime.h"
 
@@ -24,17 +26,13 @@ namespace rsam::app {
 namespace {
 
 struct DemoArgs {
-  std::string checkpoint, adapter, out = "rsam-demo.png", corruption = "gauss_noise";
-  int severity = 5, threads = 0;
+  std::string checkpoint, adapter, out = "rsam-demo.png", corruption = "fog";
+  int severity = 3, threads = 0;
   uint64_t seed = 0;
   bool json = false;
 };
 
-Image8 to_image8(const cv::Mat& rgb) {
-  Image8 im(rgb.cols, rgb.rows, 3);
-  for (int y = 0; y < rgb.rows; ++y) std::memcpy(&im.data[size_t(y) * rgb.cols * 3], rgb.ptr(y), size_t(rgb.cols) * 3);
-  return im;
-}
+Image8 to_image8(const cv::Mat& rgb) { return image8_from_rows(rgb.data, rgb.cols, rgb.rows, rgb.step); }
 
 // Best-scored of SAM's three masks for one point, as the evaluation does.
 cv::Mat segment(Sam model, const cv::Mat& rgb, cv::Point pt) {
@@ -53,7 +51,7 @@ cv::Mat segment(Sam model, const cv::Mat& rgb, cv::Point pt) {
 // bar above, the prompt point drawn.
 cv::Mat tile(const cv::Mat& rgb, const cv::Mat& mask01, cv::Point pt, const std::string& caption,
              const cv::Scalar& tint) {
-  const int scale = std::max(1, 384 / std::max(rgb.cols, rgb.rows));
+  const int scale = std::max(1, int(std::lround(384.0 / std::max(rgb.cols, rgb.rows))));
   cv::Mat img = rgb.clone();
   if (!mask01.empty()) {
     cv::Mat colour(img.size(), img.type(), tint), blended;
@@ -74,7 +72,7 @@ cv::Mat tile(const cv::Mat& rgb, const cv::Mat& mask01, cv::Point pt, const std:
   }
   cv::Mat out(img.rows + 28, img.cols, CV_8UC3, cv::Scalar(24, 24, 24));
   img.copyTo(out(cv::Rect(0, 28, img.cols, img.rows)));
-  cv::putText(out, caption, {6, 20}, cv::FONT_HERSHEY_SIMPLEX, 0.5, cv::Scalar(240, 240, 240), 1, cv::LINE_AA);
+  cv::putText(out, caption, {6, 20}, cv::FONT_HERSHEY_SIMPLEX, 0.6, cv::Scalar(240, 240, 240), 1, cv::LINE_AA);
   return out;
 }
 
@@ -120,7 +118,7 @@ void run_demo(const DemoArgs& a) {
   std::snprintf(c2, sizeof c2, "%s s%d, rsam-tiny: IoU %.3f", a.corruption.c_str(), a.severity, iou_base);
   std::snprintf(c3, sizeof c3, "%s s%d, + %s: IoU %.3f", a.corruption.c_str(), a.severity, adapted.method().c_str(),
                 iou_adapted);
-  std::vector<cv::Mat> tiles{tile(scene.image, gt, pt, "scene + ground truth", cv::Scalar(255, 200, 0)),
+  std::vector<cv::Mat> tiles{tile(scene.image, gt, pt, "ground truth", cv::Scalar(255, 200, 0)),
                              tile(scene.image, m_clean, pt, c1, cv::Scalar(30, 144, 255)),
                              tile(bad, m_base, pt, c2, cv::Scalar(30, 144, 255)),
                              tile(bad, m_adapted, pt, c3, cv::Scalar(30, 144, 255))};

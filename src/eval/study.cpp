@@ -212,12 +212,13 @@ void run_study(const StudyOptions& o) {
 
   // 3. GaRA's gates per corruption: active rank and space choice.
   auto ds = data::open_dataset(o.val_data);
-  std::vector<size_t> gate_samples;
+  // One sample per distinct image, read once and reused for every corruption and seed.
+  std::vector<std::pair<size_t, data::Sample>> gate_samples;  // (dataset index, sample)
   {
     std::set<std::string> seen;
     for (size_t i = 0; i < ds->size() && int(gate_samples.size()) < o.gate_images; ++i) {
-      const auto s = ds->get(i);
-      if (seen.insert(s.image_path).second) gate_samples.push_back(i);
+      auto smp = ds->get(i);
+      if (seen.insert(smp.image_path).second) gate_samples.emplace_back(i, std::move(smp));
     }
   }
   std::map<std::string, std::map<std::string, Stat>> gate_rank, gate_high;  // method -> corr
@@ -233,8 +234,7 @@ void run_study(const StudyOptions& o) {
       SamPredictor pred(ad.model(), Precision::FP32);
       for (const auto& c : gate_corrs) {
         const auto corr = c == "clean" ? nullptr : degrade::create(c, 3);
-        for (size_t i : gate_samples) {
-          const auto smp = ds->get(i);
+        for (const auto& [i, smp] : gate_samples) {
           const cv::Mat img = corr ? corr->run(smp.image, 77 + i).image : smp.image;
           pred.set_image(to_image8(img));
           double rank = 0, high = 0;

@@ -295,18 +295,20 @@ Tensor encode_for_training(Sam& model, const Tensor& images, bool grad_checkpoin
 }
 
 ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat& mask01,
-                            const data::SampledPrompt& prompt) {
+                            const data::SampledPrompt& prompt, bool with_image) {
   const auto& cfg = model->config;
   const int S = cfg.img_size, low = 4 * cfg.embedding_size();
   const int oh = rgb.rows, ow = rgb.cols;
   const auto [nh, nw] = preprocess_shape(oh, ow, S);
-  auto resized = resize_bilinear_pil(to_image8(rgb), nw, nh);
-  auto t = torch::from_blob(resized.data.data(), {nh, nw, 3}, torch::kUInt8)
-               .permute({2, 0, 1})
-               .to(torch::kFloat32)
-               .unsqueeze(0);
   ModelSample s;
-  s.image = model->preprocess(t.to(model->device()))[0];
+  if (with_image) {
+    auto resized = resize_bilinear_pil(to_image8(rgb), nw, nh);
+    auto t = torch::from_blob(resized.data.data(), {nh, nw, 3}, torch::kUInt8)
+                 .permute({2, 0, 1})
+                 .to(torch::kFloat32)
+                 .unsqueeze(0);
+    s.image = model->preprocess(t.to(model->device()))[0];
+  }
   // Target: the mask laid out like the image, then averaged down to the
   // decoder's low-res grid (soft values at edges).
   cv::Mat m;
@@ -491,7 +493,7 @@ TrainResult train(const TrainOptions& o) {
           const cv::Mat m = ds->get_mask(j);
           if (m.size() != it.sample.mask.size() || cv::countNonZero(m) == 0) continue;
           const auto p = data::sample_prompt(m, lo.prompts[0], o.seed, degrade::derive_seed(j, it.index));
-          samples.push_back(to_model_sample(model, it.image, m, p));
+          samples.push_back(to_model_sample(model, it.image, m, p, /*with_image=*/false));
           image_of.push_back(int64_t(imgs.size()) - 1);
         }
       }

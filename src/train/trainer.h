@@ -64,7 +64,9 @@ struct ModelSample {
   torch::Tensor image, target, points, labels, box;  // points [1,K,2], labels [1,K], box [1,4]; undefined if absent
   bool ambiguous = false;                            // a single point: train the best of 3 masks
 };
+// With with_image false, `image` is left undefined (another object of an
+// image already laid out: only its target and prompt are needed).
 ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat& mask01,
-                            const data::SampledPrompt& prompt);
+                            const data::SampledPrompt& prompt, bool with_image = true);
 
 }  // namespace rsam::train

@@ -323,6 +323,8 @@ void run_bench(const BenchArgs& a) {
   nlohmann::json j{{"model", model->config.type_name()},
                    {"precision", a.precision},
                    {"threads", num_threads()},
+                   {"blas_threads", blas_threads()},
+                   {"omp_wait_policy", omp_waits_passively() ? "passive" : "default"},
                    {"image_size", S},
                    {"attention", a.reference_attention ? "reference" : "chunked"},
                    {"encode_ms", enc},

@@ -207,7 +207,16 @@ void run_study(const StudyOptions& o) {
       for (auto& [c, ch] : orc["per_image_choice_counts"].items()) oracle_choice["per image"][c] += ch.get<int>();
     }
   }
-  const auto robust = degrade::expand("robustseg"), lq = degrade::expand("lqseg");
+  // The Robust-Seg and LQ columns average the types that were evaluated; the
+  // report names them, since --corruption may select a subset.
+  auto evaluated = [&](const std::vector<std::string>& all) {
+    std::vector<std::string> v;
+    for (const auto& c : all)
+      if (std::find(corr_order.begin(), corr_order.end(), c) != corr_order.end()) v.push_back(c);
+    return v;
+  };
+  const auto robust_all = degrade::expand("robustseg"), lq_all = degrade::expand("lqseg");
+  const auto robust = evaluated(robust_all), lq = evaluated(lq_all);
   const auto prompts = data::parse_prompts(o.prompts);
 
   // 3. GaRA's gates per corruption: active rank and space choice.
@@ -295,6 +304,15 @@ void run_study(const StudyOptions& o) {
      << "` per corruption (severity 3) and prompt, the same inputs for every method and seed. "
      << "Numbers are mean IoU in %, mean ± standard deviation over seeds (the spread comes from training seeds; "
      << "evaluation inputs are fixed).\n\n";
+  auto join = [](const std::vector<std::string>& v) {
+    std::string j;
+    for (const auto& x : v) j += (j.empty() ? "" : ", ") + x;
+    return j.empty() ? std::string("none") : j;
+  };
+  md << "Evaluated: clean " << (std::count(corr_order.begin(), corr_order.end(), "clean") ? "yes" : "no") << "; "
+     << robust.size() << " of " << robust_all.size() << " Robust-Seg types (" << join(robust) << "); " << lq.size()
+     << " of " << lq_all.size() << " LQ levels (" << join(lq)
+     << "). The Robust-Seg and LQ columns average the evaluated ones.\n\n";
   const std::vector<std::string> ps = [&] {
     std::vector<std::string> v;
     for (const auto& p : prompts) v.push_back(p.text);

@@ -1,24 +1,57 @@
 #include "model/runtime.h"
 
 #include <dlfcn.h>
+#include <strings.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 namespace rsam {
 
+namespace {
+// The libblas.so.3 torch links is whichever the alternatives system points at.
+void* blas_handle() {
+  void* h = dlopen("libblas.so.3", RTLD_LAZY | RTLD_NOLOAD);
+  if (!h) h = dlopen("libblas.so.3", RTLD_LAZY);
+  return h;
+}
+}  // namespace
+
 void set_threads(int n) {
   if (n <= 0) n = int(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
+  // torch sizes only its OpenMP pool; OpenBLAS keeps its own pthread pool at
+  // all cores, so "--threads 1" would still run GEMMs on two threads.
+  if (void* h = blas_handle())
+    if (auto f = reinterpret_cast<void (*)(int)>(dlsym(h, "openblas_set_num_threads"))) f(n);
+}
+
+int blas_threads() {
+  if (void* h = blas_handle())
+    if (auto f = reinterpret_cast<int (*)()>(dlsym(h, "openblas_get_num_threads"))) return f();
+  return 0;
+}
+
+bool omp_waits_passively() {
+  const char* p = std::getenv("OMP_WAIT_POLICY");
+  return p && (strcasecmp(p, "passive") == 0);
+}
+
+void reexec_with_passive_omp_wait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY")) return;  // the user chose; also stops a loop
+  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  unsetenv("OMP_WAIT_POLICY");  // exec failed (no /proc): run on as we are
 }
 
 int num_threads() { return torch::get_num_threads(); }
 
 std::string blas_warning() {
-  // OpenBLAS exports openblas_get_config; the reference BLAS does not. The
-  // libblas.so.3 torch links is whichever the alternatives system points at.
-  void* h = dlopen("libblas.so.3", RTLD_LAZY | RTLD_NOLOAD);
-  if (!h) h = dlopen("libblas.so.3", RTLD_LAZY);
+  // OpenBLAS exports openblas_get_config; the reference BLAS does not.
+  void* h = blas_handle();
   if (!h) return {};
   const bool openblas = dlsym(h, "openblas_get_config") != nullptr;
   const bool mkl = dlsym(h, "mkl_get_version") != nullptr || dlsym(h, "MKL_Get_Version") != nullptr;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -25,12 +26,12 @@ struct Run {
   std::string out, err;
 };
 
-Run run(const std::string& args) {
+Run run(const std::string& args, const std::string& env = "") {
   // ctest runs these tests in parallel processes: a private stderr file each.
   static int counter = 0;
   const std::string err_path =
       ::testing::TempDir() + "rsam_cli_stderr_" + std::to_string(getpid()) + "_" + std::to_string(counter++) + ".txt";
-  const std::string cmd = kBin + " " + args + " 2>" + err_path;
+  const std::string cmd = env + kBin + " " + args + " 2>" + err_path;
   Run r;
   FILE* p = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf{};
@@ -79,6 +80,24 @@ TEST(Cli, SegmentWritesEveryOutput) {
   EXPECT_EQ(l.shape, (std::vector<int64_t>{3, 32, 32}));
   auto e = rsam::io::load_npy(emb);
   EXPECT_EQ(e.shape, (std::vector<int64_t>{1, 32, 8, 8}));
+}
+
+TEST(Cli, BenchSizesBothThreadPoolsAndWaitsPassively) {
+  // --threads must bound OpenBLAS's pool too, and long commands re-execute
+  // themselves with passive OpenMP waiting unless the user set a policy.
+  for (int threads : {1, 2}) {
+    auto r = run("bench --checkpoint " + kData + "tiny_a.pth --repeat 1 --decode-repeat 1 --json --threads " +
+                 std::to_string(threads));
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["threads"], threads);
+    EXPECT_EQ(j["blas_threads"], threads) << "is torch's BLAS OpenBLAS (libopenblas0-pthread)?";
+    if (!std::getenv("OMP_WAIT_POLICY")) EXPECT_EQ(j["omp_wait_policy"], "passive");
+  }
+  auto active = run("bench --checkpoint " + kData + "tiny_a.pth --repeat 1 --decode-repeat 1 --json --threads 1",
+                    "OMP_WAIT_POLICY=ACTIVE ");
+  ASSERT_EQ(active.code, 0) << active.err;
+  EXPECT_EQ(nlohmann::json::parse(active.out)["omp_wait_policy"], "default");
 }
 
 TEST(Cli, MaskInputAndBoxAreAccepted) {
@@ -342,7 +361,8 @@ TEST(Cli, StudyWritesTheReport) {
                dir + "/runs --doc " + dir + "/results.md");
   ASSERT_EQ(r.code, 0) << r.err;
   const std::string md = slurp(dir + "/results.md");
-  for (const char* k : {"## Summary", "lora-r2", "gara", "## Per corruption", "GaRA's gates", "## Cost", "± "})
+  for (const char* k : {"## Summary", "lora-r2", "gara", "## Per corruption", "GaRA's gates", "## Cost", "± ",
+                        "1 of 15 Robust-Seg types (gauss_noise)", "0 of 3 LQ levels"})
     EXPECT_NE(md.find(k), std::string::npos) << k;
   EXPECT_FALSE(cv::imread(dir + "/results_iou_per_corruption.png").empty());
 }

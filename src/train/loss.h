@@ -22,7 +22,8 @@ struct LossParts {
 };
 
 // logits [M, H, W] candidates (M = 1, or 3 for an ambiguous single point:
-// the best candidate is the one trained, as in SAM), iou_pred [M], target [H, W].
+// the best candidate's mask is the one trained, as in SAM; every candidate's
+// predicted IoU is regressed to its actual IoU), iou_pred [M], target [H, W].
 LossParts sam_loss(const torch::Tensor& logits, const torch::Tensor& iou_pred, const torch::Tensor& target,
                    double focal_weight = 20.0);
 

@@ -77,9 +77,16 @@ TEST(Loss, AmbiguousPromptsTrainTheBestCandidate) {
   auto t = torch::tensor({1.f, 1.f, 0.f, 0.f}).view({2, 2});
   auto good = (t * 2 - 1) * 10, bad = -good;
   auto logits = torch::stack({bad, good, torch::zeros({2, 2})});
-  auto parts = rsam::train::sam_loss(logits, torch::tensor({0.5f, 1.0f, 0.2f}), t);
+  auto pred = torch::tensor({0.5f, 1.0f, 0.2f}).requires_grad_();
+  auto parts = rsam::train::sam_loss(logits, pred, t);
   EXPECT_LT(parts.dice, 0.01);
-  EXPECT_NEAR(parts.iou_mse, 0.0, 1e-9);  // predicted 1.0 for the best, which is exact
+  // Every candidate's score is supervised (it ranks them at inference):
+  // actual IoUs 0, 1, 0 (empty mask) -> ((0.5)^2 + 0 + (0.2)^2) / 3.
+  EXPECT_NEAR(parts.iou_mse, (0.25 + 0.04) / 3, 1e-6);
+  parts.total.backward();
+  EXPECT_NEAR(pred.grad()[0].item<float>(), 2 * 0.5f / 3, 1e-6);
+  EXPECT_NEAR(pred.grad()[1].item<float>(), 0.0f, 1e-6);
+  EXPECT_NEAR(pred.grad()[2].item<float>(), 2 * 0.2f / 3, 1e-6);
 }
 
 TEST(GradCheckpoint, SameGradientsAsPlainBackward) {

@@ -43,7 +43,14 @@ bool omp_waits_passively() {
 void reexec_with_passive_omp_wait(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY")) return;  // the user chose; also stops a loop
   if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
-  execv("/proc/self/exe", argv);
+  // The resolved path, not /proc/self/exe itself, so ps and top still show
+  // the program's own name.
+  char path[4096];
+  const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n > 0) {
+    path[n] = '\0';
+    execv(path, argv);
+  }
   unsetenv("OMP_WAIT_POLICY");  // exec failed (no /proc): run on as we are
 }
 

@@ -18,7 +18,12 @@ VAL="coco:$W/synth-val/annotations.json,$W/synth-val/images"
 $RSAM train --init models/rsam-tiny.json --full --data "$TRAIN" --val "$VAL" --corruption none \
   --prompts points:1,points:3,box --steps 1000 --batch 8 --masks-per-image 6 --optimizer adamw --lr 2e-3 \
   --wd 0.01 --warmup 30 --seed 1 --threads 1 --workers 1 --save-every 50 --out "$W/base" --resume
-$RSAM convert "$W/base/model.safetensors" models/rsam-tiny.safetensors
+# Continued: a second cosine schedule from the first stage's weights (the
+# first had decayed to zero with the loss still falling).
+$RSAM train --checkpoint "$W/base/model.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
+  --prompts points:1,points:3,box --steps 2400 --batch 8 --masks-per-image 6 --optimizer adamw --lr 1.5e-3 \
+  --wd 0.01 --warmup 50 --seed 2 --threads 2 --workers 1 --save-every 50 --out "$W/base2" --resume
+$RSAM convert "$W/base2/model.safetensors" models/rsam-tiny.safetensors
 # GaRA (ranks scaled to the 128-wide encoder) on Robust-Seg + LQ corruptions.
 $RSAM train --checkpoint models/rsam-tiny.safetensors --adapter models/rsam-tiny-gara.json --data "$TRAIN" \
   --val "$VAL" --corruption robustseg,lqseg --severity random --clean-ratio 0.2 --prompts points:1,points:3,box \

@@ -11,7 +11,8 @@ namespace rsam::data {
 namespace {
 
 cv::Mat binary(const cv::Mat& m, const char* what) {
-  if (m.empty() || m.type() != CV_8UC1) throw Error(std::string("metrics: ") + what + " must be a non-empty CV_8UC1 mask");
+  if (m.empty() || m.type() != CV_8UC1)
+    throw Error(std::string("metrics: ") + what + " must be a non-empty CV_8UC1 mask");
   cv::Mat b;
   cv::compare(m, 0, b, cv::CMP_GT);  // 0/255
   return b;
@@ -35,11 +36,25 @@ cv::Mat mask_boundary(const cv::Mat& mask01, double dilation_ratio) {
   return band & 1;
 }
 
-MaskMetrics mask_metrics(const cv::Mat& pred01, const cv::Mat& gt01, double boundary_dilation_ratio) {
-  const cv::Mat p = binary(pred01, "prediction"), g = binary(gt01, "ground truth");
+namespace {
+
+void check_same_size(const cv::Mat& p, const cv::Mat& g) {
   if (p.size() != g.size())
     throw Error("metrics: prediction is " + std::to_string(p.cols) + "x" + std::to_string(p.rows) +
                 " but ground truth is " + std::to_string(g.cols) + "x" + std::to_string(g.rows));
+}
+
+}  // namespace
+
+double mask_iou(const cv::Mat& pred01, const cv::Mat& gt01) {
+  const cv::Mat p = binary(pred01, "prediction"), g = binary(gt01, "ground truth");
+  check_same_size(p, g);
+  return ratio(cv::countNonZero(p & g), cv::countNonZero(p | g));
+}
+
+MaskMetrics mask_metrics(const cv::Mat& pred01, const cv::Mat& gt01, double boundary_dilation_ratio) {
+  const cv::Mat p = binary(pred01, "prediction"), g = binary(gt01, "ground truth");
+  check_same_size(p, g);
   const double inter = cv::countNonZero(p & g), uni = cv::countNonZero(p | g);
   const double np = cv::countNonZero(p), ng = cv::countNonZero(g);
   MaskMetrics m;

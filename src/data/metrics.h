@@ -28,6 +28,8 @@ struct MaskMetrics {
 };
 
 MaskMetrics mask_metrics(const cv::Mat& pred01, const cv::Mat& gt01, double boundary_dilation_ratio = 0.02);
+// IoU alone (same conventions as mask_metrics), for ranking many candidates cheaply.
+double mask_iou(const cv::Mat& pred01, const cv::Mat& gt01);
 
 // The boundary band mask_metrics uses (CV_8UC1 0/1), for inspection and tests.
 cv::Mat mask_boundary(const cv::Mat& mask01, double dilation_ratio = 0.02);

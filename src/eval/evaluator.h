@@ -34,6 +34,9 @@ struct Record {
   size_t index = 0;
   data::MaskMetrics m;
   float score = 0;  // the decoder's predicted IoU for the chosen mask
+  // IoU of the best of the decoder's candidates, knowing the answer: for an
+  // ambiguous single point, what a perfect ranking would score (else == m.iou).
+  double best_candidate_iou = 0;
 };
 
 struct EvalResult {

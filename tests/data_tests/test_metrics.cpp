@@ -18,7 +18,7 @@ TEST(Metrics, ShiftedSquare) {
   // gt: 6x6 square at (2,2); pred: the same shifted right by one column.
   const cv::Mat gt = rect(10, 10, {2, 2, 6, 6}), pred = rect(10, 10, {3, 2, 6, 6});
   const MaskMetrics m = mask_metrics(pred, gt);
-  EXPECT_DOUBLE_EQ(m.iou, 30.0 / 42.0);             // 6x5 overlap; 36 + 36 - 30
+  EXPECT_DOUBLE_EQ(m.iou, 30.0 / 42.0);  // 6x5 overlap; 36 + 36 - 30
   EXPECT_DOUBLE_EQ(m.dice, 60.0 / 72.0);
   EXPECT_DOUBLE_EQ(m.pixel_accuracy, 88.0 / 100.0);  // 6 + 6 disagreeing pixels
   // Each boundary is the 1-pixel ring: 36 - 16 = 20 pixels. The rings share
@@ -54,6 +54,15 @@ TEST(Metrics, EmptyMaskConventions) {
     EXPECT_DOUBLE_EQ(m.pixel_accuracy, 32.0 / 36.0);
     EXPECT_EQ(m.boundary_iou, 0.0);
   }
+}
+
+TEST(Metrics, IouAloneMatchesTheFullMetrics) {
+  const cv::Mat gt = rect(10, 10, {2, 2, 6, 6}), pred = rect(10, 10, {3, 2, 6, 6});
+  const cv::Mat empty(10, 10, CV_8UC1, cv::Scalar(0));
+  EXPECT_DOUBLE_EQ(mask_iou(pred, gt), 30.0 / 42.0);
+  EXPECT_EQ(mask_iou(empty, empty), mask_metrics(empty, empty).iou);
+  EXPECT_EQ(mask_iou(empty, gt), 0.0);
+  EXPECT_THROW(mask_iou(rect(9, 10, {0, 0, 2, 2}), gt), Error);
 }
 
 TEST(Metrics, BoundaryWidthFollowsTheDiagonal) {

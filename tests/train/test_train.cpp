@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 
 #include "adapt/adapter.h"
@@ -184,8 +185,25 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
   EXPECT_TRUE(res.summary.contains("adapter"));
   EXPECT_TRUE(res.summary["sam"].contains("degraded (mean)"));
   EXPECT_FALSE(res.oracle.is_null());
+  // One point gets three candidates; the best of them (knowing the answer)
+  // bounds the picked one. A box gets one mask, so the two coincide.
+  int better = 0;
+  for (const auto& rec : res.records) {
+    if (rec.prompt == "points:1") {
+      EXPECT_GE(rec.best_candidate_iou, rec.m.iou);
+      better += rec.best_candidate_iou > rec.m.iou;
+    } else {
+      EXPECT_EQ(rec.best_candidate_iou, rec.m.iou);
+    }
+  }
+  EXPECT_GT(better, 0) << "an untrained model never ranks a worse candidate first?";
+  EXPECT_GE(res.summary["sam"]["clean"]["points:1"]["best_candidate_iou"].get<double>(),
+            res.summary["sam"]["clean"]["points:1"]["iou"].get<double>());
   for (const char* f : {"report.md", "results.json", "records.csv", "iou_per_corruption.png"})
     EXPECT_TRUE(fs::exists(fs::path(e.report) / f)) << f;
+  std::ifstream rf(fs::path(e.report) / "report.md");
+  const std::string report((std::istreambuf_iterator<char>(rf)), std::istreambuf_iterator<char>());
+  EXPECT_NE(report.find("points:1: the mask picked by predicted IoU vs the best of the three"), std::string::npos);
   // Same seed, same prompts and corruptions: the base model scores identically twice.
   e.adapters = {"none"};
   e.report.clear();

@@ -35,6 +35,8 @@ void add_train_command(CLI::App& app) {
   c->add_option("--batch", o->batch, "Images per micro-batch");
   c->add_option("--masks-per-image", o->masks_per_image,
                 "Objects of the same image decoded per encoding (COCO, instances)");
+  c->add_option("--iterative-points", o->iterative_points,
+                "Interactive rounds per object: a corrective click from the last mask's error, plus that mask");
   c->add_option("--accum", o->accum, "Micro-batches per optimizer step");
   c->add_option("--optimizer", o->optimizer, "adam or adamw");
   c->add_option("--lr", o->lr, "Peak learning rate");

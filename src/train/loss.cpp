@@ -47,6 +47,7 @@ LossParts sam_loss(const Tensor& logits_in, const Tensor& iou_pred_in, const Ten
   out.focal = focal[best].item<double>();
   out.dice = dice[best].item<double>();
   out.iou_mse = iou_mse.item<double>();
+  out.best = best;
   return out;
 }
 

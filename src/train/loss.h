@@ -19,6 +19,7 @@ torch::Tensor mask_iou(const torch::Tensor& logits, const torch::Tensor& targets
 struct LossParts {
   torch::Tensor total;  // scalar
   double focal = 0, dice = 0, iou_mse = 0;
+  int64_t best = 0;  // the candidate whose mask was trained
 };
 
 // logits [M, H, W] candidates (M = 1, or 3 for an ambiguous single point:

@@ -338,6 +338,20 @@ ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat&
   return s;
 }
 
+bool corrective_click(const Tensor& logits, const Tensor& target, int img_size, Click* out) {
+  torch::NoGradGuard ng;
+  const auto pred = logits.detach() > 0, obj = target > 0.5;
+  const auto err = (pred ^ obj).flatten().nonzero();
+  if (err.size(0) == 0) return false;
+  const int64_t W = logits.size(1);
+  const int64_t k = err[torch::randint(err.size(0), {1}, torch::kLong).item<int64_t>()][0].item<int64_t>();
+  const double cell = double(img_size) / double(W);  // the low-res grid spans the padded input square
+  out->x = float((double(k % W) + 0.5) * cell);
+  out->y = float((double(k / W) + 0.5) * cell);
+  out->label = obj.flatten()[k].item<bool>() ? 1 : 0;  // missed object -> positive; false mask -> negative
+  return true;
+}
+
 TrainResult train(const TrainOptions& o) {
   if (o.checkpoint.empty() == o.init.empty()) throw Error("give exactly one of --checkpoint or --init");
   if (!o.init.empty() && !o.full) throw Error("--init (random weights) needs --full");
@@ -345,6 +359,7 @@ TrainResult train(const TrainOptions& o) {
   if ((o.steps > 0) == (o.epochs > 0)) throw Error("give exactly one of --steps or --epochs");
   if (o.batch < 1 || o.accum < 1 || o.masks_per_image < 1)
     throw Error("--batch, --accum and --masks-per-image must be >= 1");
+  if (o.iterative_points < 0) throw Error("--iterative-points must be >= 0");
   if (!(o.lr > 0) || o.wd < 0) throw Error("--lr must be > 0 and --wd >= 0");
   if (o.optimizer != "adam" && o.optimizer != "adamw") throw Error("--optimizer must be adam or adamw");
   const bool bf16 = parse_precision(o.precision) == Precision::BF16;
@@ -375,6 +390,7 @@ TrainResult train(const TrainOptions& o) {
                      {"grad_checkpoint", o.grad_checkpoint},
                      {"seed", o.seed}};
   if (o.masks_per_image != 1) cfg["masks_per_image"] = o.masks_per_image;
+  if (o.iterative_points != 0) cfg["iterative_points"] = o.iterative_points;
   if (!o.full) cfg["adapter_config"] = adapt::load_config(o.adapter);
   const std::string cfg_text = cfg.dump();
 
@@ -474,7 +490,7 @@ TrainResult train(const TrainOptions& o) {
     }
     opt->zero_grad();
     double loss_sum = 0, focal = 0, dice = 0, iou_mse = 0, aux_sum = 0;
-    int64_t n_items = 0;
+    int64_t n_items = 0, n_terms = 0;  // objects; loss terms (objects x rounds)
     for (int a = 0; a < o.accum; ++a) {
       if (!loader.next(batch)) {
         exhausted = true;
@@ -498,6 +514,7 @@ TrainResult train(const TrainOptions& o) {
         }
       }
       Tensor loss_acc;
+      int64_t mb_terms = 0;
       {
         // bf16 covers the encoder only; the decoder runs in fp32 as in the
         // predictor (it is cheap, and torch 1.13's CPU LayerNorm rejects a
@@ -523,31 +540,55 @@ TrainResult train(const TrainOptions& o) {
           focal += parts.focal;
           dice += parts.dice;
           iou_mse += parts.iou_mse;
+          ++mb_terms;
+          // Interactive rounds (SAM, sec. A): the previous mask (no gradient
+          // through it) and a corrective click go back in; one mask out.
+          Tensor prev = low[0][parts.best];
+          Tensor points = s.points, labels = s.labels;
+          for (int r = 0; r < o.iterative_points; ++r) {
+            Click c;
+            if (!corrective_click(prev, s.target, model->config.img_size, &c)) break;
+            auto p = torch::tensor({c.x, c.y}).view({1, 1, 2}).to(emb.device());
+            auto l = torch::full({1, 1}, c.label, torch::TensorOptions(torch::kInt32).device(emb.device()));
+            points = points.defined() ? torch::cat({points, p}, 1) : p;
+            labels = labels.defined() ? torch::cat({labels, l}, 1) : l;
+            auto [sp, dn] = model->prompt_encoder->forward(std::make_pair(points, labels), box,
+                                                           prev.detach().view({1, 1, prev.size(0), prev.size(1)}));
+            auto [low_r, iou_r] = model->mask_decoder->forward(emb.narrow(0, image_of[i], 1), pe, sp, dn, false);
+            auto pr = sam_loss(low_r[0], iou_r[0], s.target);
+            loss_acc = loss_acc + pr.total;
+            focal += pr.focal;
+            dice += pr.dice;
+            iou_mse += pr.iou_mse;
+            ++mb_terms;
+            prev = low_r[0][0];
+          }
         }
       }
       auto aux = adapted ? adapted->aux_loss() : torch::zeros({});
       // Every mask weighs the same: the mean over this micro-batch's masks,
       // averaged over the accumulated micro-batches.
-      auto loss = (loss_acc / double(samples.size() * size_t(o.accum))) + aux / double(o.accum);
+      auto loss = (loss_acc / double(mb_terms * o.accum)) + aux / double(o.accum);
       loss.backward();
       loss_sum += loss_acc.item<double>();
       aux_sum += aux.item<double>();
       n_items += int64_t(samples.size());
+      n_terms += mb_terms;
     }
     if (n_items == 0) break;
     if (!std::isfinite(loss_sum)) throw Error("loss became NaN/Inf at step " + std::to_string(step) + "; lower --lr");
     if (o.clip > 0) torch::nn::utils::clip_grad_norm_(plist, o.clip);
     opt->step();
     ++step;
-    last_loss = loss_sum / double(n_items);
+    last_loss = loss_sum / double(n_terms);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     const double ips = double((step - first) * per_step) / std::max(secs, 1e-9);
     const double eta = double(total - step) * secs / double(std::max<int64_t>(1, step - first));
     nlohmann::json j{{"step", step},
                      {"loss", last_loss},
-                     {"focal", focal / n_items},
-                     {"dice", dice / n_items},
-                     {"iou_mse", iou_mse / n_items},
+                     {"focal", focal / n_terms},
+                     {"dice", dice / n_terms},
+                     {"iou_mse", iou_mse / n_terms},
                      {"aux", aux_sum / o.accum},
                      {"lr", lr},
                      {"img_per_s", ips},

@@ -28,6 +28,7 @@ struct TrainOptions {
   int64_t steps = 0, epochs = 0;         // one of them
   int batch = 1, accum = 1;
   int masks_per_image = 1;         // objects decoded per image encoding (datasets with several per image)
+  int iterative_points = 0;        // SAM's interactive rounds: corrective clicks + the previous mask, per object
   std::string optimizer = "adam";  // adam | adamw
   double lr = 1e-4, wd = 1e-5, clip = 1.0;
   int64_t warmup = 0;  // linear warm-up steps, then cosine decay to lr * min_lr_ratio
@@ -68,5 +69,16 @@ struct ModelSample {
 // image already laid out: only its target and prompt are needed).
 ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat& mask01,
                             const data::SampledPrompt& prompt, bool with_image = true);
+
+// SAM's iterative training adds a click where the last mask is wrong: a pixel
+// drawn uniformly (torch's default generator) from the error region of
+// `logits` [H,W] against `target` [H,W] (soft, > 0.5 = object). Positive in a
+// missed part, negative in a false one; (x, y) in the model's input frame
+// (`img_size` pixels across the low-res grid). False when there is no error.
+struct Click {
+  float x = 0, y = 0;
+  int label = 1;
+};
+bool corrective_click(const torch::Tensor& logits, const torch::Tensor& target, int img_size, Click* out);
 
 }  // namespace rsam::train

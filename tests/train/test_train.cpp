@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <set>
 
 #include "adapt/adapter.h"
 #include "data/synth.h"
@@ -88,6 +89,29 @@ TEST(Loss, AmbiguousPromptsTrainTheBestCandidate) {
   EXPECT_NEAR(pred.grad()[0].item<float>(), 2 * 0.5f / 3, 1e-6);
   EXPECT_NEAR(pred.grad()[1].item<float>(), 0.0f, 1e-6);
   EXPECT_NEAR(pred.grad()[2].item<float>(), 2 * 0.2f / 3, 1e-6);
+}
+
+TEST(Train, CorrectiveClickLandsInTheError) {
+  // 4x4 low-res grid over a 16-pixel input (cells of 4): object = top-left 2x2.
+  auto target = torch::zeros({4, 4});
+  target.narrow(0, 0, 2).narrow(1, 0, 2).fill_(1);
+  rsam::train::Click c;
+  torch::manual_seed(0);
+  std::set<std::pair<float, float>> seen;
+  for (int i = 0; i < 40; ++i) {
+    // Nothing predicted: a positive click on the missed object, at a cell centre.
+    ASSERT_TRUE(rsam::train::corrective_click(torch::full({4, 4}, -5.f), target, 16, &c));
+    EXPECT_EQ(c.label, 1);
+    EXPECT_TRUE((c.x == 2 || c.x == 6) && (c.y == 2 || c.y == 6)) << c.x << "," << c.y;
+    seen.insert({c.x, c.y});
+    // Everything predicted: a negative click outside the object.
+    ASSERT_TRUE(rsam::train::corrective_click(torch::full({4, 4}, 5.f), target, 16, &c));
+    EXPECT_EQ(c.label, 0);
+    EXPECT_TRUE(c.x > 8 || c.y > 8) << c.x << "," << c.y;
+  }
+  EXPECT_EQ(seen.size(), 4u);  // drawn over the whole error region
+  // A perfect mask needs no click.
+  EXPECT_FALSE(rsam::train::corrective_click(target * 10 - 5, target, 16, &c));
 }
 
 TEST(GradCheckpoint, SameGradientsAsPlainBackward) {
@@ -289,6 +313,16 @@ TEST(Train, FromScratchOnSyntheticScenesWithSeveralMasksPerImage) {
     EXPECT_GT(nlohmann::json::parse(line)["masks"].get<int>(), o.batch) << line;
   }
   EXPECT_EQ(steps, 2);
+  // Interactive rounds: more loss terms per object, so other weights.
+  o.iterative_points = 2;
+  o.out = (dir / "c").string();
+  const auto ri = rsam::train::train(o);
+  ASSERT_TRUE(std::isfinite(ri.last_loss));
+  EXPECT_NE(rsam::io::read_file((dir / "a" / "model.safetensors").string()),
+            rsam::io::read_file((dir / "c" / "model.safetensors").string()));
+  o.iterative_points = -1;
+  EXPECT_THROW(rsam::train::train(o), rsam::Error);
+  o.iterative_points = 0;
   // --init needs --full, and excludes --checkpoint.
   o.full = false;
   EXPECT_THROW(rsam::train::train(o), rsam::Error);

@@ -69,7 +69,7 @@ void add_eval_command(CLI::App& app) {
   c->add_option("--data", o->data, "Dataset spec")->required();
   c->add_option("--corruption", o->corruptions, "clean,robustseg,lqseg,lq1,NAME,...");
   c->add_option("--severity", o->severity, "1..5 or random");
-  c->add_option("--prompts", o->prompts, "point:1,point:3,box,noisy-box");
+  c->add_option("--prompts", o->prompts, "point:1,point:3,box,noisy-box,clicks:N (1 point + N-1 corrective clicks)");
   c->add_option("--seed", o->seed, "Seed for prompts and corruptions");
   c->add_option("--max-samples", o->max_samples, "Evaluate the first N samples");
   c->add_option("--precision", o->precision, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));

@@ -90,6 +90,14 @@ SampledPrompt sample_with(const cv::Mat& mask, const PromptSpec& spec, Rng& rng,
                           static_cast<float>(c[3]));
       break;
     }
+    case PromptSpec::Kind::Clicks: {
+      // The first click is exactly the point plain points:1 draws for this key.
+      const PromptSpec one = parse_prompt("points:1");
+      Rng sub(degrade::derive_seed(degrade::derive_seed(seed, key), degrade::hash_string(one.text)));
+      out = sample_with(mask, one, sub, seed, key);
+      out.kind = spec.text;
+      break;
+    }
     case PromptSpec::Kind::Mix: {
       const PromptSpec& chosen = spec.choices[rng.next() % spec.choices.size()];
       // The pick's draws come from its own stream, so "mix:box|points:1"
@@ -138,6 +146,12 @@ PromptSpec parse_prompt(const std::string& one) {
     s.text = one.size() > 9 ? one : "noisy-box";
     return s;
   }
+  if (one.rfind("clicks:", 0) == 0) {
+    s.kind = PromptSpec::Kind::Clicks;
+    s.clicks = parse_count(one.substr(7), one, 1);
+    s.text = "clicks:" + std::to_string(s.clicks);
+    return s;
+  }
   for (const char* head : {"points:", "point:"}) {
     const std::string h = head;
     if (one.rfind(h, 0) != 0) continue;
@@ -153,7 +167,7 @@ PromptSpec parse_prompt(const std::string& one) {
     s.text = "points:" + std::to_string(s.positives) + (s.negatives ? "+neg:" + std::to_string(s.negatives) : "");
     return s;
   }
-  throw Error("prompt '" + one + "' is not one of points:K[+neg:J], point:K, box, noisy-box[:S], mix:A|B");
+  throw Error("prompt '" + one + "' is not one of points:K[+neg:J], point:K, box, noisy-box[:S], clicks:N, mix:A|B");
 }
 
 std::vector<PromptSpec> parse_prompts(const std::string& list) {
@@ -169,6 +183,33 @@ std::vector<PromptSpec> parse_prompts(const std::string& list) {
     if (e == std::string::npos) return out;
     b = e + 1;
   }
+}
+
+bool next_click(const cv::Mat& pred, const cv::Mat& gt, cv::Point* at, int* label) {
+  if (pred.type() != CV_8UC1 || gt.type() != CV_8UC1 || pred.size() != gt.size() || gt.empty())
+    throw Error("next_click: prediction and ground truth must be CV_8UC1 masks of one size");
+  const cv::Mat p = pred != 0, g = gt != 0;
+  const cv::Mat fn = g & ~p, fp = p & ~g;
+  // Distance to the nearest non-error pixel, with a zero border so that an
+  // error touching the image edge is not treated as infinitely deep.
+  auto deepest = [](const cv::Mat& err, cv::Point* where) {
+    cv::Mat padded, dist;
+    cv::copyMakeBorder(err, padded, 1, 1, 1, 1, cv::BORDER_CONSTANT, cv::Scalar(0));
+    cv::distanceTransform(padded, dist, cv::DIST_L2, cv::DIST_MASK_PRECISE);
+    double best = 0;
+    for (int y = 1; y + 1 < dist.rows; ++y) {
+      const float* row = dist.ptr<float>(y);
+      for (int x = 1; x + 1 < dist.cols; ++x)
+        if (row[x] > best) best = row[x], *where = cv::Point(x - 1, y - 1);
+    }
+    return best;
+  };
+  cv::Point a, b;
+  const double dn = deepest(fn, &a), dp = deepest(fp, &b);
+  if (dn == 0 && dp == 0) return false;
+  *label = dn >= dp ? 1 : 0;
+  *at = dn >= dp ? a : b;
+  return true;
 }
 
 cv::Vec4f mask_box(const cv::Mat& mask) {

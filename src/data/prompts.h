@@ -11,6 +11,10 @@
 //                             clipped to the image, corners re-ordered if crossed
 //   mix:A|B|...               one of the alternatives per sample, uniformly
 //                             (e.g. mix:points:1|box|noisy-box)
+//   clicks:N                  interactive: the point points:1 draws, then N-1
+//                             corrective clicks that the evaluator places from
+//                             each prediction's error (next_click); sampling
+//                             gives the first click only
 //
 // Coordinates are pixel indices as float (a point at pixel (x, y) is (x, y),
 // as SAM's examples pass them); a box is (x0, y0, x1, y1) with x1/y1 the
@@ -31,21 +35,22 @@
 namespace rsam::data {
 
 struct PromptSpec {
-  enum class Kind { Points, Box, NoisyBox, Mix };
+  enum class Kind { Points, Box, NoisyBox, Mix, Clicks };
   Kind kind = Kind::Box;
-  int positives = 0;         // Points
-  int negatives = 0;         // Points
-  double noise_scale = 0.2;  // NoisyBox
+  int positives = 0;                // Points
+  int clicks = 0;                   // Clicks: total clicks, the first included
+  int negatives = 0;                // Points
+  double noise_scale = 0.2;         // NoisyBox
   std::vector<PromptSpec> choices;  // Mix
-  std::string text;          // canonical spelling, e.g. "points:3+neg:1"; part of the seed
+  std::string text;                 // canonical spelling, e.g. "points:3+neg:1"; part of the seed
 };
 
 struct SampledPrompt {
   std::vector<cv::Point2f> points;
   std::vector<int> labels;  // 1 = positive, 0 = negative; one per point
   bool has_box = false;
-  cv::Vec4f box;            // x0, y0, x1, y1 (inclusive maxima)
-  std::string kind;         // the spec text actually used (a Mix reports its pick)
+  cv::Vec4f box;     // x0, y0, x1, y1 (inclusive maxima)
+  std::string kind;  // the spec text actually used (a Mix reports its pick)
 };
 
 // rsam::Error (one line, naming the bad element) on a malformed list.
@@ -55,6 +60,14 @@ std::vector<PromptSpec> parse_prompts(const std::string& list);
 // `mask` is CV_8UC1 (nonzero = object). rsam::Error if it has no object
 // pixel, or negatives are asked for and it has no background pixel.
 SampledPrompt sample_prompt(const cv::Mat& mask, const PromptSpec& spec, uint64_t seed, uint64_t sample_key);
+
+// The standard interactive-segmentation click (as RITM/SimpleClick evaluate):
+// at the pixel deepest inside the larger error region of `pred` against `gt`
+// (both CV_8UC1, nonzero = object, same size), distances measured with the
+// image border counting as outside; positive (label 1) when that region is
+// missed object, negative (0) when it is false mask. Deterministic (first
+// maximum in raster order). False when pred == gt.
+bool next_click(const cv::Mat& pred, const cv::Mat& gt, cv::Point* at, int* label);
 
 // The tight box of a mask's nonzero pixels; rsam::Error if there are none.
 cv::Vec4f mask_box(const cv::Mat& mask);

@@ -205,11 +205,26 @@ EvalResult evaluate(const EvalOptions& o) {
           }
           if (sp.has_box) p.box = std::array<float, 4>{sp.box[0], sp.box[1], sp.box[2], sp.box[3]};
           // One point is ambiguous: take the best-scored of three masks, as SAM does.
-          const bool multi = sp.points.size() == 1 && !sp.has_box;
+          bool multi = sp.points.size() == 1 && !sp.has_box;
           auto r = pred.predict(p, multi);
-          const int64_t best = multi ? r.iou_predictions.argmax().item<int64_t>() : 0;
+          int64_t best = multi ? r.iou_predictions.argmax().item<int64_t>() : 0;
           auto m = r.masks[best].to(torch::kUInt8).contiguous();
           cv::Mat pm(int(m.size(0)), int(m.size(1)), CV_8UC1, m.data_ptr<uint8_t>());
+          // clicks:N: each further click goes where the last mask is most
+          // wrong, with that mask's logits as the mask input (SAM's demo loop).
+          for (int click = 1; click < prompt_specs[k].clicks; ++click) {
+            cv::Point at;
+            int label = 1;
+            if (!data::next_click(pm, s.mask, &at, &label)) break;
+            p.points.push_back({float(at.x), float(at.y)});
+            p.labels.push_back(label);
+            p.mask_input = r.low_res_logits[best].unsqueeze(0);
+            multi = false;
+            r = pred.predict(p, false);
+            best = 0;
+            m = r.masks[0].to(torch::kUInt8).contiguous();
+            pm = cv::Mat(int(m.size(0)), int(m.size(1)), CV_8UC1, m.data_ptr<uint8_t>());
+          }
           Record rec;
           rec.method = label;
           rec.sample = s.id;

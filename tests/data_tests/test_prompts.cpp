@@ -107,6 +107,47 @@ TEST(Prompts, MixPicksEveryAlternativeAndReportsIt) {
   EXPECT_GT(boxes, 150);
 }
 
+TEST(Prompts, ClicksStartWithThePointPoints1Draws) {
+  const PromptSpec c = parse_prompt("clicks:3");
+  EXPECT_EQ(c.kind, PromptSpec::Kind::Clicks);
+  EXPECT_EQ(c.clicks, 3);
+  EXPECT_EQ(c.text, "clicks:3");
+  for (const char* bad : {"clicks:0", "clicks:", "clicks:x"}) EXPECT_THROW(parse_prompt(bad), Error) << bad;
+  const cv::Mat m = blob();
+  for (uint64_t key = 0; key < 20; ++key) {
+    SampledPrompt p = sample_prompt(m, c, 3, key), q = sample_prompt(m, parse_prompt("points:1"), 3, key);
+    EXPECT_EQ(p.kind, "clicks:3");
+    q.kind = p.kind;
+    EXPECT_TRUE(same(p, q));
+  }
+}
+
+TEST(Prompts, NextClickGoesDeepestIntoTheLargerError) {
+  cv::Mat gt(20, 30, CV_8UC1, cv::Scalar(0));
+  gt(cv::Rect(4, 4, 9, 9)).setTo(1);  // a 9x9 square: centre (8, 8)
+  cv::Mat empty(gt.size(), CV_8UC1, cv::Scalar(0));
+  cv::Point at;
+  int label = -1;
+  // Nothing predicted: a positive click at the centre of the missed square.
+  ASSERT_TRUE(next_click(empty, gt, &at, &label));
+  EXPECT_EQ(label, 1);
+  EXPECT_EQ(at, cv::Point(8, 8));
+  // The square found plus a larger false region on the right: a negative
+  // click inside the false region, away from its edges (the image border
+  // counts as an edge).
+  cv::Mat pred = gt.clone();
+  pred(cv::Rect(16, 2, 14, 16)).setTo(1);
+  ASSERT_TRUE(next_click(pred, gt, &at, &label));
+  EXPECT_EQ(label, 0);
+  EXPECT_GE(at.x, 20);
+  EXPECT_LE(at.x, 25);
+  EXPECT_GE(at.y, 7);
+  EXPECT_LE(at.y, 12);
+  // A perfect mask needs no click; masks of other sizes are an error.
+  EXPECT_FALSE(next_click(gt, gt, &at, &label));
+  EXPECT_THROW(next_click(cv::Mat(10, 10, CV_8UC1, cv::Scalar(0)), gt, &at, &label), Error);
+}
+
 TEST(Prompts, NoisyBoxStatistics) {
   // A box well inside a large image, so clipping never bites: offsets are
   // N(0, 0.2 * side) with side = 40 for x and 20 for y.

@@ -5,7 +5,9 @@
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <set>
@@ -273,21 +275,37 @@ void bar_chart(const std::string& path, const nlohmann::json& summary, const std
   const int group = int(methods.size()) * 12 + 10, H = 360, top = 30, bottom = 110, left = 40;
   const int W = left + int(corrs.size()) * group + 20;
   cv::Mat img(H, W, CV_8UC3, cv::Scalar(255, 255, 255));
-  static const cv::Scalar palette[] = {{180, 119, 31},  {14, 127, 255}, {44, 160, 44},   {40, 39, 214},
-                                       {189, 103, 148}, {75, 86, 140},  {194, 119, 227}, {127, 127, 127}};
+  // 16 distinct colours (BGR; matplotlib's tab20 without the near-duplicates)
+  // so that a full study line-up never shares one.
+  static const cv::Scalar palette[] = {{180, 119, 31},  {14, 127, 255},  {44, 160, 44},   {40, 39, 214},
+                                       {189, 103, 148}, {75, 86, 140},   {194, 119, 227}, {127, 127, 127},
+                                       {34, 189, 188},  {207, 190, 23},  {232, 199, 174}, {120, 187, 255},
+                                       {138, 223, 152}, {150, 152, 255}, {213, 176, 197}, {0, 0, 0}};
+  const size_t n_colours = sizeof palette / sizeof palette[0];
+  // The y axis starts at the next multiple of 10 below the lowest bar: method
+  // differences of a point or two vanish on a 0..100 axis.
+  double lowest = 1.0;
+  for (const auto& m : methods)
+    for (const auto& c : corrs)
+      if (summary[m][c].contains(prompt)) lowest = std::min(lowest, summary[m][c][prompt]["iou"].get<double>());
+  const int floor_pct = std::max(0, int(std::floor(100 * lowest / 10.0)) * 10 - 10);
+  const double span = (100.0 - floor_pct) / 100.0, base = floor_pct / 100.0;
   const int plot_h = H - top - bottom;
   for (int t = 0; t <= 4; ++t) {
     const int y = top + plot_h - plot_h * t / 4;
     cv::line(img, {left, y}, {W - 10, y}, cv::Scalar(225, 225, 225));
-    cv::putText(img, std::to_string(t * 25), {4, y + 4}, cv::FONT_HERSHEY_PLAIN, 0.8, cv::Scalar(0, 0, 0));
+    char tick[16];
+    std::snprintf(tick, sizeof tick, "%g", floor_pct + t * (100.0 - floor_pct) / 4);
+    cv::putText(img, tick, {4, y + 4}, cv::FONT_HERSHEY_PLAIN, 0.8, cv::Scalar(0, 0, 0));
   }
   for (size_t c = 0; c < corrs.size(); ++c) {
     for (size_t m = 0; m < methods.size(); ++m) {
       const auto& node = summary[methods[m]][corrs[c]];
       if (!node.contains(prompt)) continue;
-      const double iou = node[prompt]["iou"].get<double>();
+      const double v = std::clamp((node[prompt]["iou"].get<double>() - base) / span, 0.0, 1.0);
       const int x = left + int(c) * group + 5 + int(m) * 12;
-      cv::rectangle(img, {x, top + plot_h - int(plot_h * iou)}, {x + 10, top + plot_h}, palette[m % 8], cv::FILLED);
+      cv::rectangle(img, {x, top + plot_h - int(plot_h * v)}, {x + 10, top + plot_h}, palette[m % n_colours],
+                    cv::FILLED);
     }
     cv::Mat label(14, bottom - 5, CV_8UC3, cv::Scalar(255, 255, 255));
     cv::putText(label, corrs[c].substr(0, 16), {0, 11}, cv::FONT_HERSHEY_PLAIN, 0.85, cv::Scalar(0, 0, 0));
@@ -297,7 +315,7 @@ void bar_chart(const std::string& path, const nlohmann::json& summary, const std
     if (x + rot.cols <= W) rot.copyTo(img(cv::Rect(x, top + plot_h + 4, rot.cols, rot.rows)));
   }
   for (size_t m = 0; m < methods.size(); ++m) {
-    cv::rectangle(img, {left + int(m) * 110, 8}, {left + int(m) * 110 + 10, 18}, palette[m % 8], cv::FILLED);
+    cv::rectangle(img, {left + int(m) * 110, 8}, {left + int(m) * 110 + 10, 18}, palette[m % n_colours], cv::FILLED);
     cv::putText(img, methods[m].substr(0, 14), {left + int(m) * 110 + 14, 18}, cv::FONT_HERSHEY_PLAIN, 0.9,
                 cv::Scalar(0, 0, 0));
   }
@@ -306,12 +324,53 @@ void bar_chart(const std::string& path, const nlohmann::json& summary, const std
   io::write_atomic(path, png.data(), png.size());
 }
 
+namespace {
+
+// The options that decide an evaluation's numbers (threads, paths of the
+// report and verbosity do not).
+nlohmann::json options_json(const EvalOptions& o) {
+  return {{"checkpoint", o.checkpoint}, {"adapters", o.adapters}, {"data", o.data}, {"corruptions", o.corruptions},
+          {"severity", o.severity},     {"prompts", o.prompts},   {"seed", o.seed}, {"max_samples", o.max_samples},
+          {"precision", o.precision}};
+}
+
+}  // namespace
+
+std::optional<EvalResult> load_results(const std::string& path, const EvalOptions& o) {
+  std::ifstream f(path);
+  if (!f) return std::nullopt;
+  try {
+    const auto j = nlohmann::json::parse(f);
+    if (j.at("options") != options_json(o)) return std::nullopt;
+    EvalResult r;
+    for (const auto& x : j.at("records")) {
+      Record rec;
+      rec.method = x.at("method").get<std::string>();
+      rec.sample = x.at("sample").get<std::string>();
+      rec.index = x.at("index").get<size_t>();
+      rec.corruption = x.at("corruption").get<std::string>();
+      rec.prompt = x.at("prompt").get<std::string>();
+      rec.m.iou = x.at("iou").get<double>();
+      rec.m.dice = x.at("dice").get<double>();
+      rec.m.pixel_accuracy = x.at("pixel_accuracy").get<double>();
+      rec.m.boundary_iou = x.at("boundary_iou").get<double>();
+      rec.score = x.at("score").get<float>();
+      // Reports written before best_candidate_iou existed: the picked IoU.
+      rec.best_candidate_iou = x.value("best_candidate_iou", rec.m.iou);
+      r.records.push_back(std::move(rec));
+    }
+    if (r.records.empty()) return std::nullopt;
+    r.summary = summarize(r.records);
+    if (o.oracle) r.oracle = rank_oracle(r.records);
+    return r;
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;  // truncated or foreign: evaluate again
+  }
+}
+
 void write_report(const std::string& dir, const EvalOptions& o, const EvalResult& r) {
   fs::create_directories(dir);
-  nlohmann::json opts{
-      {"checkpoint", o.checkpoint}, {"adapters", o.adapters}, {"data", o.data}, {"corruptions", o.corruptions},
-      {"severity", o.severity},     {"prompts", o.prompts},   {"seed", o.seed}, {"max_samples", o.max_samples},
-      {"precision", o.precision}};
+  const nlohmann::json opts = options_json(o);
   nlohmann::json recs = nlohmann::json::array();
   std::ostringstream csv;
   csv << "method,sample,index,corruption,prompt,iou,dice,pixel_accuracy,boundary_iou,score,best_candidate_iou\n";

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,11 @@ EvalResult evaluate(const EvalOptions& opts);
 nlohmann::json summarize(const std::vector<Record>& records);
 nlohmann::json rank_oracle(const std::vector<Record>& records);
 void write_report(const std::string& dir, const EvalOptions& opts, const EvalResult& r);
+// The result a report's results.json holds, if it was written with the same
+// deciding options (data, model, adapters, corruptions, prompts, seed, ...);
+// nullopt when missing, unreadable or different. Lets a resumed study skip
+// evaluations that finished.
+std::optional<EvalResult> load_results(const std::string& results_json, const EvalOptions& opts);
 // Grouped bars: IoU per corruption (x) for each method, one prompt, from a
 // summary shaped like EvalResult::summary (method -> corruption -> prompt -> {iou}).
 void bar_chart(const std::string& path, const nlohmann::json& summary, const std::string& prompt);

@@ -185,8 +185,9 @@ void run_study(const StudyOptions& o) {
     e.threads = o.threads;
     e.quiet = true;
     e.report = (sd / "report").string();
-    log("study: evaluating seed " + std::to_string(s));
-    auto r = evaluate(e);
+    auto cached = load_results((fs::path(e.report) / "results.json").string(), e);
+    log("study: " + std::string(cached ? "reusing the evaluation of" : "evaluating") + " seed " + std::to_string(s));
+    const EvalResult r = cached ? std::move(*cached) : evaluate(e);
     for (auto& [m, byc] : r.summary.items()) {
       const std::string label = m == "sam" ? "no adapter" : m;
       for (auto& [c, byp] : byc.items()) {

@@ -228,6 +228,29 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
   std::ifstream rf(fs::path(e.report) / "report.md");
   const std::string report((std::istreambuf_iterator<char>(rf)), std::istreambuf_iterator<char>());
   EXPECT_NE(report.find("points:1: the mask picked by predicted IoU vs the best of the three"), std::string::npos);
+  // A finished evaluation reads back as it was (a resumed study reuses it),
+  // but only for the options that wrote it.
+  const auto results_json = (fs::path(e.report) / "results.json").string();
+  auto back = rsam::eval::load_results(results_json, e);
+  ASSERT_TRUE(back.has_value());
+  ASSERT_EQ(back->records.size(), res.records.size());
+  for (size_t i = 0; i < res.records.size(); ++i) {
+    EXPECT_EQ(back->records[i].prompt, res.records[i].prompt);
+    EXPECT_NEAR(back->records[i].m.iou, res.records[i].m.iou, 1e-12);
+    EXPECT_NEAR(back->records[i].best_candidate_iou, res.records[i].best_candidate_iou, 1e-12);
+  }
+  EXPECT_NEAR(back->summary["sam"]["clean"]["box"]["iou"].get<double>(),
+              res.summary["sam"]["clean"]["box"]["iou"].get<double>(), 1e-12);
+  EXPECT_FALSE(back->oracle.is_null());
+  auto other = e;
+  other.seed = 7;
+  EXPECT_FALSE(rsam::eval::load_results(results_json, other).has_value());
+  EXPECT_FALSE(rsam::eval::load_results(results_json + ".missing", e).has_value());
+  {
+    std::ofstream bad(fs::path(e.report) / "truncated.json");
+    bad << "{\"options\": {";
+  }
+  EXPECT_FALSE(rsam::eval::load_results((fs::path(e.report) / "truncated.json").string(), e).has_value());
   // Same seed, same prompts and corruptions: the base model scores identically twice.
   e.adapters = {"none"};
   e.report.clear();

@@ -5,7 +5,7 @@
 # corruption with 1 point, 3 points and a box -> docs/results.md (+ chart).
 # Every stage resumes after a kill (finished runs are kept).
 #   REUSE_BASE=1 scripts/study.sh   # keep models/rsam-tiny*.safetensors, only run the study
-#   SEEDS=3 STEPS=60 BATCH=4 SAMPLES=48 THREADS=1 scripts/study.sh
+#   SEEDS=3 STEPS=120 BATCH=4 SAMPLES=48 THREADS=1 scripts/study.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${STUDY_DIR:-runs/study}
@@ -19,6 +19,6 @@ fi
 $RSAM study --checkpoint models/rsam-tiny.safetensors \
   --train "coco:$W/tiny/synth-train/annotations.json,$W/tiny/synth-train/images" \
   --val "coco:$W/tiny/synth-val/annotations.json,$W/tiny/synth-val/images" \
-  --seeds "${SEEDS:-3}" --steps "${STEPS:-60}" --batch "${BATCH:-4}" --masks-per-image 4 --lr 1e-3 \
+  --seeds "${SEEDS:-3}" --steps "${STEPS:-120}" --batch "${BATCH:-4}" --masks-per-image 4 --lr 1e-3 \
   --corruption clean,robustseg,lqseg --prompts point:1,point:3,box --max-samples "${SAMPLES:-48}" \
   --threads "${THREADS:-$(nproc)}" --out "$W/runs" --doc docs/results.md

@@ -197,11 +197,7 @@ bool next_click(const cv::Mat& pred, const cv::Mat& gt, cv::Point* at, int* labe
     cv::copyMakeBorder(err, padded, 1, 1, 1, 1, cv::BORDER_CONSTANT, cv::Scalar(0));
     cv::distanceTransform(padded, dist, cv::DIST_L2, cv::DIST_MASK_PRECISE);
     double best = 0;
-    for (int y = 1; y + 1 < dist.rows; ++y) {
-      const float* row = dist.ptr<float>(y);
-      for (int x = 1; x + 1 < dist.cols; ++x)
-        if (row[x] > best) best = row[x], *where = cv::Point(x - 1, y - 1);
-    }
+    cv::minMaxLoc(dist(cv::Rect(1, 1, err.cols, err.rows)), nullptr, &best, nullptr, where);
     return best;
   };
   cv::Point a, b;

@@ -58,6 +58,11 @@ std::string method_label(const std::string& adapter) {
   return fs::path(adapter).stem().string();
 }
 
+// A predicted mask as a CV_8UC1 0/1 view; `u8` must outlive the view.
+cv::Mat mask_view(const torch::Tensor& u8) {
+  return cv::Mat(int(u8.size(0)), int(u8.size(1)), CV_8UC1, u8.data_ptr<uint8_t>());
+}
+
 Image8 to_image8(const cv::Mat& rgb) { return image8_from_rows(rgb.data, rgb.cols, rgb.rows, rgb.step); }
 
 double mean_of(const std::vector<double>& v) {
@@ -69,33 +74,31 @@ double mean_of(const std::vector<double>& v) {
 }  // namespace
 
 nlohmann::json summarize(const std::vector<Record>& records) {
-  std::map<std::string, std::map<std::string, std::map<std::string, data::MetricsAccumulator>>> acc;
-  std::map<std::string, std::map<std::string, data::MetricsAccumulator>> degraded;
-  // Sums of best_candidate_iou beside each accumulator (same keys, same counts).
-  std::map<std::string, std::map<std::string, std::map<std::string, double>>> best_sum;
-  std::map<std::string, std::map<std::string, double>> best_sum_degraded;
-  for (const auto& r : records) {
-    acc[r.method][r.corruption][r.prompt].add(r.m);
-    best_sum[r.method][r.corruption][r.prompt] += r.best_candidate_iou;
-    if (r.corruption != "clean") {
-      degraded[r.method][r.prompt].add(r.m);
-      best_sum_degraded[r.method][r.prompt] += r.best_candidate_iou;
+  struct Acc {
+    data::MetricsAccumulator m;
+    double best_sum = 0;  // of best_candidate_iou
+    void add(const Record& r) { m.add(r.m), best_sum += r.best_candidate_iou; }
+    nlohmann::json json() const {
+      const auto mean = m.mean();
+      return {{"iou", mean.iou},
+              {"dice", mean.dice},
+              {"pixel_accuracy", mean.pixel_accuracy},
+              {"boundary_iou", mean.boundary_iou},
+              {"best_candidate_iou", m.count() ? best_sum / double(m.count()) : 0.0},
+              {"n", m.count()}};
     }
-  }
-  auto js = [](const data::MetricsAccumulator& a, double best_sum) {
-    auto m = a.mean();
-    return nlohmann::json{{"iou", m.iou},
-                          {"dice", m.dice},
-                          {"pixel_accuracy", m.pixel_accuracy},
-                          {"boundary_iou", m.boundary_iou},
-                          {"best_candidate_iou", a.count() ? best_sum / double(a.count()) : 0.0},
-                          {"n", a.count()}};
   };
+  std::map<std::string, std::map<std::string, std::map<std::string, Acc>>> acc;
+  std::map<std::string, std::map<std::string, Acc>> degraded;
+  for (const auto& r : records) {
+    acc[r.method][r.corruption][r.prompt].add(r);
+    if (r.corruption != "clean") degraded[r.method][r.prompt].add(r);
+  }
   nlohmann::json out = nlohmann::json::object();
   for (auto& [method, byc] : acc) {
     for (auto& [c, byp] : byc)
-      for (auto& [p, a] : byp) out[method][c][p] = js(a, best_sum[method][c][p]);
-    for (auto& [p, a] : degraded[method]) out[method]["degraded (mean)"][p] = js(a, best_sum_degraded[method][p]);
+      for (auto& [p, a] : byp) out[method][c][p] = a.json();
+    for (auto& [p, a] : degraded[method]) out[method]["degraded (mean)"][p] = a.json();
   }
   return out;
 }
@@ -211,7 +214,7 @@ EvalResult evaluate(const EvalOptions& o) {
           auto r = pred.predict(p, multi);
           int64_t best = multi ? r.iou_predictions.argmax().item<int64_t>() : 0;
           auto m = r.masks[best].to(torch::kUInt8).contiguous();
-          cv::Mat pm(int(m.size(0)), int(m.size(1)), CV_8UC1, m.data_ptr<uint8_t>());
+          cv::Mat pm = mask_view(m);
           // clicks:N: each further click goes where the last mask is most
           // wrong, with that mask's logits as the mask input (SAM's demo loop).
           for (int click = 1; click < prompt_specs[k].clicks; ++click) {
@@ -225,7 +228,7 @@ EvalResult evaluate(const EvalOptions& o) {
             r = pred.predict(p, false);
             best = 0;
             m = r.masks[0].to(torch::kUInt8).contiguous();
-            pm = cv::Mat(int(m.size(0)), int(m.size(1)), CV_8UC1, m.data_ptr<uint8_t>());
+            pm = mask_view(m);
           }
           Record rec;
           rec.method = label;
@@ -239,8 +242,7 @@ EvalResult evaluate(const EvalOptions& o) {
           for (int64_t j = 0; multi && j < r.masks.size(0); ++j) {
             if (j == best) continue;
             auto mj = r.masks[j].to(torch::kUInt8).contiguous();
-            cv::Mat pj(int(mj.size(0)), int(mj.size(1)), CV_8UC1, mj.data_ptr<uint8_t>());
-            rec.best_candidate_iou = std::max(rec.best_candidate_iou, data::mask_iou(pj, s.mask));
+            rec.best_candidate_iou = std::max(rec.best_candidate_iou, data::mask_iou(mask_view(mj), s.mask));
           }
           res.records.push_back(rec);
         }
@@ -334,6 +336,38 @@ nlohmann::json options_json(const EvalOptions& o) {
           {"precision", o.precision}};
 }
 
+// results.json's per-record object; load_results reads back what this writes.
+nlohmann::json record_json(const Record& x) {
+  return {{"method", x.method},
+          {"sample", x.sample},
+          {"index", x.index},
+          {"corruption", x.corruption},
+          {"prompt", x.prompt},
+          {"iou", x.m.iou},
+          {"dice", x.m.dice},
+          {"pixel_accuracy", x.m.pixel_accuracy},
+          {"boundary_iou", x.m.boundary_iou},
+          {"score", x.score},
+          {"best_candidate_iou", x.best_candidate_iou}};
+}
+
+Record record_from_json(const nlohmann::json& x) {
+  Record rec;
+  rec.method = x.at("method").get<std::string>();
+  rec.sample = x.at("sample").get<std::string>();
+  rec.index = x.at("index").get<size_t>();
+  rec.corruption = x.at("corruption").get<std::string>();
+  rec.prompt = x.at("prompt").get<std::string>();
+  rec.m.iou = x.at("iou").get<double>();
+  rec.m.dice = x.at("dice").get<double>();
+  rec.m.pixel_accuracy = x.at("pixel_accuracy").get<double>();
+  rec.m.boundary_iou = x.at("boundary_iou").get<double>();
+  rec.score = x.at("score").get<float>();
+  // Reports written before best_candidate_iou existed: the picked IoU.
+  rec.best_candidate_iou = x.value("best_candidate_iou", rec.m.iou);
+  return rec;
+}
+
 }  // namespace
 
 std::optional<EvalResult> load_results(const std::string& path, const EvalOptions& o) {
@@ -343,22 +377,7 @@ std::optional<EvalResult> load_results(const std::string& path, const EvalOption
     const auto j = nlohmann::json::parse(f);
     if (j.at("options") != options_json(o)) return std::nullopt;
     EvalResult r;
-    for (const auto& x : j.at("records")) {
-      Record rec;
-      rec.method = x.at("method").get<std::string>();
-      rec.sample = x.at("sample").get<std::string>();
-      rec.index = x.at("index").get<size_t>();
-      rec.corruption = x.at("corruption").get<std::string>();
-      rec.prompt = x.at("prompt").get<std::string>();
-      rec.m.iou = x.at("iou").get<double>();
-      rec.m.dice = x.at("dice").get<double>();
-      rec.m.pixel_accuracy = x.at("pixel_accuracy").get<double>();
-      rec.m.boundary_iou = x.at("boundary_iou").get<double>();
-      rec.score = x.at("score").get<float>();
-      // Reports written before best_candidate_iou existed: the picked IoU.
-      rec.best_candidate_iou = x.value("best_candidate_iou", rec.m.iou);
-      r.records.push_back(std::move(rec));
-    }
+    for (const auto& x : j.at("records")) r.records.push_back(record_from_json(x));
     if (r.records.empty()) return std::nullopt;
     r.summary = summarize(r.records);
     if (o.oracle) r.oracle = rank_oracle(r.records);
@@ -375,17 +394,7 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
   std::ostringstream csv;
   csv << "method,sample,index,corruption,prompt,iou,dice,pixel_accuracy,boundary_iou,score,best_candidate_iou\n";
   for (const auto& x : r.records) {
-    recs.push_back({{"method", x.method},
-                    {"sample", x.sample},
-                    {"index", x.index},
-                    {"corruption", x.corruption},
-                    {"prompt", x.prompt},
-                    {"iou", x.m.iou},
-                    {"dice", x.m.dice},
-                    {"pixel_accuracy", x.m.pixel_accuracy},
-                    {"boundary_iou", x.m.boundary_iou},
-                    {"score", x.score},
-                    {"best_candidate_iou", x.best_candidate_iou}});
+    recs.push_back(record_json(x));
     csv << x.method << ',' << '"' << x.sample << '"' << ',' << x.index << ',' << x.corruption << ',' << x.prompt << ','
         << x.m.iou << ',' << x.m.dice << ',' << x.m.pixel_accuracy << ',' << x.m.boundary_iou << ',' << x.score << ','
         << x.best_candidate_iou << "\n";

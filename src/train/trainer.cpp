@@ -527,6 +527,13 @@ TrainResult train(const TrainOptions& o) {
           emb = emb.to(torch::kFloat32);
         }
         auto pe = model->prompt_encoder->get_dense_pe();
+        auto add_term = [&](const LossParts& t) {
+          loss_acc = loss_acc.defined() ? loss_acc + t.total : t.total;
+          focal += t.focal;
+          dice += t.dice;
+          iou_mse += t.iou_mse;
+          ++mb_terms;
+        };
         for (size_t i = 0; i < samples.size(); ++i) {
           const auto& s = samples[i];
           std::optional<std::pair<Tensor, Tensor>> pts;
@@ -536,11 +543,7 @@ TrainResult train(const TrainOptions& o) {
           auto [sparse, dense] = model->prompt_encoder->forward(pts, box, std::nullopt);
           auto [low, iou] = model->mask_decoder->forward(emb.narrow(0, image_of[i], 1), pe, sparse, dense, s.ambiguous);
           auto parts = sam_loss(low[0], iou[0], s.target);
-          loss_acc = loss_acc.defined() ? loss_acc + parts.total : parts.total;
-          focal += parts.focal;
-          dice += parts.dice;
-          iou_mse += parts.iou_mse;
-          ++mb_terms;
+          add_term(parts);
           // Interactive rounds (SAM, sec. A): the previous mask (no gradient
           // through it) and a corrective click go back in; one mask out.
           Tensor prev = low[0][parts.best];
@@ -555,12 +558,7 @@ TrainResult train(const TrainOptions& o) {
             auto [sp, dn] = model->prompt_encoder->forward(std::make_pair(points, labels), box,
                                                            prev.detach().view({1, 1, prev.size(0), prev.size(1)}));
             auto [low_r, iou_r] = model->mask_decoder->forward(emb.narrow(0, image_of[i], 1), pe, sp, dn, false);
-            auto pr = sam_loss(low_r[0], iou_r[0], s.target);
-            loss_acc = loss_acc + pr.total;
-            focal += pr.focal;
-            dice += pr.dice;
-            iou_mse += pr.iou_mse;
-            ++mb_terms;
+            add_term(sam_loss(low_r[0], iou_r[0], s.target));
             prev = low_r[0][0];
           }
         }

@@ -151,11 +151,6 @@ void run_segment(const SegmentArgs& a) {
     const int64_t m = 4 * loaded.model->config.embedding_size();
     if (prompt.mask_input.dim() != 3 || prompt.mask_input.size(1) != m || prompt.mask_input.size(2) != m)
       throw Error("--mask-input must be a [1," + std::to_string(m) + "," + std::to_string(m) + "] array");
-    // Measured: with mask inputs the shipped rsam-tiny's masks get worse, not
-    // better (docs/rsam-tiny.md, "Interactive refinement").
-    if (a.checkpoint.empty())
-      std::cerr << "warning: the bundled rsam-tiny was not trained with mask inputs; --mask-input lowers its "
-                   "accuracy (docs/rsam-tiny.md)\n";
   }
   std::optional<adapt::AdaptedSam> adapted;
   if (!adapter.empty()) adapted.emplace(adapt::AdaptedSam::load(loaded.model, adapter));

@@ -20,6 +20,7 @@
 #include "model/image.h"
 #include "model/predictor.h"
 #include "model/runtime.h"
+#include "train/cv_tensor.h"
 
 namespace rsam::app {
 
@@ -32,8 +33,6 @@ struct DemoArgs {
   bool json = false;
 };
 
-Image8 to_image8(const cv::Mat& rgb) { return image8_from_rows(rgb.data, rgb.cols, rgb.rows, rgb.step); }
-
 // Best-scored of SAM's three masks for one point, as the evaluation does.
 cv::Mat segment(Sam model, const cv::Mat& rgb, cv::Point pt) {
   SamPredictor pred(model, Precision::FP32);
@@ -43,8 +42,7 @@ cv::Mat segment(Sam model, const cv::Mat& rgb, cv::Point pt) {
   p.labels = {1};
   auto r = pred.predict(p, true);
   const int64_t best = r.iou_predictions.argmax().item<int64_t>();
-  auto m = r.masks[best].to(torch::kCPU).to(torch::kUInt8).contiguous();
-  return cv::Mat(rgb.rows, rgb.cols, CV_8UC1, m.data_ptr<uint8_t>()).clone();
+  return mask_to_mat(r.masks[best]);
 }
 
 // One picture tile: the image with a mask tinted and outlined, a caption

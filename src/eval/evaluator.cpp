@@ -24,6 +24,7 @@
 #include "model/checkpoint.h"
 #include "model/predictor.h"
 #include "model/runtime.h"
+#include "train/cv_tensor.h"
 
 namespace rsam::eval {
 
@@ -57,13 +58,6 @@ std::string method_label(const std::string& adapter) {
   if (adapter.empty() || adapter == "none") return "sam";
   return fs::path(adapter).stem().string();
 }
-
-// A predicted mask as a CV_8UC1 0/1 view; `u8` must outlive the view.
-cv::Mat mask_view(const torch::Tensor& u8) {
-  return cv::Mat(int(u8.size(0)), int(u8.size(1)), CV_8UC1, u8.data_ptr<uint8_t>());
-}
-
-Image8 to_image8(const cv::Mat& rgb) { return image8_from_rows(rgb.data, rgb.cols, rgb.rows, rgb.step); }
 
 double mean_of(const std::vector<double>& v) {
   double s = 0;
@@ -213,8 +207,7 @@ EvalResult evaluate(const EvalOptions& o) {
           bool multi = sp.points.size() == 1 && !sp.has_box;
           auto r = pred.predict(p, multi);
           int64_t best = multi ? r.iou_predictions.argmax().item<int64_t>() : 0;
-          auto m = r.masks[best].to(torch::kUInt8).contiguous();
-          cv::Mat pm = mask_view(m);
+          cv::Mat pm = mask_to_mat(r.masks[best]);
           // clicks:N: each further click goes where the last mask is most
           // wrong, with that mask's logits as the mask input (SAM's demo loop).
           for (int click = 1; click < prompt_specs[k].clicks; ++click) {
@@ -227,8 +220,7 @@ EvalResult evaluate(const EvalOptions& o) {
             multi = false;
             r = pred.predict(p, false);
             best = 0;
-            m = r.masks[0].to(torch::kUInt8).contiguous();
-            pm = mask_view(m);
+            pm = mask_to_mat(r.masks[0]);
           }
           Record rec;
           rec.method = label;
@@ -241,8 +233,7 @@ EvalResult evaluate(const EvalOptions& o) {
           rec.best_candidate_iou = rec.m.iou;
           for (int64_t j = 0; multi && j < r.masks.size(0); ++j) {
             if (j == best) continue;
-            auto mj = r.masks[j].to(torch::kUInt8).contiguous();
-            rec.best_candidate_iou = std::max(rec.best_candidate_iou, data::mask_iou(mask_view(mj), s.mask));
+            rec.best_candidate_iou = std::max(rec.best_candidate_iou, data::mask_iou(mask_to_mat(r.masks[j]), s.mask));
           }
           res.records.push_back(rec);
         }
@@ -284,8 +275,8 @@ void bar_chart(const std::string& path, const nlohmann::json& summary, const std
                                        {34, 189, 188},  {207, 190, 23},  {232, 199, 174}, {120, 187, 255},
                                        {138, 223, 152}, {150, 152, 255}, {213, 176, 197}, {0, 0, 0}};
   const size_t n_colours = sizeof palette / sizeof palette[0];
-  // The y axis starts at the next multiple of 10 below the lowest bar: method
-  // differences of a point or two vanish on a 0..100 axis.
+  // The y axis starts one step of 10 below the multiple of 10 under the lowest
+  // bar: method differences of a point or two vanish on a 0..100 axis.
   double lowest = 1.0;
   for (const auto& m : methods)
     for (const auto& c : corrs)

@@ -20,6 +20,7 @@
 #include "model/image.h"
 #include "model/predictor.h"
 #include "model/runtime.h"
+#include "train/cv_tensor.h"
 #include "train/trainer.h"
 
 namespace rsam::eval {
@@ -61,8 +62,6 @@ std::string pct(const Stat& s, bool with_std = true) {
     std::snprintf(b, sizeof b, "%.1f", 100 * s.mean());
   return b;
 }
-
-Image8 to_image8(const cv::Mat& rgb) { return image8_from_rows(rgb.data, rgb.cols, rgb.rows, rgb.step); }
 
 }  // namespace
 

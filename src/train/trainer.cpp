@@ -25,6 +25,7 @@
 #include "model/image.h"
 #include "model/predictor.h"
 #include "model/runtime.h"
+#include "train/cv_tensor.h"
 #include "train/loss.h"
 
 namespace rsam::train {
@@ -131,11 +132,6 @@ struct BlockCheckpoint : torch::autograd::Function<BlockCheckpoint> {
 };
 
 // ---- helpers ----------------------------------------------------------------
-
-Image8 to_image8(const cv::Mat& rgb) {
-  if (rgb.empty() || rgb.type() != CV_8UC3) throw Error("training images must be 8-bit RGB");
-  return image8_from_rows(rgb.data, rgb.cols, rgb.rows, rgb.step);
-}
 
 // "points:3,box" -> one kind drawn per sample.
 std::string as_mix(const std::string& prompts) {
@@ -268,9 +264,7 @@ double validate(Sam& model, const std::string& spec, int64_t max_samples, uint64
       const auto& b = it.prompt.box;
       p.box = std::array<float, 4>{b[0], b[1], b[2], b[3]};
       auto r = pred.predict(p, false);
-      auto m = r.masks[0].to(torch::kUInt8).contiguous();
-      cv::Mat pm(int(m.size(0)), int(m.size(1)), CV_8UC1, m.data_ptr<uint8_t>());
-      acc.add(data::mask_metrics(pm, it.sample.mask));
+      acc.add(data::mask_metrics(mask_to_mat(r.masks[0]), it.sample.mask));
     }
   }
   return acc.count() ? acc.mean().iou : -1.0;

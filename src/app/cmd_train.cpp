@@ -26,6 +26,8 @@ void add_train_command(CLI::App& app) {
                 "decoder_only) or a JSON config file");
   c->add_flag("--train-decoder", o->train_decoder, "Also fine-tune the mask decoder");
   c->add_flag("--full", o->full, "Train every weight (pre-training small models)");
+  c->add_option("--trainable", o->trainable,
+                "With --full: train only weights under these name prefixes, e.g. mask_decoder.iou_prediction_head");
   c->add_option("--corruption", o->corruption, "robustseg | lq | none | NAME,... (drawn per sample)");
   c->add_option("--severity", o->severity, "1..5 or random");
   c->add_option("--clean-ratio", o->clean_ratio, "Share of samples left clean");
@@ -37,6 +39,8 @@ void add_train_command(CLI::App& app) {
                 "Objects of the same image decoded per encoding (COCO, instances)");
   c->add_option("--iterative-points", o->iterative_points,
                 "Interactive rounds per object: a corrective click from the last mask's error, plus that mask");
+  c->add_option("--rank-loss", o->rank_loss,
+                "Weight of a pairwise ranking loss on the predicted IoUs of a single point's three masks");
   c->add_option("--accum", o->accum, "Micro-batches per optimizer step");
   c->add_option("--optimizer", o->optimizer, "adam or adamw");
   c->add_option("--lr", o->lr, "Peak learning rate");

@@ -28,7 +28,14 @@ Tensor mask_iou(const Tensor& logits, const Tensor& targets) {
   return torch::where(uni > 0, inter / uni.clamp_min(1), torch::ones_like(uni));
 }
 
-LossParts sam_loss(const Tensor& logits_in, const Tensor& iou_pred_in, const Tensor& target_in, double focal_weight) {
+Tensor iou_rank_loss(const Tensor& iou_pred, const Tensor& actual, double tau) {
+  auto gap = (actual.unsqueeze(1) - actual.unsqueeze(0)).clamp_min(0);  // [i, j]: actual_i - actual_j if > 0
+  auto margin = (iou_pred.unsqueeze(1) - iou_pred.unsqueeze(0)) / tau;
+  return (gap * torch::softplus(-margin)).sum();
+}
+
+LossParts sam_loss(const Tensor& logits_in, const Tensor& iou_pred_in, const Tensor& target_in, double focal_weight,
+                   double rank_weight) {
   auto logits = logits_in.to(torch::kFloat32);
   auto iou_pred = iou_pred_in.to(torch::kFloat32);
   auto target = target_in.to(torch::kFloat32).unsqueeze(0).expand_as(logits);
@@ -44,6 +51,11 @@ LossParts sam_loss(const Tensor& logits_in, const Tensor& iou_pred_in, const Ten
   auto iou_mse = (iou_pred - actual).pow(2).mean();
   LossParts out;
   out.total = seg[best] + iou_mse;
+  if (rank_weight > 0 && iou_pred.size(0) > 1) {
+    auto rank = iou_rank_loss(iou_pred, actual);
+    out.total = out.total + rank_weight * rank;
+    out.iou_rank = rank.item<double>();
+  }
   out.focal = focal[best].item<double>();
   out.dice = dice[best].item<double>();
   out.iou_mse = iou_mse.item<double>();

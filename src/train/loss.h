@@ -18,14 +18,23 @@ torch::Tensor mask_iou(const torch::Tensor& logits, const torch::Tensor& targets
 
 struct LossParts {
   torch::Tensor total;  // scalar
-  double focal = 0, dice = 0, iou_mse = 0;
+  double focal = 0, dice = 0, iou_mse = 0, iou_rank = 0;
   int64_t best = 0;  // the candidate whose mask was trained
 };
 
 // logits [M, H, W] candidates (M = 1, or 3 for an ambiguous single point:
 // the best candidate's mask is the one trained, as in SAM; every candidate's
 // predicted IoU is regressed to its actual IoU), iou_pred [M], target [H, W].
+// rank_weight > 0 adds iou_rank_loss over the candidates.
 LossParts sam_loss(const torch::Tensor& logits, const torch::Tensor& iou_pred, const torch::Tensor& target,
-                   double focal_weight = 20.0);
+                   double focal_weight = 20.0, double rank_weight = 0.0);
+
+// Ranking term for the predicted IoUs of M candidates whose actual IoUs are
+// `actual` [M]: sum over pairs with actual_i > actual_j of
+// (actual_i - actual_j) * softplus(-(pred_i - pred_j) / tau). Each wrongly
+// ordered pair costs in proportion to the IoU lost by picking the worse one;
+// the MSE alone regresses each score on its own and leaves close candidates
+// mis-ordered.
+torch::Tensor iou_rank_loss(const torch::Tensor& iou_pred, const torch::Tensor& actual, double tau = 0.05);
 
 }  // namespace rsam::train

@@ -354,6 +354,8 @@ TrainResult train(const TrainOptions& o) {
   if (o.batch < 1 || o.accum < 1 || o.masks_per_image < 1)
     throw Error("--batch, --accum and --masks-per-image must be >= 1");
   if (o.iterative_points < 0) throw Error("--iterative-points must be >= 0");
+  if (!(o.rank_loss >= 0)) throw Error("--rank-loss must be >= 0");
+  if (!o.trainable.empty() && !o.full) throw Error("--trainable selects among all weights: it needs --full");
   if (!(o.lr > 0) || o.wd < 0) throw Error("--lr must be > 0 and --wd >= 0");
   if (o.optimizer != "adam" && o.optimizer != "adamw") throw Error("--optimizer must be adam or adamw");
   const bool bf16 = parse_precision(o.precision) == Precision::BF16;
@@ -385,6 +387,8 @@ TrainResult train(const TrainOptions& o) {
                      {"seed", o.seed}};
   if (o.masks_per_image != 1) cfg["masks_per_image"] = o.masks_per_image;
   if (o.iterative_points != 0) cfg["iterative_points"] = o.iterative_points;
+  if (o.rank_loss != 0) cfg["rank_loss"] = o.rank_loss;
+  if (!o.trainable.empty()) cfg["trainable"] = o.trainable;
   if (!o.full) cfg["adapter_config"] = adapt::load_config(o.adapter);
   const std::string cfg_text = cfg.dump();
 
@@ -393,10 +397,24 @@ TrainResult train(const TrainOptions& o) {
   std::vector<std::pair<std::string, Tensor>> params;
   if (o.full) {
     torch::manual_seed(o.seed);
+    std::vector<std::string> prefixes;
+    std::stringstream list(o.trainable);
+    for (std::string p; std::getline(list, p, ',');)
+      if (!p.empty()) prefixes.push_back(p);
+    auto selected = [&](const std::string& name) {
+      if (prefixes.empty()) return true;
+      for (const auto& p : prefixes)
+        if (name.compare(0, p.size(), p) == 0) return true;
+      return false;
+    };
     for (auto& p : model->named_parameters(true)) {
-      p.value().set_requires_grad(true);
-      params.emplace_back(p.key(), p.value());
+      // Frozen weights build no autograd graph: training only the IoU head
+      // costs little more than the forward pass.
+      const bool on = selected(p.key());
+      p.value().set_requires_grad(on);
+      if (on) params.emplace_back(p.key(), p.value());
     }
+    if (params.empty()) throw Error("--trainable '" + o.trainable + "' matches no parameter of the model");
   } else {
     auto acfg = cfg["adapter_config"];
     if (o.train_decoder) acfg["train_decoder"] = true;
@@ -483,7 +501,7 @@ TrainResult train(const TrainOptions& o) {
         static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
     }
     opt->zero_grad();
-    double loss_sum = 0, focal = 0, dice = 0, iou_mse = 0, aux_sum = 0;
+    double loss_sum = 0, focal = 0, dice = 0, iou_mse = 0, iou_rank = 0, aux_sum = 0;
     int64_t n_items = 0, n_terms = 0;  // objects; loss terms (objects x rounds)
     for (int a = 0; a < o.accum; ++a) {
       if (!loader.next(batch)) {
@@ -526,6 +544,7 @@ TrainResult train(const TrainOptions& o) {
           focal += t.focal;
           dice += t.dice;
           iou_mse += t.iou_mse;
+          iou_rank += t.iou_rank;
           ++mb_terms;
         };
         for (size_t i = 0; i < samples.size(); ++i) {
@@ -536,7 +555,7 @@ TrainResult train(const TrainOptions& o) {
           if (s.box.defined()) box = s.box;
           auto [sparse, dense] = model->prompt_encoder->forward(pts, box, std::nullopt);
           auto [low, iou] = model->mask_decoder->forward(emb.narrow(0, image_of[i], 1), pe, sparse, dense, s.ambiguous);
-          auto parts = sam_loss(low[0], iou[0], s.target);
+          auto parts = sam_loss(low[0], iou[0], s.target, 20.0, o.rank_loss);
           add_term(parts);
           // Interactive rounds (SAM, sec. A): the previous mask (no gradient
           // through it) and a corrective click go back in; one mask out.
@@ -581,6 +600,7 @@ TrainResult train(const TrainOptions& o) {
                      {"focal", focal / n_terms},
                      {"dice", dice / n_terms},
                      {"iou_mse", iou_mse / n_terms},
+                     {"iou_rank", iou_rank / n_terms},
                      {"aux", aux_sum / o.accum},
                      {"lr", lr},
                      {"img_per_s", ips},

@@ -21,6 +21,7 @@ struct TrainOptions {
   std::string adapter = "gara";  // method name or JSON config file; ignored with full
   bool train_decoder = false;
   bool full = false;                     // train every weight (pre-training)
+  std::string trainable;                 // with full: only parameters under these comma-separated name prefixes
   std::string corruption = "robustseg";  // loader corruption list, "none" for clean
   std::string severity = "3";            // 1..5 or random
   double clean_ratio = 0.0;
@@ -29,6 +30,7 @@ struct TrainOptions {
   int batch = 1, accum = 1;
   int masks_per_image = 1;         // objects decoded per image encoding (datasets with several per image)
   int iterative_points = 0;        // SAM's interactive rounds: corrective clicks + the previous mask, per object
+  double rank_loss = 0;            // weight of train::iou_rank_loss over a single point's three candidates
   std::string optimizer = "adam";  // adam | adamw
   double lr = 1e-4, wd = 1e-5, clip = 1.0;
   int64_t warmup = 0;  // linear warm-up steps, then cosine decay to lr * min_lr_ratio

@@ -56,6 +56,22 @@ std::string make_scenes(const std::string& name, int n) {
 
 rsam::Sam tiny() { return rsam::load_sam(kData + "tiny_a.pth").model; }
 
+// A short, quiet, single-threaded run of the tiny test model into a fresh
+// TempDir()/out_name.
+rsam::train::TrainOptions short_run(const std::string& data, int steps, const std::string& out_name) {
+  rsam::train::TrainOptions o;
+  o.checkpoint = kData + "tiny_a.pth";
+  o.data = data;
+  o.steps = steps;
+  o.batch = 2;
+  o.workers = 1;
+  o.threads = 1;
+  o.quiet = true;
+  o.out = (fs::path(::testing::TempDir()) / out_name).string();
+  fs::remove_all(o.out);
+  return o;
+}
+
 }  // namespace
 
 TEST(Loss, FocalAndDiceMatchHandComputedValues) {
@@ -89,6 +105,37 @@ TEST(Loss, AmbiguousPromptsTrainTheBestCandidate) {
   EXPECT_NEAR(pred.grad()[0].item<float>(), 2 * 0.5f / 3, 1e-6);
   EXPECT_NEAR(pred.grad()[1].item<float>(), 0.0f, 1e-6);
   EXPECT_NEAR(pred.grad()[2].item<float>(), 2 * 0.2f / 3, 1e-6);
+}
+
+TEST(Loss, RankingTermPushesTheBestCandidateUp) {
+  // Actual IoUs 0, 1, 0.5 and equal scores: pairs (1,0), (1,2), (2,0) with
+  // gaps 1, 0.5, 0.5, each softplus(0) = ln 2.
+  const auto actual = torch::tensor({0.f, 1.f, 0.5f});
+  auto pred = torch::full({3}, 0.5f).requires_grad_();
+  auto rank = rsam::train::iou_rank_loss(pred, actual, 0.05);
+  EXPECT_NEAR(rank.item<double>(), 2 * std::log(2.0), 1e-6);
+  rank.backward();
+  // d/dp_i of gap * softplus(-(p_i - p_j) / tau) at 0: -gap / (2 tau).
+  EXPECT_NEAR(pred.grad()[1].item<float>(), -(1 + 0.5) * 10, 1e-4);
+  EXPECT_NEAR(pred.grad()[0].item<float>(), (1 + 0.5) * 10, 1e-4);
+  EXPECT_NEAR(pred.grad()[2].item<float>(), 0.0, 1e-4);
+  // Ordered right by a wide margin: almost free. Equal actual IoUs: nothing to rank.
+  EXPECT_LT(rsam::train::iou_rank_loss(actual * 2, actual, 0.05).item<double>(), 1e-6);
+  EXPECT_EQ(rsam::train::iou_rank_loss(torch::tensor({0.9f, 0.1f}), torch::full({2}, 0.5f)).item<double>(), 0.0);
+
+  // Inside sam_loss: added with its weight, reported, and only for several candidates.
+  auto t = torch::tensor({1.f, 1.f, 0.f, 0.f}).view({2, 2});
+  auto good = (t * 2 - 1) * 10;
+  auto logits = torch::stack({-good, good, torch::zeros({2, 2})});
+  const auto scores = torch::tensor({0.8f, 0.2f, 0.5f});
+  const auto plain = rsam::train::sam_loss(logits, scores, t);
+  const auto ranked = rsam::train::sam_loss(logits, scores, t, 20.0, 2.0);
+  const double expect = rsam::train::iou_rank_loss(scores, torch::tensor({0.f, 1.f, 0.f})).item<double>();
+  EXPECT_GT(expect, 0.5);  // the right mask is ranked last
+  EXPECT_NEAR(ranked.iou_rank, expect, 1e-6);
+  EXPECT_NEAR(ranked.total.item<double>() - plain.total.item<double>(), 2 * expect, 1e-5);
+  EXPECT_EQ(plain.iou_rank, 0.0);
+  EXPECT_EQ(rsam::train::sam_loss(good.unsqueeze(0), torch::tensor({0.5f}), t, 20.0, 2.0).iou_rank, 0.0);
 }
 
 TEST(Train, CorrectiveClickLandsInTheError) {
@@ -167,21 +214,12 @@ TEST(ModelSample, LaysOutImageTargetAndPromptLikeThePredictor) {
 
 TEST(EndToEnd, TrainThenEvaluateWithAReport) {
   const auto spec = make_scenes("e2e", 6);
-  rsam::train::TrainOptions o;
-  o.checkpoint = kData + "tiny_a.pth";
-  o.data = spec;
+  auto o = short_run(spec, 4, "rsam_train_e2e_out");
   o.val = spec;
   o.adapter = "lora";
   o.train_decoder = true;
   o.corruption = "gauss_noise,brightness";
-  o.steps = 4;
-  o.batch = 2;
   o.lr = 1e-3;
-  o.workers = 1;
-  o.threads = 1;
-  o.quiet = true;
-  o.out = (fs::path(::testing::TempDir()) / "rsam_train_e2e_out").string();
-  fs::remove_all(o.out);
   auto r = rsam::train::train(o);
   EXPECT_EQ(r.steps, 4);
   EXPECT_TRUE(std::isfinite(r.last_loss));
@@ -269,6 +307,55 @@ TEST(Train, BadOptionsAreErrors) {
   EXPECT_THROW(rsam::train::train(o), rsam::Error);
   o.steps = 0;
   EXPECT_THROW(rsam::train::train(o), rsam::Error);
+}
+
+TEST(Train, TrainableSelectsWeightsByNamePrefix) {
+  // Only the IoU head trains (with the ranking loss): every other weight,
+  // hence every mask, stays as it was.
+  const auto spec = make_scenes("trainable", 4);
+  auto o = short_run(spec, 2, "rsam_train_trainable_out");
+  o.full = true;
+  o.trainable = "mask_decoder.iou_prediction_head";
+  o.rank_loss = 1.0;
+  o.corruption = "none";
+  o.prompts = "points:1";
+  o.lr = 1e-2;
+  const auto r = rsam::train::train(o);
+  const auto before = tiny()->named_parameters(true);
+  const auto after = rsam::load_sam(r.weights_path).model->named_parameters(true);
+  int changed = 0, kept = 0;
+  for (const auto& p : before) {
+    const std::string& name = p.key();
+    ASSERT_NE(after.find(name), nullptr) << name;
+    const bool same = torch::equal(p.value(), *after.find(name));
+    if (name.rfind(o.trainable, 0) == 0) {
+      EXPECT_FALSE(same) << name;
+      ++changed;
+    } else {
+      EXPECT_TRUE(same) << name;
+      ++kept;
+    }
+  }
+  EXPECT_EQ(changed, 6);  // 3 layers x (weight, bias)
+  EXPECT_GT(kept, 50);
+  // The ranking term is logged.
+  std::ifstream mf(fs::path(o.out) / "metrics.jsonl");
+  std::string line;
+  ASSERT_TRUE(std::getline(mf, line));
+  EXPECT_GT(nlohmann::json::parse(line)["iou_rank"].get<double>(), 0.0) << line;
+
+  auto bad = o;
+  bad.trainable = "no_such_module.";
+  EXPECT_THROW(rsam::train::train(bad), rsam::Error);
+  bad = o;
+  bad.full = false;
+  EXPECT_THROW(rsam::train::train(bad), rsam::Error);
+  bad = o;
+  bad.rank_loss = -1;
+  EXPECT_THROW(rsam::train::train(bad), rsam::Error);
+  bad.rank_loss = std::nan("");
+  EXPECT_THROW(rsam::train::train(bad), rsam::Error);
+  fs::remove_all(o.out);
 }
 
 TEST(Train, Bf16WithGradientCheckpointing) {

@@ -41,6 +41,10 @@ void add_train_command(CLI::App& app) {
                 "Interactive rounds per object: a corrective click from the last mask's error, plus that mask");
   c->add_option("--rank-loss", o->rank_loss,
                 "Weight of a pairwise ranking loss on the predicted IoUs of a single point's three masks");
+  c->add_option(
+       "--iou-target", o->iou_target,
+       "Where the IoU that the scores learn is measured: input (resolution, as evaluated) or lowres (mask grid)")
+      ->check(CLI::IsMember({"input", "lowres"}));
   c->add_option("--accum", o->accum, "Micro-batches per optimizer step");
   c->add_option("--optimizer", o->optimizer, "adam or adamw");
   c->add_option("--lr", o->lr, "Peak learning rate");

@@ -71,15 +71,36 @@ nlohmann::json summarize(const std::vector<Record>& records) {
   struct Acc {
     data::MetricsAccumulator m;
     double best_sum = 0;  // of best_candidate_iou
-    void add(const Record& r) { m.add(r.m), best_sum += r.best_candidate_iou; }
+    // Per candidate index (single points): IoU sum, times best, times picked.
+    std::vector<double> cand_sum;
+    std::vector<int64_t> cand_best, cand_picked;
+    int64_t cand_n = 0;
+    void add(const Record& r) {
+      m.add(r.m), best_sum += r.best_candidate_iou;
+      if (r.candidate_iou.empty() || r.picked < 0) return;
+      const size_t k = r.candidate_iou.size();
+      if (cand_sum.size() < k) cand_sum.resize(k), cand_best.resize(k), cand_picked.resize(k);
+      const size_t top =
+          size_t(std::max_element(r.candidate_iou.begin(), r.candidate_iou.end()) - r.candidate_iou.begin());
+      for (size_t j = 0; j < k; ++j) cand_sum[j] += r.candidate_iou[j];
+      ++cand_best[top];
+      if (size_t(r.picked) < k) ++cand_picked[size_t(r.picked)];
+      ++cand_n;
+    }
     nlohmann::json json() const {
       const auto mean = m.mean();
-      return {{"iou", mean.iou},
-              {"dice", mean.dice},
-              {"pixel_accuracy", mean.pixel_accuracy},
-              {"boundary_iou", mean.boundary_iou},
-              {"best_candidate_iou", m.count() ? best_sum / double(m.count()) : 0.0},
-              {"n", m.count()}};
+      nlohmann::json j{{"iou", mean.iou},
+                       {"dice", mean.dice},
+                       {"pixel_accuracy", mean.pixel_accuracy},
+                       {"boundary_iou", mean.boundary_iou},
+                       {"best_candidate_iou", m.count() ? best_sum / double(m.count()) : 0.0},
+                       {"n", m.count()}};
+      if (cand_n > 0) {
+        auto& c = j["candidates"] = nlohmann::json::array();
+        for (size_t k = 0; k < cand_sum.size(); ++k)
+          c.push_back({{"iou", cand_sum[k] / double(cand_n)}, {"best", cand_best[k]}, {"picked", cand_picked[k]}});
+      }
+      return j;
     }
   };
   std::map<std::string, std::map<std::string, std::map<std::string, Acc>>> acc;
@@ -231,9 +252,13 @@ EvalResult evaluate(const EvalOptions& o) {
           rec.m = data::mask_metrics(pm, s.mask);
           rec.score = r.iou_predictions[best].item<float>();
           rec.best_candidate_iou = rec.m.iou;
-          for (int64_t j = 0; multi && j < r.masks.size(0); ++j) {
-            if (j == best) continue;
-            rec.best_candidate_iou = std::max(rec.best_candidate_iou, data::mask_iou(mask_to_mat(r.masks[j]), s.mask));
+          if (multi) {
+            rec.picked = int(best);
+            for (int64_t j = 0; j < r.masks.size(0); ++j) {
+              const double iou = j == best ? rec.m.iou : data::mask_iou(mask_to_mat(r.masks[j]), s.mask);
+              rec.candidate_iou.push_back(iou);
+              rec.best_candidate_iou = std::max(rec.best_candidate_iou, iou);
+            }
           }
           res.records.push_back(rec);
         }
@@ -339,7 +364,9 @@ nlohmann::json record_json(const Record& x) {
           {"pixel_accuracy", x.m.pixel_accuracy},
           {"boundary_iou", x.m.boundary_iou},
           {"score", x.score},
-          {"best_candidate_iou", x.best_candidate_iou}};
+          {"best_candidate_iou", x.best_candidate_iou},
+          {"candidate_iou", x.candidate_iou},
+          {"picked", x.picked}};
 }
 
 Record record_from_json(const nlohmann::json& x) {
@@ -356,6 +383,8 @@ Record record_from_json(const nlohmann::json& x) {
   rec.score = x.at("score").get<float>();
   // Reports written before best_candidate_iou existed: the picked IoU.
   rec.best_candidate_iou = x.value("best_candidate_iou", rec.m.iou);
+  rec.candidate_iou = x.value("candidate_iou", std::vector<double>{});
+  rec.picked = x.value("picked", -1);
   return rec;
 }
 
@@ -383,12 +412,15 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
   const nlohmann::json opts = options_json(o);
   nlohmann::json recs = nlohmann::json::array();
   std::ostringstream csv;
-  csv << "method,sample,index,corruption,prompt,iou,dice,pixel_accuracy,boundary_iou,score,best_candidate_iou\n";
+  csv << "method,sample,index,corruption,prompt,iou,dice,pixel_accuracy,boundary_iou,score,best_candidate_iou,picked,"
+         "candidate_iou\n";
   for (const auto& x : r.records) {
     recs.push_back(record_json(x));
     csv << x.method << ',' << '"' << x.sample << '"' << ',' << x.index << ',' << x.corruption << ',' << x.prompt << ','
         << x.m.iou << ',' << x.m.dice << ',' << x.m.pixel_accuracy << ',' << x.m.boundary_iou << ',' << x.score << ','
-        << x.best_candidate_iou << "\n";
+        << x.best_candidate_iou << ',' << x.picked << ",\"";
+    for (size_t j = 0; j < x.candidate_iou.size(); ++j) csv << (j ? ";" : "") << x.candidate_iou[j];
+    csv << "\"\n";
   }
   write_text(
       (fs::path(dir) / "results.json").string(),
@@ -475,6 +507,25 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
       md << "\n";
     }
     md << "\n";
+    // Which candidate wins and which one the score picks: a head that never
+    // picks a candidate that is often best shows up here.
+    std::ostringstream rows;
+    for (auto& [method, byc] : r.summary.items()) {
+      if (!byc.contains("clean") || !byc["clean"].contains(p.text) || !byc["clean"][p.text].contains("candidates"))
+        continue;
+      rows << "| " << method << " |";
+      for (const auto& c : byc["clean"][p.text]["candidates"]) {
+        char b[96];
+        std::snprintf(b, sizeof b, " %.1f, %lld, %lld |", 100 * c["iou"].get<double>(),
+                      (long long)c["best"].get<int64_t>(), (long long)c["picked"].get<int64_t>());
+        rows << b;
+      }
+      rows << "\n";
+    }
+    if (!rows.str().empty())
+      md << "Clean, per candidate in the decoder's order: mean IoU %, times best, times picked.\n\n"
+         << "| method | candidate 0 | candidate 1 | candidate 2 |\n|---|---|---|---|\n"
+         << rows.str() << "\n";
   }
   if (!r.oracle.is_null()) {
     md << "## Rank oracle (degraded inputs, IoU %)\n\n";

@@ -38,6 +38,10 @@ struct Record {
   // IoU of the best of the decoder's candidates, knowing the answer: for an
   // ambiguous single point, what a perfect ranking would score (else == m.iou).
   double best_candidate_iou = 0;
+  // For an ambiguous single point: every candidate's IoU, in the decoder's
+  // order, and the index picked by the predicted IoU (-1 otherwise).
+  std::vector<double> candidate_iou;
+  int picked = -1;
 };
 
 struct EvalResult {

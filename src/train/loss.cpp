@@ -28,32 +28,42 @@ Tensor mask_iou(const Tensor& logits, const Tensor& targets) {
   return torch::where(uni > 0, inter / uni.clamp_min(1), torch::ones_like(uni));
 }
 
+Tensor upsampled_mask_iou(const Tensor& logits, const Tensor& targets) {
+  torch::NoGradGuard ng;
+  namespace F = torch::nn::functional;
+  auto up = F::interpolate(logits.unsqueeze(0), F::InterpolateFuncOptions()
+                                                    .size(std::vector<int64_t>{targets.size(-2), targets.size(-1)})
+                                                    .mode(torch::kBilinear)
+                                                    .align_corners(false));
+  return mask_iou(up[0], targets.unsqueeze(0).expand_as(up[0]));
+}
+
 Tensor iou_rank_loss(const Tensor& iou_pred, const Tensor& actual, double tau) {
   auto gap = (actual.unsqueeze(1) - actual.unsqueeze(0)).clamp_min(0);  // [i, j]: actual_i - actual_j if > 0
   auto margin = (iou_pred.unsqueeze(1) - iou_pred.unsqueeze(0)) / tau;
   return (gap * torch::softplus(-margin)).sum();
 }
 
-LossParts sam_loss(const Tensor& logits_in, const Tensor& iou_pred_in, const Tensor& target_in, double focal_weight,
-                   double rank_weight) {
+LossParts sam_loss(const Tensor& logits_in, const Tensor& iou_pred_in, const Tensor& target_in,
+                   const Tensor& iou_target, const LossOptions& opts) {
   auto logits = logits_in.to(torch::kFloat32);
   auto iou_pred = iou_pred_in.to(torch::kFloat32);
   auto target = target_in.to(torch::kFloat32).unsqueeze(0).expand_as(logits);
   auto focal = sigmoid_focal_loss(logits, target);
   auto dice = dice_loss(logits, target);
-  auto seg = focal_weight * focal + dice;  // [M]
+  auto seg = opts.focal_weight * focal + dice;  // [M]
   auto best = seg.argmin().item<int64_t>();
   // Every candidate's IoU is supervised, not only the trained one's: at
   // inference the predicted IoU ranks the three candidates, and a head that
   // only ever saw the best one ranks them at random (on rsam-tiny, one point:
   // 0.41 picked by score vs 0.48 for the best of three).
-  auto actual = mask_iou(logits, target);
+  auto actual = iou_target.defined() ? upsampled_mask_iou(logits, iou_target) : mask_iou(logits, target);
   auto iou_mse = (iou_pred - actual).pow(2).mean();
   LossParts out;
   out.total = seg[best] + iou_mse;
-  if (rank_weight > 0 && iou_pred.size(0) > 1) {
+  if (opts.rank_weight > 0 && iou_pred.size(0) > 1) {
     auto rank = iou_rank_loss(iou_pred, actual);
-    out.total = out.total + rank_weight * rank;
+    out.total = out.total + opts.rank_weight * rank;
     out.iou_rank = rank.item<double>();
   }
   out.focal = focal[best].item<double>();

@@ -15,6 +15,8 @@ torch::Tensor sigmoid_focal_loss(const torch::Tensor& logits, const torch::Tenso
 torch::Tensor dice_loss(const torch::Tensor& logits, const torch::Tensor& targets);
 // IoU of (logits > 0) against (targets > 0.5), per sample [N], no gradient.
 torch::Tensor mask_iou(const torch::Tensor& logits, const torch::Tensor& targets);
+// The same with the logits [N, h, w] first upsampled (bilinear) to the size of targets [H, W].
+torch::Tensor upsampled_mask_iou(const torch::Tensor& logits, const torch::Tensor& targets);
 
 struct LossParts {
   torch::Tensor total;  // scalar
@@ -22,12 +24,21 @@ struct LossParts {
   int64_t best = 0;  // the candidate whose mask was trained
 };
 
+struct LossOptions {
+  double focal_weight = 20.0;
+  double rank_weight = 0.0;  // > 0 adds iou_rank_loss over the candidates
+};
+
 // logits [M, H, W] candidates (M = 1, or 3 for an ambiguous single point:
 // the best candidate's mask is the one trained, as in SAM; every candidate's
 // predicted IoU is regressed to its actual IoU), iou_pred [M], target [H, W].
-// rank_weight > 0 adds iou_rank_loss over the candidates.
+// iou_target, if defined, is the mask at input resolution [S, S] (> 0.5 =
+// object): the actual IoUs are then measured there, on the logits upsampled
+// as the predictor upsamples them, i.e. as evaluation measures them. On a
+// coarse grid (64² for a 256² input) the low-res IoU of a small object is far
+// below what the user gets, and a head trained on it under-scores small masks.
 LossParts sam_loss(const torch::Tensor& logits, const torch::Tensor& iou_pred, const torch::Tensor& target,
-                   double focal_weight = 20.0, double rank_weight = 0.0);
+                   const torch::Tensor& iou_target = {}, const LossOptions& opts = {});
 
 // Ranking term for the predicted IoUs of M candidates whose actual IoUs are
 // `actual` [M]: sum over pairs with actual_i > actual_j of

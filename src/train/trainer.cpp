@@ -310,6 +310,11 @@ ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat&
   cv::resize(m, m, cv::Size(nw, nh), 0, 0, cv::INTER_LINEAR);
   cv::Mat padded = cv::Mat::zeros(S, S, CV_32F);
   m.copyTo(padded(cv::Rect(0, 0, nw, nh)));
+  {
+    cv::Mat bin;
+    cv::compare(padded, 0.5, bin, cv::CMP_GT);  // 255 where object
+    s.input_target = (torch::from_blob(bin.data, {S, S}, torch::kUInt8) > 0).to(torch::kUInt8).to(model->device());
+  }
   cv::resize(padded, padded, cv::Size(low, low), 0, 0, cv::INTER_AREA);
   s.target = torch::from_blob(padded.ptr<float>(), {low, low}, torch::kFloat32).clone().to(model->device());
   const double sx = double(nw) / ow, sy = double(nh) / oh;
@@ -355,6 +360,7 @@ TrainResult train(const TrainOptions& o) {
     throw Error("--batch, --accum and --masks-per-image must be >= 1");
   if (o.iterative_points < 0) throw Error("--iterative-points must be >= 0");
   if (!(o.rank_loss >= 0)) throw Error("--rank-loss must be >= 0");
+  if (o.iou_target != "input" && o.iou_target != "lowres") throw Error("--iou-target must be input or lowres");
   if (!o.trainable.empty() && !o.full) throw Error("--trainable selects among all weights: it needs --full");
   if (!(o.lr > 0) || o.wd < 0) throw Error("--lr must be > 0 and --wd >= 0");
   if (o.optimizer != "adam" && o.optimizer != "adamw") throw Error("--optimizer must be adam or adamw");
@@ -389,6 +395,8 @@ TrainResult train(const TrainOptions& o) {
   if (o.iterative_points != 0) cfg["iterative_points"] = o.iterative_points;
   if (o.rank_loss != 0) cfg["rank_loss"] = o.rank_loss;
   if (!o.trainable.empty()) cfg["trainable"] = o.trainable;
+  // Runs from before the option measured on the low-res grid: their configs lack the key.
+  if (o.iou_target != "lowres") cfg["iou_target"] = o.iou_target;
   if (!o.full) cfg["adapter_config"] = adapt::load_config(o.adapter);
   const std::string cfg_text = cfg.dump();
 
@@ -485,6 +493,8 @@ TrainResult train(const TrainOptions& o) {
     io::write_atomic((fs::path(o.out) / "config.json").string(), text.data(), text.size());
   }
 
+  LossOptions loss_opts;
+  loss_opts.rank_weight = o.rank_loss;
   model->train();
   const bool tty = isatty(2);
   auto t_start = std::chrono::steady_clock::now();
@@ -539,6 +549,7 @@ TrainResult train(const TrainOptions& o) {
           emb = emb.to(torch::kFloat32);
         }
         auto pe = model->prompt_encoder->get_dense_pe();
+        auto iou_target = [&](const ModelSample& s) { return o.iou_target == "input" ? s.input_target : Tensor(); };
         auto add_term = [&](const LossParts& t) {
           loss_acc = loss_acc.defined() ? loss_acc + t.total : t.total;
           focal += t.focal;
@@ -555,7 +566,7 @@ TrainResult train(const TrainOptions& o) {
           if (s.box.defined()) box = s.box;
           auto [sparse, dense] = model->prompt_encoder->forward(pts, box, std::nullopt);
           auto [low, iou] = model->mask_decoder->forward(emb.narrow(0, image_of[i], 1), pe, sparse, dense, s.ambiguous);
-          auto parts = sam_loss(low[0], iou[0], s.target, 20.0, o.rank_loss);
+          auto parts = sam_loss(low[0], iou[0], s.target, iou_target(s), loss_opts);
           add_term(parts);
           // Interactive rounds (SAM, sec. A): the previous mask (no gradient
           // through it) and a corrective click go back in; one mask out.
@@ -571,7 +582,7 @@ TrainResult train(const TrainOptions& o) {
             auto [sp, dn] = model->prompt_encoder->forward(std::make_pair(points, labels), box,
                                                            prev.detach().view({1, 1, prev.size(0), prev.size(1)}));
             auto [low_r, iou_r] = model->mask_decoder->forward(emb.narrow(0, image_of[i], 1), pe, sp, dn, false);
-            add_term(sam_loss(low_r[0], iou_r[0], s.target));
+            add_term(sam_loss(low_r[0], iou_r[0], s.target, iou_target(s), loss_opts));
             prev = low_r[0][0];
           }
         }

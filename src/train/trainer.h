@@ -28,10 +28,11 @@ struct TrainOptions {
   std::string prompts = "points:3,box";  // one is drawn per sample (mix)
   int64_t steps = 0, epochs = 0;         // one of them
   int batch = 1, accum = 1;
-  int masks_per_image = 1;         // objects decoded per image encoding (datasets with several per image)
-  int iterative_points = 0;        // SAM's interactive rounds: corrective clicks + the previous mask, per object
-  double rank_loss = 0;            // weight of train::iou_rank_loss over a single point's three candidates
-  std::string optimizer = "adam";  // adam | adamw
+  int masks_per_image = 1;           // objects decoded per image encoding (datasets with several per image)
+  int iterative_points = 0;          // SAM's interactive rounds: corrective clicks + the previous mask, per object
+  double rank_loss = 0;              // weight of train::iou_rank_loss over a single point's three candidates
+  std::string iou_target = "input";  // where the IoU the scores learn is measured: input (as evaluated) | lowres
+  std::string optimizer = "adam";    // adam | adamw
   double lr = 1e-4, wd = 1e-5, clip = 1.0;
   int64_t warmup = 0;  // linear warm-up steps, then cosine decay to lr * min_lr_ratio
   double min_lr_ratio = 0.0;
@@ -62,9 +63,10 @@ torch::Tensor encode_for_training(Sam& model, const torch::Tensor& images, bool 
 // Lays a sample out as the predictor does (longest side resized with PIL's
 // bilinear filter, normalized, padded) and returns the image [3,S,S], the
 // soft target at low-res mask resolution [4g,4g], and the prompt converted
-// into the resized frame.
+// into the resized frame; also the target at input resolution.
 struct ModelSample {
   torch::Tensor image, target, points, labels, box;  // points [1,K,2], labels [1,K], box [1,4]; undefined if absent
+  torch::Tensor input_target;                        // the mask laid out at input resolution [S,S], uint8 0/1
   bool ambiguous = false;                            // a single point: train the best of 3 masks
 };
 // With with_image false, `image` is left undefined (another object of an

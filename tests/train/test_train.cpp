@@ -7,6 +7,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -107,6 +108,26 @@ TEST(Loss, AmbiguousPromptsTrainTheBestCandidate) {
   EXPECT_NEAR(pred.grad()[2].item<float>(), 2 * 0.2f / 3, 1e-6);
 }
 
+TEST(Loss, ScoresLearnTheIoUAtInputResolution) {
+  // A 2x2 object inside one cell of a 4x4 grid over a 16x16 input: on the
+  // grid its area-averaged target is 0.25 (background), so a mask of that
+  // cell scores IoU 0 there. Upsampled (bilinear, half-pixel centres), the
+  // positive logit covers the cell's 4x4 pixels but its corners (there the
+  // cell weighs 0.625² < 1/2): 12 pixels around the object's 4, IoU 1/3.
+  auto logits = torch::full({1, 4, 4}, -1.f);
+  logits[0][1][2] = 1.f;
+  auto input = torch::zeros({16, 16}, torch::kUInt8);
+  input.slice(0, 5, 7).slice(1, 9, 11).fill_(1);
+  auto low = torch::zeros({4, 4});
+  low[1][2] = 0.25f;
+  EXPECT_EQ(rsam::train::mask_iou(logits, low.unsqueeze(0)).item<float>(), 0.0f);
+  EXPECT_FLOAT_EQ(rsam::train::upsampled_mask_iou(logits, input).item<float>(), 1.0f / 3);
+  auto pred = torch::zeros({1}).requires_grad_();
+  const auto parts = rsam::train::sam_loss(logits, pred, low, input);
+  EXPECT_NEAR(parts.iou_mse, 1.0 / 9, 1e-6);
+  EXPECT_NEAR(rsam::train::sam_loss(logits, pred, low).iou_mse, 0.0, 1e-9);
+}
+
 TEST(Loss, RankingTermPushesTheBestCandidateUp) {
   // Actual IoUs 0, 1, 0.5 and equal scores: pairs (1,0), (1,2), (2,0) with
   // gaps 1, 0.5, 0.5, each softplus(0) = ln 2.
@@ -129,13 +150,13 @@ TEST(Loss, RankingTermPushesTheBestCandidateUp) {
   auto logits = torch::stack({-good, good, torch::zeros({2, 2})});
   const auto scores = torch::tensor({0.8f, 0.2f, 0.5f});
   const auto plain = rsam::train::sam_loss(logits, scores, t);
-  const auto ranked = rsam::train::sam_loss(logits, scores, t, 20.0, 2.0);
+  const auto ranked = rsam::train::sam_loss(logits, scores, t, {}, {20.0, 2.0});
   const double expect = rsam::train::iou_rank_loss(scores, torch::tensor({0.f, 1.f, 0.f})).item<double>();
   EXPECT_GT(expect, 0.5);  // the right mask is ranked last
   EXPECT_NEAR(ranked.iou_rank, expect, 1e-6);
   EXPECT_NEAR(ranked.total.item<double>() - plain.total.item<double>(), 2 * expect, 1e-5);
   EXPECT_EQ(plain.iou_rank, 0.0);
-  EXPECT_EQ(rsam::train::sam_loss(good.unsqueeze(0), torch::tensor({0.5f}), t, 20.0, 2.0).iou_rank, 0.0);
+  EXPECT_EQ(rsam::train::sam_loss(good.unsqueeze(0), torch::tensor({0.5f}), t, {}, {20.0, 2.0}).iou_rank, 0.0);
 }
 
 TEST(Train, CorrectiveClickLandsInTheError) {
@@ -210,6 +231,11 @@ TEST(ModelSample, LaysOutImageTargetAndPromptLikeThePredictor) {
   EXPECT_NEAR(s.points[0][0][0].item<float>(), 16.0f, 1e-4);
   EXPECT_NEAR(s.box[0][3].item<float>(), 29 * 1.6f, 1e-4);
   EXPECT_FALSE(s.ambiguous);
+  // At input resolution: 32 x 48 pixels of object in the 64 x 64 square.
+  EXPECT_EQ(s.input_target.sizes(), (std::vector<int64_t>{64, 64}));
+  EXPECT_EQ(s.input_target.sum().item<int64_t>(), 32 * 48);
+  EXPECT_EQ(s.input_target[47][31].item<int>(), 1);
+  EXPECT_EQ(s.input_target[48][31].item<int>(), 0);
 }
 
 TEST(EndToEnd, TrainThenEvaluateWithAReport) {
@@ -249,14 +275,32 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
   EXPECT_FALSE(res.oracle.is_null());
   // One point gets three candidates; the best of them (knowing the answer)
   // bounds the picked one. A box gets one mask, so the two coincide.
-  int better = 0;
+  int better = 0, clean_points = 0;
   for (const auto& rec : res.records) {
     if (rec.prompt == "points:1") {
       EXPECT_GE(rec.best_candidate_iou, rec.m.iou);
       better += rec.best_candidate_iou > rec.m.iou;
-    } else if (rec.prompt == "box") {
+      // Every candidate's IoU is kept; the picked one is the reported mask.
+      ASSERT_EQ(rec.candidate_iou.size(), 3u);
+      ASSERT_GE(rec.picked, 0);
+      ASSERT_LT(rec.picked, 3);
+      EXPECT_EQ(rec.candidate_iou[size_t(rec.picked)], rec.m.iou);
+      EXPECT_EQ(*std::max_element(rec.candidate_iou.begin(), rec.candidate_iou.end()), rec.best_candidate_iou);
+      clean_points += rec.corruption == "clean" && rec.method == "sam";
+    } else {
       EXPECT_EQ(rec.best_candidate_iou, rec.m.iou);
+      EXPECT_TRUE(rec.candidate_iou.empty());
+      EXPECT_EQ(rec.picked, -1);
     }
+  }
+  {
+    const auto& cands = res.summary["sam"]["clean"]["points:1"]["candidates"];
+    ASSERT_EQ(cands.size(), 3u);
+    int64_t best_total = 0, picked_total = 0;
+    for (const auto& c : cands) best_total += c["best"].get<int64_t>(), picked_total += c["picked"].get<int64_t>();
+    EXPECT_EQ(best_total, clean_points);
+    EXPECT_EQ(picked_total, clean_points);
+    EXPECT_FALSE(res.summary["sam"]["clean"]["box"].contains("candidates"));
   }
   EXPECT_GT(better, 0) << "an untrained model never ranks a worse candidate first?";
   EXPECT_GE(res.summary["sam"]["clean"]["points:1"]["best_candidate_iou"].get<double>(),
@@ -266,6 +310,7 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
   std::ifstream rf(fs::path(e.report) / "report.md");
   const std::string report((std::istreambuf_iterator<char>(rf)), std::istreambuf_iterator<char>());
   EXPECT_NE(report.find("points:1: the mask picked by predicted IoU vs the best of the three"), std::string::npos);
+  EXPECT_NE(report.find("per candidate in the decoder's order"), std::string::npos);
   // A finished evaluation reads back as it was (a resumed study reuses it),
   // but only for the options that wrote it.
   const auto results_json = (fs::path(e.report) / "results.json").string();
@@ -276,6 +321,8 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
     EXPECT_EQ(back->records[i].prompt, res.records[i].prompt);
     EXPECT_NEAR(back->records[i].m.iou, res.records[i].m.iou, 1e-12);
     EXPECT_NEAR(back->records[i].best_candidate_iou, res.records[i].best_candidate_iou, 1e-12);
+    EXPECT_EQ(back->records[i].picked, res.records[i].picked);
+    EXPECT_EQ(back->records[i].candidate_iou.size(), res.records[i].candidate_iou.size());
   }
   EXPECT_NEAR(back->summary["sam"]["clean"]["box"]["iou"].get<double>(),
               res.summary["sam"]["clean"]["box"]["iou"].get<double>(), 1e-12);
@@ -354,6 +401,9 @@ TEST(Train, TrainableSelectsWeightsByNamePrefix) {
   bad.rank_loss = -1;
   EXPECT_THROW(rsam::train::train(bad), rsam::Error);
   bad.rank_loss = std::nan("");
+  EXPECT_THROW(rsam::train::train(bad), rsam::Error);
+  bad = o;
+  bad.iou_target = "fullres";
   EXPECT_THROW(rsam::train::train(bad), rsam::Error);
   fs::remove_all(o.out);
 }

@@ -1,5 +1,7 @@
 #include "train/loss.h"
 
+#include "error.h"
+
 namespace rsam::train {
 
 using torch::Tensor;
@@ -28,14 +30,18 @@ Tensor mask_iou(const Tensor& logits, const Tensor& targets) {
   return torch::where(uni > 0, inter / uni.clamp_min(1), torch::ones_like(uni));
 }
 
-Tensor upsampled_mask_iou(const Tensor& logits, const Tensor& targets) {
+Tensor upsampled_mask_iou(const Tensor& logits, const Tensor& targets, int64_t size) {
   torch::NoGradGuard ng;
   namespace F = torch::nn::functional;
+  const int64_t h = targets.size(-2), w = targets.size(-1);
+  if (size < h || size < w) throw Error("upsampled_mask_iou: target larger than the input frame");
   auto up = F::interpolate(logits.unsqueeze(0), F::InterpolateFuncOptions()
-                                                    .size(std::vector<int64_t>{targets.size(-2), targets.size(-1)})
+                                                    .size(std::vector<int64_t>{size, size})
                                                     .mode(torch::kBilinear)
-                                                    .align_corners(false));
-  return mask_iou(up[0], targets.unsqueeze(0).expand_as(up[0]));
+                                                    .align_corners(false))[0]
+                .slice(1, 0, h)
+                .slice(2, 0, w);
+  return mask_iou(up, targets.unsqueeze(0).expand_as(up));
 }
 
 Tensor iou_rank_loss(const Tensor& iou_pred, const Tensor& actual, double tau) {
@@ -57,7 +63,8 @@ LossParts sam_loss(const Tensor& logits_in, const Tensor& iou_pred_in, const Ten
   // inference the predicted IoU ranks the three candidates, and a head that
   // only ever saw the best one ranks them at random (on rsam-tiny, one point:
   // 0.41 picked by score vs 0.48 for the best of three).
-  auto actual = iou_target.defined() ? upsampled_mask_iou(logits, iou_target) : mask_iou(logits, target);
+  auto actual =
+      iou_target.defined() ? upsampled_mask_iou(logits, iou_target, opts.input_size) : mask_iou(logits, target);
   auto iou_mse = (iou_pred - actual).pow(2).mean();
   LossParts out;
   out.total = seg[best] + iou_mse;

@@ -15,8 +15,10 @@ torch::Tensor sigmoid_focal_loss(const torch::Tensor& logits, const torch::Tenso
 torch::Tensor dice_loss(const torch::Tensor& logits, const torch::Tensor& targets);
 // IoU of (logits > 0) against (targets > 0.5), per sample [N], no gradient.
 torch::Tensor mask_iou(const torch::Tensor& logits, const torch::Tensor& targets);
-// The same with the logits [N, h, w] first upsampled (bilinear) to the size of targets [H, W].
-torch::Tensor upsampled_mask_iou(const torch::Tensor& logits, const torch::Tensor& targets);
+// The same as the predictor measures it: logits [N, h, w] upsampled
+// (bilinear) to the square input frame [size, size], then cropped to the
+// image's part of it, the top-left [H, W] of targets.
+torch::Tensor upsampled_mask_iou(const torch::Tensor& logits, const torch::Tensor& targets, int64_t size);
 
 struct LossParts {
   torch::Tensor total;  // scalar
@@ -27,14 +29,16 @@ struct LossParts {
 struct LossOptions {
   double focal_weight = 20.0;
   double rank_weight = 0.0;  // > 0 adds iou_rank_loss over the candidates
+  int64_t input_size = 0;    // the model's square input side, needed with an iou_target
 };
 
 // logits [M, H, W] candidates (M = 1, or 3 for an ambiguous single point:
 // the best candidate's mask is the one trained, as in SAM; every candidate's
 // predicted IoU is regressed to its actual IoU), iou_pred [M], target [H, W].
-// iou_target, if defined, is the mask at input resolution [S, S] (> 0.5 =
-// object): the actual IoUs are then measured there, on the logits upsampled
-// as the predictor upsamples them, i.e. as evaluation measures them. On a
+// iou_target, if defined, is the mask at input resolution without the padding
+// [H, W] (> 0.5 = object): the actual IoUs are then measured there, on the
+// logits upsampled and cropped as the predictor does, i.e. as evaluation
+// measures them. On a
 // coarse grid (64² for a 256² input) the low-res IoU of a small object is far
 // below what the user gets, and a head trained on it under-scores small masks.
 LossParts sam_loss(const torch::Tensor& logits, const torch::Tensor& iou_pred, const torch::Tensor& target,

@@ -312,8 +312,8 @@ ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat&
   m.copyTo(padded(cv::Rect(0, 0, nw, nh)));
   {
     cv::Mat bin;
-    cv::compare(padded, 0.5, bin, cv::CMP_GT);  // 255 where object
-    s.input_target = (torch::from_blob(bin.data, {S, S}, torch::kUInt8) > 0).to(torch::kUInt8).to(model->device());
+    cv::compare(m, 0.5, bin, cv::CMP_GT);  // 255 where object
+    s.input_target = (torch::from_blob(bin.data, {nh, nw}, torch::kUInt8) > 0).to(torch::kUInt8).to(model->device());
   }
   cv::resize(padded, padded, cv::Size(low, low), 0, 0, cv::INTER_AREA);
   s.target = torch::from_blob(padded.ptr<float>(), {low, low}, torch::kFloat32).clone().to(model->device());
@@ -495,6 +495,7 @@ TrainResult train(const TrainOptions& o) {
 
   LossOptions loss_opts;
   loss_opts.rank_weight = o.rank_loss;
+  loss_opts.input_size = model->config.img_size;
   model->train();
   const bool tty = isatty(2);
   auto t_start = std::chrono::steady_clock::now();

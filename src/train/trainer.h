@@ -66,7 +66,7 @@ torch::Tensor encode_for_training(Sam& model, const torch::Tensor& images, bool 
 // into the resized frame; also the target at input resolution.
 struct ModelSample {
   torch::Tensor image, target, points, labels, box;  // points [1,K,2], labels [1,K], box [1,4]; undefined if absent
-  torch::Tensor input_target;                        // the mask laid out at input resolution [S,S], uint8 0/1
+  torch::Tensor input_target;                        // the mask at input resolution, padding cut [nh,nw], uint8 0/1
   bool ambiguous = false;                            // a single point: train the best of 3 masks
 };
 // With with_image false, `image` is left undefined (another object of an

@@ -121,11 +121,19 @@ TEST(Loss, ScoresLearnTheIoUAtInputResolution) {
   auto low = torch::zeros({4, 4});
   low[1][2] = 0.25f;
   EXPECT_EQ(rsam::train::mask_iou(logits, low.unsqueeze(0)).item<float>(), 0.0f);
-  EXPECT_FLOAT_EQ(rsam::train::upsampled_mask_iou(logits, input).item<float>(), 1.0f / 3);
+  EXPECT_FLOAT_EQ(rsam::train::upsampled_mask_iou(logits, input, 16).item<float>(), 1.0f / 3);
   auto pred = torch::zeros({1}).requires_grad_();
-  const auto parts = rsam::train::sam_loss(logits, pred, low, input);
+  const auto parts = rsam::train::sam_loss(logits, pred, low, input, {20.0, 0.0, 16});
   EXPECT_NEAR(parts.iou_mse, 1.0 / 9, 1e-6);
   EXPECT_NEAR(rsam::train::sam_loss(logits, pred, low).iou_mse, 0.0, 1e-9);
+  // The padding is not part of the image: a mask that spills into it is
+  // cropped away, as the predictor crops it (image 16 wide, 8 tall).
+  auto spill = torch::full({1, 4, 4}, -1.f);
+  spill[0][1][2] = 1.f;
+  spill[0][3][0] = 1.f;  // the bottom row of cells is padding
+  EXPECT_FLOAT_EQ(rsam::train::upsampled_mask_iou(spill, input.slice(0, 0, 8), 16).item<float>(), 1.0f / 3);
+  EXPECT_LT(rsam::train::upsampled_mask_iou(spill, input, 16).item<float>(), 1.0f / 3);
+  EXPECT_THROW(rsam::train::upsampled_mask_iou(spill, input, 8), rsam::Error);
 }
 
 TEST(Loss, RankingTermPushesTheBestCandidateUp) {
@@ -231,11 +239,11 @@ TEST(ModelSample, LaysOutImageTargetAndPromptLikeThePredictor) {
   EXPECT_NEAR(s.points[0][0][0].item<float>(), 16.0f, 1e-4);
   EXPECT_NEAR(s.box[0][3].item<float>(), 29 * 1.6f, 1e-4);
   EXPECT_FALSE(s.ambiguous);
-  // At input resolution: 32 x 48 pixels of object in the 64 x 64 square.
-  EXPECT_EQ(s.input_target.sizes(), (std::vector<int64_t>{64, 64}));
+  // At input resolution, without the padding: 32 x 48 pixels of object in the 64 x 48 image.
+  EXPECT_EQ(s.input_target.sizes(), (std::vector<int64_t>{48, 64}));
   EXPECT_EQ(s.input_target.sum().item<int64_t>(), 32 * 48);
   EXPECT_EQ(s.input_target[47][31].item<int>(), 1);
-  EXPECT_EQ(s.input_target[48][31].item<int>(), 0);
+  EXPECT_EQ(s.input_target[47][32].item<int>(), 0);
 }
 
 TEST(EndToEnd, TrainThenEvaluateWithAReport) {

@@ -310,11 +310,8 @@ ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat&
   cv::resize(m, m, cv::Size(nw, nh), 0, 0, cv::INTER_LINEAR);
   cv::Mat padded = cv::Mat::zeros(S, S, CV_32F);
   m.copyTo(padded(cv::Rect(0, 0, nw, nh)));
-  {
-    cv::Mat bin;
-    cv::compare(m, 0.5, bin, cv::CMP_GT);  // 255 where object
-    s.input_target = (torch::from_blob(bin.data, {nh, nw}, torch::kUInt8) > 0).to(torch::kUInt8).to(model->device());
-  }
+  s.input_target =
+      torch::from_blob(m.ptr<float>(), {nh, nw}, torch::kFloat32).gt(0.5).to(model->device(), torch::kUInt8);
   cv::resize(padded, padded, cv::Size(low, low), 0, 0, cv::INTER_AREA);
   s.target = torch::from_blob(padded.ptr<float>(), {low, low}, torch::kFloat32).clone().to(model->device());
   const double sx = double(nw) / ow, sy = double(nh) / oh;
@@ -496,6 +493,7 @@ TrainResult train(const TrainOptions& o) {
   LossOptions loss_opts;
   loss_opts.rank_weight = o.rank_loss;
   loss_opts.input_size = model->config.img_size;
+  const bool input_iou = o.iou_target == "input";
   model->train();
   const bool tty = isatty(2);
   auto t_start = std::chrono::steady_clock::now();
@@ -550,7 +548,7 @@ TrainResult train(const TrainOptions& o) {
           emb = emb.to(torch::kFloat32);
         }
         auto pe = model->prompt_encoder->get_dense_pe();
-        auto iou_target = [&](const ModelSample& s) { return o.iou_target == "input" ? s.input_target : Tensor(); };
+        auto iou_target = [&](const ModelSample& s) { return input_iou ? s.input_target : Tensor(); };
         auto add_term = [&](const LossParts& t) {
           loss_acc = loss_acc.defined() ? loss_acc + t.total : t.total;
           focal += t.focal;

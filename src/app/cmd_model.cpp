@@ -230,15 +230,23 @@ bool ends_with(const std::string& s, const std::string& e) {
   return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
 }
 
-void run_convert(const std::string& in, const std::string& out) {
+void run_convert(const std::string& in, const std::string& out, int img_size) {
   // Goes through the model so the output is known to load, and carries the
   // full config (including the decoder head count) into safetensors.
   auto loaded = load_sam(in);
   if (!ends_with(out, ".safetensors") && !ends_with(out, ".pth"))
     throw Error("output must end in .safetensors or .pth");
+  if (img_size) {
+    if (img_size < 0 || img_size % loaded.model->config.patch_size)
+      throw Error("--img-size must be a positive multiple of the patch size (" +
+                  std::to_string(loaded.model->config.patch_size) + ")");
+    loaded.model = resize_input(loaded.model, img_size);
+  }
   save_sam(loaded.model, out);
-  std::printf("wrote %s (%s, %lld parameters)\n", out.c_str(), loaded.model->config.type_name().c_str(),
-              (long long)loaded.num_params);
+  int64_t params = 0;  // re-counted: a new input size changes the position embedding's
+  for (const auto& p : loaded.model->parameters()) params += p.numel();
+  std::printf("wrote %s (%s, %lld parameters, %d px input)\n", out.c_str(), loaded.model->config.type_name().c_str(),
+              (long long)params, loaded.model->config.img_size);
 }
 
 struct BenchArgs {
@@ -415,10 +423,14 @@ void add_info_command(CLI::App& app) {
 
 void add_convert_command(CLI::App& app) {
   auto in = std::make_shared<std::string>(), out = std::make_shared<std::string>();
+  auto img_size = std::make_shared<int>(0);
   auto* c = app.add_subcommand("convert", "Convert a checkpoint between .pth and .safetensors");
   c->add_option("input", *in, "Input checkpoint")->required();
   c->add_option("output", *out, "Output (.safetensors or .pth)")->required();
-  c->callback([in, out] { run_convert(*in, *out); });
+  c->add_option("--img-size", *img_size,
+                "Re-size the model's input: resamples the position embedding and the global blocks' "
+                "rel-pos tables (start of a fine-tune at that size)");
+  c->callback([in, out, img_size] { run_convert(*in, *out, *img_size); });
 }
 
 void add_bench_command(CLI::App& app) {

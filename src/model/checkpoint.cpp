@@ -11,6 +11,8 @@
 
 namespace rsam {
 
+namespace F = torch::nn::functional;
+
 using io::DType;
 
 namespace {
@@ -227,6 +229,36 @@ LoadedSam load_sam(const std::string& path, const torch::Device& device) {
   out.model->to_device(device);
   out.path = path;
   for (const auto& p : out.model->parameters()) out.num_params += p.numel();
+  return out;
+}
+
+Sam resize_input(const Sam& model, int img_size) {
+  SamConfig cfg = model->config;
+  cfg.img_size = img_size;
+  cfg.validate();
+  Sam out(cfg);
+  const int64_t grid = cfg.embedding_size();
+  torch::NoGradGuard no_grad;
+  auto src = model->named_parameters(true);
+  for (auto& b : model->named_buffers(true)) src.insert(b.key(), b.value());
+  auto copy = [&](const std::string& key, torch::Tensor& dst) {
+    auto s = src[key].detach().to(torch::kCPU);
+    if (key == "image_encoder.pos_embed") {
+      s = F::interpolate(s.permute({0, 3, 1, 2}), F::InterpolateFuncOptions()
+                                                      .size(std::vector<int64_t>{grid, grid})
+                                                      .mode(torch::kBilinear)
+                                                      .align_corners(false))
+              .permute({0, 2, 3, 1});
+    } else if (s.dim() == 2 && dst.size(0) != s.size(0) && key.find(".attn.rel_pos_") != std::string::npos) {
+      s = resize_rel_pos(s, dst.size(0));  // a global block: its table spans the grid
+    }
+    if (s.sizes() != dst.sizes()) throw Error("resize_input: unexpected shape change in " + key);
+    dst.copy_(s);
+  };
+  for (auto& p : out->named_parameters(true)) copy(p.key(), p.value());
+  for (auto& b : out->named_buffers(true)) copy(b.key(), b.value());
+  out->to_device(model->device());
+  out->train(model->is_training());
   return out;
 }
 

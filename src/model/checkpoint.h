@@ -36,6 +36,11 @@ struct LoadedSam {
 // Reads .pth (zip or legacy) or .safetensors, builds the model on `device`
 // in eval mode.
 LoadedSam load_sam(const std::string& path, const torch::Device& device = torch::kCPU);
+// A copy of `model` for inputs of `img_size` (a multiple of the patch size):
+// the absolute position embedding is resized bilinearly and the global
+// blocks' rel-pos tables linearly (what get_rel_pos does at run time); every
+// other weight is copied. Fine-tuning at the new size starts from here.
+Sam resize_input(const Sam& model, int img_size);
 // Writes .safetensors (with the config in metadata) or .pth by extension.
 void save_sam(const Sam& model, const std::string& path);
 

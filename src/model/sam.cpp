@@ -70,19 +70,18 @@ Tensor window_unpartition(const Tensor& windows, int64_t ws, std::pair<int64_t, 
   return x;
 }
 
+Tensor resize_rel_pos(const Tensor& rel_pos, int64_t length) {
+  if (rel_pos.size(0) == length) return rel_pos;
+  // Official code interpolates linearly when the table was trained for
+  // another size.
+  auto resized = F::interpolate(
+      rel_pos.reshape({1, rel_pos.size(0), -1}).permute({0, 2, 1}),
+      F::InterpolateFuncOptions().size(std::vector<int64_t>{length}).mode(torch::kLinear).align_corners(false));
+  return resized.reshape({-1, length}).permute({1, 0});
+}
+
 Tensor get_rel_pos(int64_t q_size, int64_t k_size, const Tensor& rel_pos) {
-  const int64_t max_rel_dist = 2 * std::max(q_size, k_size) - 1;
-  Tensor resized = rel_pos;
-  if (rel_pos.size(0) != max_rel_dist) {
-    // Official code interpolates linearly when the table was trained for
-    // another size.
-    resized = F::interpolate(rel_pos.reshape({1, rel_pos.size(0), -1}).permute({0, 2, 1}),
-                             F::InterpolateFuncOptions()
-                                 .size(std::vector<int64_t>{max_rel_dist})
-                                 .mode(torch::kLinear)
-                                 .align_corners(false));
-    resized = resized.reshape({-1, max_rel_dist}).permute({1, 0});
-  }
+  const Tensor resized = resize_rel_pos(rel_pos, 2 * std::max(q_size, k_size) - 1);
   const double qs = std::max(double(k_size) / double(q_size), 1.0);
   const double ks = std::max(double(q_size) / double(k_size), 1.0);
   auto opts = torch::TensorOptions().dtype(torch::kFloat32);

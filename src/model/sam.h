@@ -196,5 +196,8 @@ std::pair<torch::Tensor, std::pair<int64_t, int64_t>> window_partition(const tor
 torch::Tensor window_unpartition(const torch::Tensor& windows, int64_t ws,
                                  std::pair<int64_t, int64_t> pad_hw, std::pair<int64_t, int64_t> hw);
 torch::Tensor get_rel_pos(int64_t q_size, int64_t k_size, const torch::Tensor& rel_pos);
+// A rel-pos table [L, C] linearly resized to `length` rows, as get_rel_pos
+// does when the table was trained for another size.
+torch::Tensor resize_rel_pos(const torch::Tensor& rel_pos, int64_t length);
 
 }  // namespace rsam

@@ -124,6 +124,12 @@ TEST(Cli, InfoAndConvertRoundTrip) {
   auto c = nlohmann::json::parse(run("segment --checkpoint " + back + args).out);
   EXPECT_EQ(a["masks"], b["masks"]);
   EXPECT_EQ(a["masks"], c["masks"]);
+  // --img-size re-sizes the input: the config follows, and the model segments.
+  const auto big = tmp("big.safetensors");
+  ASSERT_EQ(run("convert " + st + " " + big + " --img-size 96").code, 0);
+  auto bi = nlohmann::json::parse(run("info " + big + " --json").out);
+  EXPECT_EQ(bi["config"]["img_size"], 96) << bi.dump();
+  EXPECT_EQ(run("segment --checkpoint " + big + args).code, 0);
 }
 
 TEST(Cli, BadInputIsOneLineAndNonZero) {
@@ -144,6 +150,7 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
       "segment --checkpoint " + garbage + img + " --point 1,1",        // corrupt checkpoint
       "segment" + ck + img + " --point 1,1 --mask-input " + kData + "expected/tiny_a_square64_embedding.npy",
       "info " + garbage,
+      "convert " + kData + "tiny_a.pth " + tmp("odd.safetensors") + " --img-size 100",  // not a multiple of the patch
   };
   for (const auto& c : cases) {
     auto r = run(c);

@@ -127,6 +127,49 @@ TEST(Load, SafetensorsRoundTripKeepsConfigAndWeights) {
   std::remove(path.c_str());
 }
 
+TEST(Resize, SameSizeIsAnExactCopy) {
+  torch::manual_seed(4);
+  rsam::Sam m(tiny());
+  auto a = rsam::state_dict_of(*m), b = rsam::state_dict_of(*rsam::resize_input(m, tiny().img_size));
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].second.data, b[i].second.data) << a[i].first;
+}
+
+TEST(Resize, GlobalBlocksComputeWhatTheOfficialRunTimeResizeComputes) {
+  torch::manual_seed(5);
+  rsam::Sam m(tiny());  // 64 px, 8x8 grid; block 1 global, block 0 windowed (3)
+  for (auto& p : m->parameters()) p.data().normal_(0, 0.2);
+  auto big = rsam::resize_input(m, 96);  // 12x12 grid
+  EXPECT_EQ(big->config.img_size, 96);
+  EXPECT_EQ(rsam::detect_config(rsam::state_dict_of(*big)).img_size, 96);
+  auto old_blocks = m->image_encoder->blocks, new_blocks = big->image_encoder->blocks;
+  // The windowed table is the window's: unchanged. The global one spans the grid.
+  auto w0 = old_blocks[0]->as<rsam::EncoderBlock>(), w1 = new_blocks[0]->as<rsam::EncoderBlock>();
+  EXPECT_TRUE(torch::equal(w0->attn->rel_pos_h, w1->attn->rel_pos_h));
+  auto g0 = old_blocks[1]->as<rsam::EncoderBlock>(), g1 = new_blocks[1]->as<rsam::EncoderBlock>();
+  EXPECT_EQ(g1->attn->rel_pos_h.size(0), 23);
+  // The 8x8 block given a 12x12 input interpolates its table at run time, as
+  // the official get_rel_pos does; the converted block must agree.
+  torch::NoGradGuard ng;
+  auto x = torch::randn({1, 12, 12, 32});
+  EXPECT_LE((g0->forward(x) - g1->forward(x)).abs().max().item<double>(), 1e-5);
+  // A position embedding that is constant per channel stays so.
+  m->image_encoder->pos_embed.data().copy_(
+      torch::arange(32, torch::kFloat32).view({1, 1, 1, 32}).expand({1, 8, 8, 32}));
+  auto pe = rsam::resize_input(m, 96)->image_encoder->pos_embed;
+  EXPECT_EQ(pe.sizes(), (std::vector<int64_t>{1, 12, 12, 32}));
+  EXPECT_LE((pe - torch::arange(32, torch::kFloat32).view({1, 1, 1, 32})).abs().max().item<double>(), 1e-5);
+  // The converted model segments at its new size.
+  rsam::SamPredictor pred(big);
+  pred.set_image(rsam::Image8(96, 80, 3));
+  rsam::Prompt box;
+  box.box = std::array<float, 4>{10, 12, 50, 60};
+  auto out = pred.predict(box);
+  EXPECT_EQ(out.masks.sizes(), (std::vector<int64_t>{3, 80, 96}));
+  EXPECT_EQ(out.low_res_logits.sizes(), (std::vector<int64_t>{3, 48, 48}));
+  EXPECT_THROW(rsam::resize_input(m, 100), rsam::Error);  // not a multiple of the patch
+}
+
 TEST(Load, CorruptFilesGiveErrors) {
   const auto path = tmp_path("garbage.pth");
   FILE* f = std::fopen(path.c_str(), "wb");

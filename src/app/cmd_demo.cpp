@@ -30,6 +30,7 @@ struct DemoArgs {
   std::string checkpoint, adapter, out = "rsam-demo.png", corruption = "fog";
   int severity = 3, threads = 0;
   uint64_t seed = 0;
+  int size = 256;  // the scene size rsam-tiny was trained on
   bool json = false;
 };
 
@@ -79,7 +80,7 @@ void run_demo(const DemoArgs& a) {
   const auto [checkpoint, adapter] = resolve_model(a.checkpoint, a.adapter, false);
   if (adapter.empty()) throw Error("demo compares the model with and without an adapter: give --adapter");
   Sam base = load_sam(checkpoint).model;
-  const int S = base->config.img_size;
+  const int S = a.size;
 
   // A scene with an object big enough to judge by eye; its most interior
   // pixel is the prompt, as a person would click.
@@ -149,6 +150,9 @@ void add_demo_command(CLI::App& app) {
   c->add_option("--corruption", a->corruption, "Corruption name (rsam degrade --list)")->capture_default_str();
   c->add_option("--severity", a->severity, "1..5")->check(CLI::Range(1, 5))->capture_default_str();
   c->add_option("--seed", a->seed, "Scene and corruption seed")->capture_default_str();
+  c->add_option("--size", a->size, "Scene size in pixels (the model resizes it to its input)")
+      ->check(CLI::Range(64, 4096))
+      ->capture_default_str();
   c->add_option("--checkpoint", a->checkpoint, "Base model (default: the bundled rsam-tiny)");
   c->add_option("--adapter", a->adapter, "Adapter (default: the bundled GaRA of rsam-tiny)");
   c->add_option("--threads", a->threads, "Intra-op threads (default: all cores)");

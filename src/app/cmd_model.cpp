@@ -236,12 +236,7 @@ void run_convert(const std::string& in, const std::string& out, int img_size) {
   auto loaded = load_sam(in);
   if (!ends_with(out, ".safetensors") && !ends_with(out, ".pth"))
     throw Error("output must end in .safetensors or .pth");
-  if (img_size) {
-    if (img_size < 0 || img_size % loaded.model->config.patch_size)
-      throw Error("--img-size must be a positive multiple of the patch size (" +
-                  std::to_string(loaded.model->config.patch_size) + ")");
-    loaded.model = resize_input(loaded.model, img_size);
-  }
+  if (img_size) loaded.model = resize_input(loaded.model, img_size);  // validates the new config
   save_sam(loaded.model, out);
   int64_t params = 0;  // re-counted: a new input size changes the position embedding's
   for (const auto& p : loaded.model->parameters()) params += p.numel();

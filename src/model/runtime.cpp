@@ -1,6 +1,9 @@
 #include "model/runtime.h"
 
 #include <dlfcn.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <strings.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -52,6 +55,17 @@ void reexec_with_passive_omp_wait(char** argv) {
     execv(path, argv);
   }
   unsetenv("OMP_WAIT_POLICY");  // exec failed (no /proc): run on as we are
+}
+
+bool keep_freed_memory() {
+#if defined(__GLIBC__)
+  // 32 MB is the largest mmap threshold glibc accepts on 64-bit. Setting it
+  // also turns off glibc's own threshold adjustment, which would lower the
+  // trim threshold again.
+  return mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
+#else
+  return false;
+#endif
 }
 
 int num_threads() { return torch::get_num_threads(); }

@@ -23,6 +23,14 @@ bool omp_waits_passively();
 // is already set (by the user or by an earlier re-exec). Returns only if it
 // did nothing. Call first thing in main(), before any thread exists.
 void reexec_with_passive_omp_wait(char** argv);
+// glibc's malloc hands every large freed block back to the kernel (munmap,
+// or a trim of the heap top), so the next tensor of that size page-faults
+// all of its pages in again: at rsam-tiny's 512-pixel input most of an
+// encode's time went to page faults. This keeps freed memory in the process
+// (blocks up to 32 MB from the heap, which is trimmed only above 1 GB free).
+// Process-wide, so an application decides: the CLI calls it at start-up.
+// Returns false where it cannot apply (not glibc).
+bool keep_freed_memory();
 // Empty when the BLAS is fine, else a one-line warning to print.
 std::string blas_warning();
 // True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere

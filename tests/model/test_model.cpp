@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <sys/resource.h>
+
 #include <cstdio>
 
 #include "error.h"
@@ -12,6 +14,7 @@
 #include "model/attention.h"
 #include "model/checkpoint.h"
 #include "model/predictor.h"
+#include "model/runtime.h"
 
 namespace {
 
@@ -126,6 +129,32 @@ TEST(Load, SafetensorsRoundTripKeepsConfigAndWeights) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].second.data, b[i].second.data) << a[i].first;
   std::remove(path.c_str());
 }
+
+#if defined(__GLIBC__)
+// What keep_freed_memory is for: an encode reuses the pages the previous
+// encode freed instead of faulting fresh ones in. With glibc's defaults the
+// attention maps and activations here (1-8 MB each) are handed back to the
+// kernel on free and fault in again on every encode.
+TEST(Runtime, ARepeatedEncodeDoesNotPageFaultAgain) {
+  ASSERT_TRUE(rsam::keep_freed_memory());
+  auto cfg = rsam::testing::tiny_config();
+  cfg.img_size = 256;  // a 32x32 grid: the global block's map is 8 MB
+  torch::manual_seed(0);
+  rsam::Sam model(cfg);
+  model->eval();
+  torch::NoGradGuard ng;
+  const auto x = torch::randn({1, 3, 256, 256});
+  auto faults = [] {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_minflt;
+  };
+  for (int i = 0; i < 2; ++i) model->image_encoder->forward(x);  // the heap grows to its working size
+  const long before = faults();
+  for (int i = 0; i < 3; ++i) model->image_encoder->forward(x);
+  EXPECT_LT(faults() - before, 300) << "freed tensor memory went back to the kernel";
+}
+#endif
 
 TEST(Resize, SameSizeIsAnExactCopy) {
   torch::manual_seed(4);

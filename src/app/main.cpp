@@ -19,9 +19,10 @@ int main(int argc, char** argv) {
     for (const char* cmd : {"train", "eval", "study", "bench", "demo"})
       if (std::strcmp(argv[1], cmd) == 0) rsam::reexec_with_passive_omp_wait(argv);
   // Page faults on re-allocated tensors cost more than the encode itself at
-  // rsam-tiny's size (runtime.h). RSAM_SYSTEM_MALLOC=1 keeps glibc's
-  // defaults, for comparing the two.
-  if (!std::getenv("RSAM_SYSTEM_MALLOC")) rsam::keep_freed_memory();
+  // rsam-tiny's size (runtime.h). RSAM_CPU_CACHE=0 keeps torch's own
+  // allocator, for comparing the two.
+  if (const char* c = std::getenv("RSAM_CPU_CACHE"); !(c && std::strcmp(c, "0") == 0))
+    rsam::use_caching_cpu_allocator();
   CLI::App app{"rsam: Segment Anything that keeps working on degraded images"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "rsam 0.1.0");

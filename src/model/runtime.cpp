@@ -1,16 +1,19 @@
 #include "model/runtime.h"
 
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
 #include <dlfcn.h>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 #include <strings.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <atomic>
 #include <cstring>
+#include <mutex>
 #include <thread>
+#include <unordered_map>
+#include <vector>
 
 namespace rsam {
 
@@ -57,16 +60,137 @@ void reexec_with_passive_omp_wait(char** argv) {
   unsetenv("OMP_WAIT_POLICY");  // exec failed (no /proc): run on as we are
 }
 
-bool keep_freed_memory() {
-#if defined(__GLIBC__)
-  // 32 MB is the largest mmap threshold glibc accepts on 64-bit. Setting it
-  // also turns off glibc's own threshold adjustment, which would lower the
-  // trim threshold again.
-  return mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
-#else
-  return false;
-#endif
+namespace {
+// Below glibc's (initial) mmap threshold malloc serves blocks from its heap
+// and keeps them; those stay with malloc.
+constexpr size_t kMinCached = size_t(128) << 10;
+
+// Rounds up to a multiple of 1/8 of the request's power of two, so a few
+// classes serve the slightly varying sizes of a training step.
+size_t size_class(size_t n) {
+  size_t top = 1;
+  while (top <= n / 2) top *= 2;
+  const size_t step = std::max<size_t>(top / 8, 1);
+  return (n + step - 1) / step * step;
 }
+
+struct CpuCache {
+  std::mutex m;
+  size_t cap = 0, cached = 0;
+  std::unordered_map<void*, size_t> live;  // cacheable blocks in use -> class size
+  std::unordered_map<size_t, std::vector<void*>> idle;
+
+  void* take(size_t n) {
+    const size_t size = size_class(n);
+    {
+      std::lock_guard<std::mutex> g(m);
+      auto it = idle.find(size);
+      if (it != idle.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached -= size;
+        live.emplace(p, size);
+        return p;
+      }
+    }
+    void* p;
+    try {
+      p = c10::alloc_cpu(size);
+    } catch (const c10::Error&) {
+      release_all();  // out of memory: what the cache holds may be enough
+      p = c10::alloc_cpu(size);
+    }
+    std::lock_guard<std::mutex> g(m);
+    live.emplace(p, size);
+    return p;
+  }
+
+  void give_back(void* p) {
+    std::vector<void*> to_free;
+    {
+      std::lock_guard<std::mutex> g(m);
+      auto it = live.find(p);
+      if (it == live.end()) {
+        to_free.push_back(p);  // not ours (raw_deallocate of a small block)
+      } else {
+        const size_t size = it->second;
+        live.erase(it);
+        if (size > cap) {
+          to_free.push_back(p);
+        } else {
+          // Over the bound: older blocks make room, the newest is kept.
+          for (auto c = idle.begin(); cached + size > cap && c != idle.end(); ++c)
+            while (cached + size > cap && !c->second.empty()) {
+              to_free.push_back(c->second.back());
+              c->second.pop_back();
+              cached -= c->first;
+            }
+          idle[size].push_back(p);
+          cached += size;
+        }
+      }
+    }
+    for (void* q : to_free) c10::free_cpu(q);
+  }
+
+  void release_all() {
+    std::vector<void*> to_free;
+    {
+      std::lock_guard<std::mutex> g(m);
+      for (auto& [size, blocks] : idle) to_free.insert(to_free.end(), blocks.begin(), blocks.end());
+      idle.clear();
+      cached = 0;
+    }
+    for (void* q : to_free) c10::free_cpu(q);
+  }
+};
+
+CpuCache& cpu_cache() {
+  static auto* c = new CpuCache;  // never destroyed: tensors may outlive main()
+  return *c;
+}
+
+void give_back(void* p) {
+  if (p) cpu_cache().give_back(p);
+}
+
+struct CachingCpuAllocator final : c10::Allocator {
+  c10::DataPtr allocate(size_t n) const override {
+    const c10::Device cpu(c10::DeviceType::CPU);
+    if (n < kMinCached) {
+      void* p = n ? c10::alloc_cpu(n) : nullptr;
+      return {p, p, &c10::free_cpu, cpu};
+    }
+    void* p = cpu_cache().take(n);
+    // data == context, as raw_allocate (oneDNN's scratch memory) requires.
+    return {p, p, &give_back, cpu};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &give_back; }
+};
+
+std::once_flag g_installed_once;
+std::atomic<bool> g_installed{false};
+}  // namespace
+
+void use_caching_cpu_allocator(size_t max_cached_bytes) {
+  {
+    std::lock_guard<std::mutex> g(cpu_cache().m);
+    cpu_cache().cap = max_cached_bytes;
+  }
+  std::call_once(g_installed_once, [] {
+    static CachingCpuAllocator alloc;
+    c10::SetCPUAllocator(&alloc, /*priority=*/1);  // above torch's default (0)
+    g_installed = true;
+  });
+}
+
+size_t cpu_cache_bytes() {
+  if (!g_installed) return 0;
+  std::lock_guard<std::mutex> g(cpu_cache().m);
+  return cpu_cache().cached;
+}
+
+void release_cpu_cache() { cpu_cache().release_all(); }
 
 int num_threads() { return torch::get_num_threads(); }
 

@@ -23,14 +23,20 @@ bool omp_waits_passively();
 // is already set (by the user or by an earlier re-exec). Returns only if it
 // did nothing. Call first thing in main(), before any thread exists.
 void reexec_with_passive_omp_wait(char** argv);
-// glibc's malloc hands every large freed block back to the kernel (munmap,
-// or a trim of the heap top), so the next tensor of that size page-faults
-// all of its pages in again: at rsam-tiny's 512-pixel input most of an
-// encode's time went to page faults. This keeps freed memory in the process
-// (blocks up to 32 MB from the heap, which is trimmed only above 1 GB free).
-// Process-wide, so an application decides: the CLI calls it at start-up.
-// Returns false where it cannot apply (not glibc).
-bool keep_freed_memory();
+// torch's CPU allocator hands every freed tensor back to malloc, and glibc
+// hands large blocks on to the kernel, so the next tensor of that size
+// faults all its pages in again (~8 us a page in this VM): at rsam-tiny's
+// 512-pixel input most of an encode, and ~190,000 faults per training step.
+// This installs a CPU allocator that keeps freed blocks of 128 KB and more
+// by size class (each at most 1/8 over its request) and hands them out
+// again; at most `max_cached_bytes` stay cached (other cached blocks are freed to
+// make room). Process-wide and not undone, so an application decides: the
+// CLI installs it at start-up. Calling it again only changes the bound.
+void use_caching_cpu_allocator(size_t max_cached_bytes = size_t(2) << 30);
+// Bytes of freed blocks the cache holds now; 0 when it is not installed.
+size_t cpu_cache_bytes();
+// Frees every cached block (the allocator stays installed).
+void release_cpu_cache();
 // Empty when the BLAS is fine, else a one-line warning to print.
 std::string blas_warning();
 // True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere

@@ -1,12 +1,14 @@
 // Unit tests of the model layer that do not need the official fixtures'
 // outputs: the fast attention against the reference, config detection,
 // strict loading, prompt validation, round trips.
+#include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <sys/resource.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "error.h"
 #include "tiny_config.h"
@@ -130,13 +132,12 @@ TEST(Load, SafetensorsRoundTripKeepsConfigAndWeights) {
   std::remove(path.c_str());
 }
 
-#if defined(__GLIBC__)
-// What keep_freed_memory is for: an encode reuses the pages the previous
-// encode freed instead of faulting fresh ones in. With glibc's defaults the
-// attention maps and activations here (1-8 MB each) are handed back to the
-// kernel on free and fault in again on every encode.
+// What the caching CPU allocator is for: an encode reuses the pages the
+// previous encode freed instead of faulting fresh ones in. With torch's own
+// allocator the attention maps and activations here (1-8 MB each) go back to
+// the kernel on free and fault in again on every encode.
 TEST(Runtime, ARepeatedEncodeDoesNotPageFaultAgain) {
-  ASSERT_TRUE(rsam::keep_freed_memory());
+  rsam::use_caching_cpu_allocator();
   auto cfg = rsam::testing::tiny_config();
   cfg.img_size = 256;  // a 32x32 grid: the global block's map is 8 MB
   torch::manual_seed(0);
@@ -149,12 +150,47 @@ TEST(Runtime, ARepeatedEncodeDoesNotPageFaultAgain) {
     getrusage(RUSAGE_SELF, &u);
     return u.ru_minflt;
   };
-  for (int i = 0; i < 2; ++i) model->image_encoder->forward(x);  // the heap grows to its working size
+  const auto first = model->image_encoder->forward(x);  // the cache fills
+  model->image_encoder->forward(x);
   const long before = faults();
-  for (int i = 0; i < 3; ++i) model->image_encoder->forward(x);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(torch::equal(model->image_encoder->forward(x), first));
   EXPECT_LT(faults() - before, 300) << "freed tensor memory went back to the kernel";
+  EXPECT_GT(rsam::cpu_cache_bytes(), 0u);
 }
-#endif
+
+TEST(Runtime, CachedBlocksAreReusedAndBounded) {
+  rsam::use_caching_cpu_allocator();
+  rsam::release_cpu_cache();
+  void* first;
+  {
+    auto t = torch::full({1 << 20}, 3.f);  // 4 MB
+    first = t.data_ptr();
+  }
+  EXPECT_GE(rsam::cpu_cache_bytes(), size_t(4) << 20);
+  auto u = torch::empty({1 << 20});  // same size class: the same block
+  EXPECT_EQ(u.data_ptr(), first);
+  auto w = torch::zeros({(1 << 20) + 1000});  // 1/8 rounding: also one class up from 4 MB
+  EXPECT_TRUE(torch::all(w == 0).item<bool>());
+  // Small tensors stay with malloc and never enter the cache.
+  rsam::release_cpu_cache();
+  { auto s = torch::ones({1000}); }
+  EXPECT_EQ(rsam::cpu_cache_bytes(), 0u);
+  // raw_allocate / raw_deallocate, the path oneDNN's scratch memory takes.
+  auto* a = c10::GetCPUAllocator();
+  void* raw = a->raw_allocate(size_t(1) << 20);
+  std::memset(raw, 1, size_t(1) << 20);
+  a->raw_deallocate(raw);
+  void* raw_small = a->raw_allocate(100);
+  a->raw_deallocate(raw_small);
+  // The bound: a 1 MB cap keeps at most 1 MB of freed blocks.
+  rsam::use_caching_cpu_allocator(size_t(1) << 20);
+  { auto big = torch::empty({1 << 20}), small = torch::empty({1 << 17}); }  // 4 MB, 512 KB
+  EXPECT_LE(rsam::cpu_cache_bytes(), size_t(1) << 20);
+  EXPECT_GT(rsam::cpu_cache_bytes(), 0u) << "the 512 KB block fits the bound";
+  rsam::use_caching_cpu_allocator();
+  rsam::release_cpu_cache();
+  EXPECT_EQ(rsam::cpu_cache_bytes(), 0u);
+}
 
 TEST(Resize, SameSizeIsAnExactCopy) {
   torch::manual_seed(4);

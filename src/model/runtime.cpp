@@ -118,7 +118,7 @@ struct CpuCache {
         if (size > cap) {
           to_free.push_back(p);
         } else {
-          // Over the bound: older blocks make room, the newest is kept.
+          // Over the bound: other cached blocks make room, the newest is kept.
           for (auto c = idle.begin(); cached + size > cap && c != idle.end(); ++c)
             while (cached + size > cap && !c->second.empty()) {
               to_free.push_back(c->second.back());

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -169,7 +168,6 @@ struct CachingCpuAllocator final : c10::Allocator {
 };
 
 std::once_flag g_installed_once;
-std::atomic<bool> g_installed{false};
 }  // namespace
 
 void use_caching_cpu_allocator(size_t max_cached_bytes) {
@@ -180,12 +178,11 @@ void use_caching_cpu_allocator(size_t max_cached_bytes) {
   std::call_once(g_installed_once, [] {
     static CachingCpuAllocator alloc;
     c10::SetCPUAllocator(&alloc, /*priority=*/1);  // above torch's default (0)
-    g_installed = true;
   });
 }
 
 size_t cpu_cache_bytes() {
-  if (!g_installed) return 0;
+  // Only the installed allocator fills the cache, so it is 0 until then.
   std::lock_guard<std::mutex> g(cpu_cache().m);
   return cpu_cache().cached;
 }

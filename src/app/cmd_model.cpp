@@ -230,15 +230,16 @@ bool ends_with(const std::string& s, const std::string& e) {
   return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
 }
 
-void run_convert(const std::string& in, const std::string& out, int img_size) {
+void run_convert(const std::string& in, const std::string& out, int img_size, int encoder_depth) {
   // Goes through the model so the output is known to load, and carries the
   // full config (including the decoder head count) into safetensors.
   auto loaded = load_sam(in);
   if (!ends_with(out, ".safetensors") && !ends_with(out, ".pth"))
     throw Error("output must end in .safetensors or .pth");
   if (img_size) loaded.model = resize_input(loaded.model, img_size);  // validates the new config
+  if (encoder_depth) loaded.model = deepen_encoder(loaded.model, encoder_depth);
   save_sam(loaded.model, out);
-  int64_t params = 0;  // re-counted: a new input size changes the position embedding's
+  int64_t params = 0;  // re-counted: a new input size or depth changes the count
   for (const auto& p : loaded.model->parameters()) params += p.numel();
   std::printf("wrote %s (%s, %lld parameters, %d px input)\n", out.c_str(), loaded.model->config.type_name().c_str(),
               (long long)params, loaded.model->config.img_size);
@@ -425,7 +426,12 @@ void add_convert_command(CLI::App& app) {
   c->add_option("--img-size", *img_size,
                 "Re-size the model's input: resamples the position embedding and the global blocks' "
                 "rel-pos tables (start of a fine-tune at that size)");
-  c->callback([in, out, img_size] { run_convert(*in, *out, *img_size); });
+  auto depth = std::make_shared<int>(0);
+  c->add_option("--encoder-depth", *depth,
+                "Deepen the image encoder to this many blocks: new windowed blocks with zero output "
+                "projections (the identity) spread between the old ones, so the model is unchanged until "
+                "trained (start of a fine-tune with more capacity)");
+  c->callback([in, out, img_size, depth] { run_convert(*in, *out, *img_size, *depth); });
 }
 
 void add_bench_command(CLI::App& app) {

@@ -262,6 +262,66 @@ Sam resize_input(const Sam& model, int img_size) {
   return out;
 }
 
+std::vector<int> deepen_insert_after(int depth, int new_depth) {
+  const int k = new_depth - depth;
+  std::vector<int> after;
+  for (int j = 0; j < k; ++j) after.push_back(int(int64_t(j + 1) * depth / k) - 1);
+  return after;
+}
+
+Sam deepen_encoder(const Sam& model, int new_depth, uint64_t seed) {
+  const SamConfig& old_cfg = model->config;
+  const int depth = old_cfg.encoder_depth;
+  if (new_depth <= depth)
+    throw Error("deepen_encoder: the new depth (" + std::to_string(new_depth) + ") must exceed the current " +
+                std::to_string(depth));
+  // source[i]: the old block that new block i copies, -1 for an inserted one.
+  std::vector<int> source;
+  const auto after = deepen_insert_after(depth, new_depth);
+  size_t next = 0;
+  for (; next < after.size() && after[next] < 0; ++next) source.push_back(-1);
+  for (int b = 0; b < depth; ++b) {
+    source.push_back(b);
+    for (; next < after.size() && after[next] == b; ++next) source.push_back(-1);
+  }
+  SamConfig cfg = old_cfg;
+  cfg.encoder_depth = new_depth;
+  cfg.global_attn_indexes.clear();
+  for (int i = 0; i < new_depth; ++i)
+    if (source[i] >= 0 && std::count(old_cfg.global_attn_indexes.begin(), old_cfg.global_attn_indexes.end(), source[i]))
+      cfg.global_attn_indexes.push_back(i);
+  cfg.validate();
+  torch::manual_seed(seed);
+  Sam out(cfg);
+  torch::NoGradGuard no_grad;
+  auto src = model->named_parameters(true);
+  for (auto& b : model->named_buffers(true)) src.insert(b.key(), b.value());
+  const std::string blocks = "image_encoder.blocks.";
+  auto copy = [&](const std::string& key, torch::Tensor& dst) {
+    std::string from = key;
+    if (key.compare(0, blocks.size(), blocks) == 0) {
+      const size_t dot = key.find('.', blocks.size());
+      const int i = std::stoi(key.substr(blocks.size(), dot - blocks.size()));
+      const std::string rest = key.substr(dot);
+      if (source[i] < 0) {
+        if (rest == ".attn.proj.weight" || rest == ".attn.proj.bias" || rest == ".mlp.lin2.weight" ||
+            rest == ".mlp.lin2.bias")
+          dst.zero_();
+        return;  // the rest keeps its fresh init
+      }
+      from = blocks + std::to_string(source[i]) + rest;
+    }
+    auto s = src[from].detach().to(torch::kCPU);
+    if (s.sizes() != dst.sizes()) throw Error("deepen_encoder: unexpected shape change in " + key);
+    dst.copy_(s);
+  };
+  for (auto& p : out->named_parameters(true)) copy(p.key(), p.value());
+  for (auto& b : out->named_buffers(true)) copy(b.key(), b.value());
+  out->to_device(model->device());
+  out->train(model->is_training());
+  return out;
+}
+
 void save_sam(const Sam& model, const std::string& path) {
   auto sd = state_dict_of(*model);
   if (path.size() > 4 && path.substr(path.size() - 4) == ".pth") {

@@ -5,7 +5,9 @@
 
 #include <torch/torch.h>
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "io/tensor_file.h"
 #include "model/sam.h"
@@ -41,6 +43,15 @@ LoadedSam load_sam(const std::string& path, const torch::Device& device = torch:
 // blocks' rel-pos tables linearly (what get_rel_pos does at run time); every
 // other weight is copied. Fine-tuning at the new size starts from here.
 Sam resize_input(const Sam& model, int img_size);
+// Where deepen_encoder puts its new blocks: for each new block, the index of
+// the original block it follows (-1: before the first), spread evenly.
+std::vector<int> deepen_insert_after(int depth, int new_depth);
+// A copy of `model` with `new_depth` encoder blocks that computes exactly the
+// same function: the new blocks are windowed, spread evenly between the old
+// ones, and have zero output projections (attn.proj and mlp.lin2, weights and
+// biases), so each is the identity until trained; their other weights are a
+// fresh init from `seed`. The global blocks stay global at their new indexes.
+Sam deepen_encoder(const Sam& model, int new_depth, uint64_t seed = 0);
 // Writes .safetensors (with the config in metadata) or .pth by extension.
 void save_sam(const Sam& model, const std::string& path);
 

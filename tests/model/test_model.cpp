@@ -235,6 +235,44 @@ TEST(Resize, GlobalBlocksComputeWhatTheOfficialRunTimeResizeComputes) {
   EXPECT_THROW(rsam::resize_input(m, 100), rsam::Error);  // not a multiple of the patch
 }
 
+TEST(Deepen, InsertsIdentityBlocksEvenly) {
+  EXPECT_EQ(rsam::deepen_insert_after(6, 9), (std::vector<int>{1, 3, 5}));
+  EXPECT_EQ(rsam::deepen_insert_after(6, 8), (std::vector<int>{2, 5}));
+  EXPECT_EQ(rsam::deepen_insert_after(2, 6), (std::vector<int>{-1, 0, 0, 1}));
+  torch::manual_seed(6);
+  rsam::Sam m(tiny());  // block 0 windowed, block 1 global
+  for (auto& p : m->parameters()) p.data().normal_(0, 0.2);
+  auto deep = rsam::deepen_encoder(m, 4);  // old 0, new, old 1 (global), new
+  EXPECT_EQ(deep->config.encoder_depth, 4);
+  EXPECT_EQ(deep->config.global_attn_indexes, (std::vector<int>{2}));
+  auto sd = rsam::state_dict_of(*deep);
+  const auto cfg = rsam::detect_config(sd);
+  EXPECT_EQ(cfg.encoder_depth, 4);
+  EXPECT_EQ(cfg.global_attn_indexes, (std::vector<int>{2}));
+  // Old blocks are copied to their new places; new ones have a fresh input
+  // side and zero output projections.
+  auto block = [](rsam::Sam s, int i) { return s->image_encoder->blocks[i]->as<rsam::EncoderBlock>(); };
+  EXPECT_TRUE(torch::equal(block(m, 1)->attn->qkv->weight, block(deep, 2)->attn->qkv->weight));
+  EXPECT_TRUE(torch::equal(block(m, 1)->attn->rel_pos_h, block(deep, 2)->attn->rel_pos_h));
+  EXPECT_GT(block(deep, 1)->attn->qkv->weight.abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(block(deep, 3)->mlp->lin2->weight.abs().sum().item<double>(), 0.0);
+  // The same function: identical masks and scores.
+  auto x = torch::randn({1, 3, 64, 64});
+  torch::Tensor a, b;
+  {
+    torch::NoGradGuard ng;
+    a = m->image_encoder->forward(x);
+    b = deep->image_encoder->forward(x);
+  }
+  EXPECT_TRUE(torch::equal(a, b));
+  // Trainable: the zero projections get a gradient, so the new blocks learn.
+  deep->train();
+  deep->image_encoder->forward(x).pow(2).sum().backward();
+  EXPECT_GT(block(deep, 1)->attn->proj->weight.grad().abs().sum().item<double>(), 0.0);
+  EXPECT_GT(block(deep, 3)->mlp->lin2->weight.grad().abs().sum().item<double>(), 0.0);
+  EXPECT_THROW(rsam::deepen_encoder(m, 2), rsam::Error);
+}
+
 TEST(Load, CorruptFilesGiveErrors) {
   const auto path = tmp_path("garbage.pth");
   FILE* f = std::fopen(path.c_str(), "wb");

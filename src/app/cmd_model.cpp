@@ -204,8 +204,7 @@ void run_info(const std::string& path, bool json) {
     if (it != f.metadata.end()) hint = SamConfig::from_json(it->second);
   }
   const SamConfig cfg = detect_config(sd, hint ? &*hint : nullptr);
-  int64_t params = 0;
-  for (const auto& [k, t] : sd) params += t.numel();
+  const int64_t params = parameter_count(sd);
   if (json) {
     nlohmann::json j;
     j["model"] = cfg.type_name();
@@ -239,8 +238,7 @@ void run_convert(const std::string& in, const std::string& out, int img_size, in
   if (img_size) loaded.model = resize_input(loaded.model, img_size);  // validates the new config
   if (encoder_depth) loaded.model = deepen_encoder(loaded.model, encoder_depth);
   save_sam(loaded.model, out);
-  int64_t params = 0;  // re-counted: a new input size or depth changes the count
-  for (const auto& p : loaded.model->parameters()) params += p.numel();
+  const int64_t params = parameter_count(*loaded.model);  // a new input size or depth changes it
   std::printf("wrote %s (%s, %lld parameters, %d px input)\n", out.c_str(), loaded.model->config.type_name().c_str(),
               (long long)params, loaded.model->config.img_size);
 }

@@ -270,7 +270,7 @@ void run_study(const StudyOptions& o) {
     const Image8 img = to_image8(smp.image);
     Sam plain = load_sam(o.checkpoint).model;
     SamPredictor p0(plain, Precision::FP32);
-    for (auto& p : plain->parameters()) base_params += p.numel();
+    base_params = parameter_count(*plain);
     for (const auto& [name, cfg] : methods) {
       auto ad = adapt::AdaptedSam::load(load_sam(o.checkpoint).model, (out / "s0" / (name + ".safetensors")).string());
       ad.model()->eval();

@@ -209,6 +209,19 @@ io::StateDict state_dict_of(const torch::nn::Module& model) {
   return sd;
 }
 
+int64_t parameter_count(const torch::nn::Module& model) {
+  int64_t n = 0;
+  for (const auto& p : model.parameters()) n += p.numel();
+  return n;
+}
+
+int64_t parameter_count(const io::StateDict& sd) {
+  int64_t n = 0;
+  for (const auto& [k, t] : sd)
+    if (k.find("positional_encoding_gaussian_matrix") == std::string::npos) n += t.numel();
+  return n;
+}
+
 LoadedSam load_sam(const std::string& path, const torch::Device& device) {
   io::StateDict sd;
   std::optional<SamConfig> hint;
@@ -228,7 +241,7 @@ LoadedSam load_sam(const std::string& path, const torch::Device& device) {
   out.model->eval();
   out.model->to_device(device);
   out.path = path;
-  for (const auto& p : out.model->parameters()) out.num_params += p.numel();
+  out.num_params = parameter_count(*out.model);
   return out;
 }
 

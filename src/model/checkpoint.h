@@ -29,6 +29,11 @@ void load_state_dict(torch::nn::Module& model, const io::StateDict& sd, const st
 
 io::StateDict state_dict_of(const torch::nn::Module& model);
 
+// Learned parameters, as the official count (sum over model.parameters()):
+// the prompt encoder's Gaussian matrix is a buffer, saved but not learned.
+int64_t parameter_count(const torch::nn::Module& model);
+int64_t parameter_count(const io::StateDict& sd);
+
 struct LoadedSam {
   Sam model{nullptr};
   std::string path;

@@ -73,6 +73,10 @@ TEST(Config, OfficialVitBHasTheOfficialKeyCount) {
   rsam::Sam m(rsam::SamConfig::vit_b());
   auto sd = rsam::state_dict_of(*m);
   EXPECT_EQ(sd.size(), 314u);  // as sam_vit_b_01ec64.pth
+  // As sum(p.numel() for p in sam.parameters()); the file also holds the
+  // prompt encoder's 2x128 Gaussian matrix, a buffer.
+  EXPECT_EQ(rsam::parameter_count(*m), 93735472);
+  EXPECT_EQ(rsam::parameter_count(sd), 93735472);
   EXPECT_EQ(sd.front().first, "image_encoder.pos_embed");
   bool found = false;
   for (const auto& [k, t] : sd)

@@ -258,6 +258,11 @@ EvalResult evaluate(const EvalOptions& o) {
               const double iou = j == best ? rec.m.iou : data::mask_iou(mask_to_mat(r.masks[j]), s.mask);
               rec.candidate_iou.push_back(iou);
               rec.best_candidate_iou = std::max(rec.best_candidate_iou, iou);
+              rec.candidate_score.push_back(r.iou_predictions[j].item<double>());
+              rec.candidate_area.push_back(r.masks[j].sum().item<double>());
+              const auto& l = r.low_res_logits[j];
+              const double inner = l.gt(1.0).sum().item<double>(), outer = l.gt(-1.0).sum().item<double>();
+              rec.candidate_stability.push_back(outer > 0 ? inner / outer : 0.0);
             }
           }
           res.records.push_back(rec);
@@ -366,6 +371,9 @@ nlohmann::json record_json(const Record& x) {
           {"score", x.score},
           {"best_candidate_iou", x.best_candidate_iou},
           {"candidate_iou", x.candidate_iou},
+          {"candidate_score", x.candidate_score},
+          {"candidate_area", x.candidate_area},
+          {"candidate_stability", x.candidate_stability},
           {"picked", x.picked}};
 }
 
@@ -385,6 +393,9 @@ Record record_from_json(const nlohmann::json& x) {
   rec.best_candidate_iou = x.value("best_candidate_iou", rec.m.iou);
   rec.candidate_iou = x.value("candidate_iou", std::vector<double>{});
   rec.picked = x.value("picked", -1);
+  rec.candidate_score = x.value("candidate_score", std::vector<double>{});
+  rec.candidate_area = x.value("candidate_area", std::vector<double>{});
+  rec.candidate_stability = x.value("candidate_stability", std::vector<double>{});
   return rec;
 }
 
@@ -413,14 +424,19 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
   nlohmann::json recs = nlohmann::json::array();
   std::ostringstream csv;
   csv << "method,sample,index,corruption,prompt,iou,dice,pixel_accuracy,boundary_iou,score,best_candidate_iou,picked,"
-         "candidate_iou\n";
+         "candidate_iou,candidate_score,candidate_area,candidate_stability\n";
   for (const auto& x : r.records) {
     recs.push_back(record_json(x));
     csv << x.method << ',' << '"' << x.sample << '"' << ',' << x.index << ',' << x.corruption << ',' << x.prompt << ','
         << x.m.iou << ',' << x.m.dice << ',' << x.m.pixel_accuracy << ',' << x.m.boundary_iou << ',' << x.score << ','
         << x.best_candidate_iou << ',' << x.picked << ",\"";
-    for (size_t j = 0; j < x.candidate_iou.size(); ++j) csv << (j ? ";" : "") << x.candidate_iou[j];
-    csv << "\"\n";
+    // Each per-candidate list is one quoted field, its values split by ';'.
+    for (const auto* v : {&x.candidate_iou, &x.candidate_score, &x.candidate_area, &x.candidate_stability}) {
+      if (v != &x.candidate_iou) csv << ",\"";
+      for (size_t j = 0; j < v->size(); ++j) csv << (j ? ";" : "") << (*v)[j];
+      csv << '"';
+    }
+    csv << "\n";
   }
   write_text(
       (fs::path(dir) / "results.json").string(),

@@ -42,6 +42,10 @@ struct Record {
   // order, and the index picked by the predicted IoU (-1 otherwise).
   std::vector<double> candidate_iou;
   int picked = -1;
+  // Per candidate too, for studying the pick: the predicted IoU, the area in
+  // pixels, and SAM's stability score (the IoU of the low-res mask
+  // thresholded at logit +1 and at -1, as the automatic mask generator's).
+  std::vector<double> candidate_score, candidate_area, candidate_stability;
 };
 
 struct EvalResult {

@@ -294,6 +294,18 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
       ASSERT_LT(rec.picked, 3);
       EXPECT_EQ(rec.candidate_iou[size_t(rec.picked)], rec.m.iou);
       EXPECT_EQ(*std::max_element(rec.candidate_iou.begin(), rec.candidate_iou.end()), rec.best_candidate_iou);
+      // The pick is the highest predicted IoU; areas and stabilities are real.
+      ASSERT_EQ(rec.candidate_score.size(), 3u);
+      EXPECT_EQ(std::max_element(rec.candidate_score.begin(), rec.candidate_score.end()) - rec.candidate_score.begin(),
+                rec.picked);
+      EXPECT_NEAR(rec.candidate_score[size_t(rec.picked)], rec.score, 1e-6);
+      ASSERT_EQ(rec.candidate_area.size(), 3u);
+      ASSERT_EQ(rec.candidate_stability.size(), 3u);
+      for (size_t j = 0; j < 3; ++j) {
+        EXPECT_GE(rec.candidate_area[j], 0.0);
+        EXPECT_GE(rec.candidate_stability[j], 0.0);
+        EXPECT_LE(rec.candidate_stability[j], 1.0);
+      }
       clean_points += rec.corruption == "clean" && rec.method == "sam";
     } else {
       EXPECT_EQ(rec.best_candidate_iou, rec.m.iou);
@@ -331,6 +343,8 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
     EXPECT_NEAR(back->records[i].best_candidate_iou, res.records[i].best_candidate_iou, 1e-12);
     EXPECT_EQ(back->records[i].picked, res.records[i].picked);
     EXPECT_EQ(back->records[i].candidate_iou.size(), res.records[i].candidate_iou.size());
+    EXPECT_EQ(back->records[i].candidate_stability, res.records[i].candidate_stability);
+    EXPECT_EQ(back->records[i].candidate_area, res.records[i].candidate_area);
   }
   EXPECT_NEAR(back->summary["sam"]["clean"]["box"]["iou"].get<double>(),
               res.summary["sam"]["clean"]["box"]["iou"].get<double>(), 1e-12);

@@ -288,6 +288,8 @@ Sam deepen_encoder(const Sam& model, int new_depth, uint64_t seed) {
   if (new_depth <= depth)
     throw Error("deepen_encoder: the new depth (" + std::to_string(new_depth) + ") must exceed the current " +
                 std::to_string(depth));
+  if (new_depth > 128)  // ViT-H has 32; more is a typo, and each block allocates its weights
+    throw Error("deepen_encoder: a depth of " + std::to_string(new_depth) + " is over the limit of 128");
   // source[i]: the old block that new block i copies, -1 for an inserted one.
   std::vector<int> source;
   const auto after = deepen_insert_after(depth, new_depth);

@@ -275,6 +275,7 @@ TEST(Deepen, InsertsIdentityBlocksEvenly) {
   EXPECT_GT(block(deep, 1)->attn->proj->weight.grad().abs().sum().item<double>(), 0.0);
   EXPECT_GT(block(deep, 3)->mlp->lin2->weight.grad().abs().sum().item<double>(), 0.0);
   EXPECT_THROW(rsam::deepen_encoder(m, 2), rsam::Error);
+  EXPECT_THROW(rsam::deepen_encoder(m, 100000), rsam::Error);
 }
 
 TEST(Load, CorruptFilesGiveErrors) {

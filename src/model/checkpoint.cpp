@@ -245,16 +245,38 @@ LoadedSam load_sam(const std::string& path, const torch::Device& device) {
   return out;
 }
 
+namespace {
+using Tensors = torch::OrderedDict<std::string, torch::Tensor>;
+
+// A model of `cfg` filled tensor by tensor: `take(key, dst, src)` returns
+// what goes into `dst`, from `src` (the old model's tensors by name), or an
+// undefined tensor to keep `dst` as built. Keeps the old model's device and mode.
+template <class Take>
+Sam rebuild(const Sam& model, const SamConfig& cfg, const char* what, Take take) {
+  Sam out(cfg);
+  torch::NoGradGuard no_grad;
+  Tensors src = model->named_parameters(true);
+  for (auto& b : model->named_buffers(true)) src.insert(b.key(), b.value());
+  auto fill = [&](const std::string& key, torch::Tensor& dst) {
+    const torch::Tensor s = take(key, dst, src);
+    if (!s.defined()) return;
+    if (s.sizes() != dst.sizes()) throw Error(std::string(what) + ": unexpected shape change in " + key);
+    dst.copy_(s);
+  };
+  for (auto& p : out->named_parameters(true)) fill(p.key(), p.value());
+  for (auto& b : out->named_buffers(true)) fill(b.key(), b.value());
+  out->to_device(model->device());
+  out->train(model->is_training());
+  return out;
+}
+}  // namespace
+
 Sam resize_input(const Sam& model, int img_size) {
   SamConfig cfg = model->config;
   cfg.img_size = img_size;
   cfg.validate();
-  Sam out(cfg);
   const int64_t grid = cfg.embedding_size();
-  torch::NoGradGuard no_grad;
-  auto src = model->named_parameters(true);
-  for (auto& b : model->named_buffers(true)) src.insert(b.key(), b.value());
-  auto copy = [&](const std::string& key, torch::Tensor& dst) {
+  return rebuild(model, cfg, "resize_input", [&](const std::string& key, const torch::Tensor& dst, const Tensors& src) {
     auto s = src[key].detach().to(torch::kCPU);
     if (key == "image_encoder.pos_embed") {
       s = F::interpolate(s.permute({0, 3, 1, 2}), F::InterpolateFuncOptions()
@@ -265,14 +287,8 @@ Sam resize_input(const Sam& model, int img_size) {
     } else if (s.dim() == 2 && dst.size(0) != s.size(0) && key.find(".attn.rel_pos_") != std::string::npos) {
       s = resize_rel_pos(s, dst.size(0));  // a global block: its table spans the grid
     }
-    if (s.sizes() != dst.sizes()) throw Error("resize_input: unexpected shape change in " + key);
-    dst.copy_(s);
-  };
-  for (auto& p : out->named_parameters(true)) copy(p.key(), p.value());
-  for (auto& b : out->named_buffers(true)) copy(b.key(), b.value());
-  out->to_device(model->device());
-  out->train(model->is_training());
-  return out;
+    return s;
+  });
 }
 
 std::vector<int> deepen_insert_after(int depth, int new_depth) {
@@ -306,35 +322,19 @@ Sam deepen_encoder(const Sam& model, int new_depth, uint64_t seed) {
     if (source[i] >= 0 && std::count(old_cfg.global_attn_indexes.begin(), old_cfg.global_attn_indexes.end(), source[i]))
       cfg.global_attn_indexes.push_back(i);
   cfg.validate();
-  torch::manual_seed(seed);
-  Sam out(cfg);
-  torch::NoGradGuard no_grad;
-  auto src = model->named_parameters(true);
-  for (auto& b : model->named_buffers(true)) src.insert(b.key(), b.value());
+  torch::manual_seed(seed);  // the new blocks' fresh init
   const std::string blocks = "image_encoder.blocks.";
-  auto copy = [&](const std::string& key, torch::Tensor& dst) {
-    std::string from = key;
-    if (key.compare(0, blocks.size(), blocks) == 0) {
-      const size_t dot = key.find('.', blocks.size());
-      const int i = std::stoi(key.substr(blocks.size(), dot - blocks.size()));
-      const std::string rest = key.substr(dot);
-      if (source[i] < 0) {
-        if (rest == ".attn.proj.weight" || rest == ".attn.proj.bias" || rest == ".mlp.lin2.weight" ||
-            rest == ".mlp.lin2.bias")
-          dst.zero_();
-        return;  // the rest keeps its fresh init
-      }
-      from = blocks + std::to_string(source[i]) + rest;
-    }
-    auto s = src[from].detach().to(torch::kCPU);
-    if (s.sizes() != dst.sizes()) throw Error("deepen_encoder: unexpected shape change in " + key);
-    dst.copy_(s);
-  };
-  for (auto& p : out->named_parameters(true)) copy(p.key(), p.value());
-  for (auto& b : out->named_buffers(true)) copy(b.key(), b.value());
-  out->to_device(model->device());
-  out->train(model->is_training());
-  return out;
+  return rebuild(model, cfg, "deepen_encoder",
+                 [&](const std::string& key, const torch::Tensor& dst, const Tensors& src) -> torch::Tensor {
+                   if (key.compare(0, blocks.size(), blocks) != 0) return src[key].detach().to(torch::kCPU);
+                   const size_t dot = key.find('.', blocks.size());
+                   const int i = std::stoi(key.substr(blocks.size(), dot - blocks.size()));
+                   const std::string rest = key.substr(dot);
+                   if (source[i] >= 0) return src[blocks + std::to_string(source[i]) + rest].detach().to(torch::kCPU);
+                   const bool output = rest == ".attn.proj.weight" || rest == ".attn.proj.bias" ||
+                                       rest == ".mlp.lin2.weight" || rest == ".mlp.lin2.bias";
+                   return output ? torch::zeros_like(dst) : torch::Tensor();  // the rest keeps its fresh init
+                 });
 }
 
 void save_sam(const Sam& model, const std::string& path) {

@@ -1,5 +1,7 @@
 #include "model/checkpoint.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -322,7 +324,16 @@ Sam deepen_encoder(const Sam& model, int new_depth, uint64_t seed) {
     if (source[i] >= 0 && std::count(old_cfg.global_attn_indexes.begin(), old_cfg.global_attn_indexes.end(), source[i]))
       cfg.global_attn_indexes.push_back(i);
   cfg.validate();
-  torch::manual_seed(seed);  // the new blocks' fresh init
+  // The new blocks' fresh init comes from `seed`; the caller's random stream
+  // is left as it was.
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  const torch::Tensor saved = gen.get_state();
+  torch::manual_seed(seed);
+  struct Restore {
+    at::Generator& g;
+    const torch::Tensor& s;
+    ~Restore() { g.set_state(s); }
+  } restore{gen, saved};
   const std::string blocks = "image_encoder.blocks.";
   return rebuild(model, cfg, "deepen_encoder",
                  [&](const std::string& key, const torch::Tensor& dst, const Tensors& src) -> torch::Tensor {

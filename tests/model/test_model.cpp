@@ -246,7 +246,13 @@ TEST(Deepen, InsertsIdentityBlocksEvenly) {
   torch::manual_seed(6);
   rsam::Sam m(tiny());  // block 0 windowed, block 1 global
   for (auto& p : m->parameters()) p.data().normal_(0, 0.2);
+  torch::manual_seed(11);
+  torch::rand({4});
+  const auto next = torch::rand({4});
+  torch::manual_seed(11);
+  torch::rand({4});
   auto deep = rsam::deepen_encoder(m, 4);  // old 0, new, old 1 (global), new
+  EXPECT_TRUE(torch::equal(torch::rand({4}), next)) << "the caller's random stream goes on as before";
   EXPECT_EQ(deep->config.encoder_depth, 4);
   EXPECT_EQ(deep->config.global_attn_indexes, (std::vector<int>{2}));
   auto sd = rsam::state_dict_of(*deep);
@@ -260,7 +266,7 @@ TEST(Deepen, InsertsIdentityBlocksEvenly) {
   EXPECT_TRUE(torch::equal(block(m, 1)->attn->rel_pos_h, block(deep, 2)->attn->rel_pos_h));
   EXPECT_GT(block(deep, 1)->attn->qkv->weight.abs().sum().item<double>(), 0.0);
   EXPECT_EQ(block(deep, 3)->mlp->lin2->weight.abs().sum().item<double>(), 0.0);
-  // The same function: identical masks and scores.
+  // The same function: identical image embeddings.
   auto x = torch::randn({1, 3, 64, 64});
   torch::Tensor a, b;
   {

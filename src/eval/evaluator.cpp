@@ -164,6 +164,21 @@ nlohmann::json rank_oracle(const std::vector<Record>& records) {
           {"per_image_choice_counts", item_choice_counts}};
 }
 
+std::vector<std::string> method_labels(const std::vector<std::string>& adapters) {
+  std::map<std::string, int> uses;
+  for (const auto& a : adapters) ++uses[method_label(a)];
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const auto& a : adapters) {
+    std::string l = method_label(a);
+    const std::string folder = fs::path(a).parent_path().filename().string();
+    if (uses[l] > 1 && l != "sam" && !folder.empty()) l = folder + "/" + l;
+    if (!seen.insert(l).second) throw Error("two adapters share the name '" + l + "'");
+    out.push_back(l);
+  }
+  return out;
+}
+
 EvalResult evaluate(const EvalOptions& o) {
   if (o.checkpoint.empty() || o.data.empty()) throw Error("--checkpoint and --data are required");
   set_threads(o.threads);
@@ -174,18 +189,17 @@ EvalResult evaluate(const EvalOptions& o) {
   size_t n = ds->size();
   if (o.max_samples > 0) n = std::min(n, size_t(o.max_samples));
   std::vector<std::string> adapters = o.adapters.empty() ? std::vector<std::string>{"none"} : o.adapters;
-  std::set<std::string> labels;
-  for (const auto& a : adapters)
-    if (!labels.insert(method_label(a)).second) throw Error("two adapters share the name '" + method_label(a) + "'");
+  const auto labels = method_labels(adapters);
 
   EvalResult res;
   const auto prec = parse_precision(o.precision);
-  for (const auto& adapter : adapters) {
+  for (size_t ai = 0; ai < adapters.size(); ++ai) {
+    const auto& adapter = adapters[ai];
     auto base = load_sam(o.checkpoint).model;
     std::optional<adapt::AdaptedSam> adapted;
     if (adapter != "none") adapted.emplace(adapt::AdaptedSam::load(base, adapter));
     SamPredictor pred(adapted ? adapted->model() : base, prec);
-    const auto label = method_label(adapter);
+    const auto& label = labels[ai];
     size_t done = 0, skipped = 0;
     for (size_t i = 0; i < n; ++i) {
       data::Sample s;

@@ -56,6 +56,12 @@ struct EvalResult {
 
 EvalResult evaluate(const EvalOptions& opts);
 
+// Each method's name in reports: "sam" for "none", else the file's stem.
+// Files with the same stem (every `rsam train` writes adapter.safetensors)
+// are told apart by their folder ("run1/adapter"); names that still clash
+// are an rsam::Error.
+std::vector<std::string> method_labels(const std::vector<std::string>& adapters);
+
 // Summaries and reports from records (exposed for tests and merges).
 nlohmann::json summarize(const std::vector<Record>& records);
 nlohmann::json rank_oracle(const std::vector<Record>& records);

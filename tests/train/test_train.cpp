@@ -246,6 +246,15 @@ TEST(ModelSample, LaysOutImageTargetAndPromptLikeThePredictor) {
   EXPECT_EQ(s.input_target[47][32].item<int>(), 0);
 }
 
+TEST(Eval, MethodLabelsTellSameNamedAdaptersApartByFolder) {
+  using rsam::eval::method_labels;
+  EXPECT_EQ(method_labels({"none", "a/gara.safetensors"}), (std::vector<std::string>{"sam", "gara"}));
+  EXPECT_EQ(method_labels({"none", "run1/adapter.safetensors", "/x/run2/adapter.safetensors"}),
+            (std::vector<std::string>{"sam", "run1/adapter", "run2/adapter"}));
+  EXPECT_THROW(method_labels({"run1/adapter.safetensors", "/y/run1/adapter.safetensors"}), rsam::Error);
+  EXPECT_THROW(method_labels({"none", "none"}), rsam::Error);
+}
+
 TEST(EndToEnd, TrainThenEvaluateWithAReport) {
   const auto spec = make_scenes("e2e", 6);
   auto o = short_run(spec, 4, "rsam_train_e2e_out");

@@ -443,10 +443,10 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
     recs.push_back(record_json(x));
     csv << x.method << ',' << '"' << x.sample << '"' << ',' << x.index << ',' << x.corruption << ',' << x.prompt << ','
         << x.m.iou << ',' << x.m.dice << ',' << x.m.pixel_accuracy << ',' << x.m.boundary_iou << ',' << x.score << ','
-        << x.best_candidate_iou << ',' << x.picked << ",\"";
+        << x.best_candidate_iou << ',' << x.picked;
     // Each per-candidate list is one quoted field, its values split by ';'.
     for (const auto* v : {&x.candidate_iou, &x.candidate_score, &x.candidate_area, &x.candidate_stability}) {
-      if (v != &x.candidate_iou) csv << ",\"";
+      csv << ",\"";
       for (size_t j = 0; j < v->size(); ++j) csv << (j ? ";" : "") << (*v)[j];
       csv << '"';
     }

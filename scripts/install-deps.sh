@@ -7,6 +7,7 @@ PKGS=(
   libtorch-dev            # LibTorch 1.13 (CPU)
   libopenblas0-pthread    # without it torch's fp32 matmul uses the reference BLAS (~30x slower)
   libopencv-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
+  libgloo-dev             # headers of the Gloo backend torch links, for multi-process training
   mate-backgrounds        # real photographs for the synthetic scenes (rsam synth --photos auto)
 )
 if [ "${RSAM_FIXTURE_TOOLS:-0}" = 1 ]; then

@@ -2,15 +2,29 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <sstream>
 
 #include "app/commands.h"
+#include "data/dataset.h"
 #include "error.h"
 #include "eval/evaluator.h"
 #include "eval/study.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace rsam::app {
+
+namespace {
+char** g_argv = nullptr;
+}
+
+void set_program_argv(char** argv) { g_argv = argv; }
+char** program_argv() {
+  if (!g_argv) throw Error("internal: program arguments not recorded");
+  return g_argv;
+}
 
 void add_train_command(CLI::App& app) {
   auto o = std::make_shared<train::TrainOptions>();
@@ -57,11 +71,25 @@ void add_train_command(CLI::App& app) {
   c->add_option("--out", o->out, "Output directory");
   c->add_flag("--resume", o->resume, "Continue from OUT/checkpoint.pt");
   c->add_option("--save-every", o->save_every, "Checkpoint every N steps");
-  c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)");
+  c->add_option("--threads", o->threads, "Intra-op threads per process (default: all cores, shared by --nproc)");
   c->add_option("--workers", o->workers, "Data loading threads");
+  auto nproc = std::make_shared<int>(1);
+  c->add_option("--nproc", *nproc,
+                "Data-parallel processes on this machine (c10d Gloo); each takes its share of every batch");
   c->add_flag("--quiet", o->quiet, "No progress output");
-  c->callback([o] {
+  c->callback([o, nproc] {
+    if (*nproc != 1 && !train::started_as_rank()) {
+      // Bad options fail here, once, rather than in every rank.
+      train::check_options(*o);
+      if (*nproc < 1) throw Error("--nproc must be >= 1");
+      if (!o->checkpoint.empty() && !std::ifstream(o->checkpoint).good())
+        throw Error("cannot read checkpoint '" + o->checkpoint + "'");
+      data::open_dataset(o->data);
+      std::fflush(stdout);
+      std::exit(train::launch_local(*nproc, program_argv()));
+    }
     auto r = train::train(*o);
+    if (train::started_as_rank() && std::getenv("RANK") != std::string("0")) return;
     std::printf("trained %lld steps, last loss %.4f -> %s\n", (long long)r.steps, r.last_loss, r.weights_path.c_str());
     if (r.val_iou >= 0) std::printf("validation box IoU %.4f\n", r.val_iou);
   });

@@ -13,6 +13,10 @@ class App;
 
 namespace rsam::app {
 
+// main()'s argv, for commands that start copies of the program (train --nproc).
+void set_program_argv(char** argv);
+char** program_argv();
+
 void add_segment_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_convert_command(CLI::App& app);

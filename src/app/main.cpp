@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   // allocator, for comparing the two.
   if (const char* c = std::getenv("RSAM_CPU_CACHE"); !(c && std::strcmp(c, "0") == 0))
     rsam::use_caching_cpu_allocator();
+  rsam::app::set_program_argv(argv);
   CLI::App app{"rsam: Segment Anything that keeps working on degraded images"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "rsam 0.1.0");

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "adapt/adapter.h"
 #include "data/dataset.h"
@@ -26,6 +27,7 @@
 #include "model/predictor.h"
 #include "model/runtime.h"
 #include "train/cv_tensor.h"
+#include "train/distributed.h"
 #include "train/loss.h"
 
 namespace rsam::train {
@@ -188,18 +190,36 @@ struct Checkpoint {
   data::LoaderState loader;
 };
 
+Tensor rng_state() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+// Every rank's generator state (rank 0's first): each rank draws its own
+// corrective clicks and Gumbel noise, so a resumed rank needs its own.
+std::vector<Tensor> rng_states(ProcessGroup* group) {
+  const Tensor mine = rng_state();
+  if (!group) return {mine};
+  auto all = torch::zeros({group->size(), mine.numel()}, torch::kFloat64);
+  all[group->rank()].copy_(mine.to(torch::kFloat64));
+  std::vector<Tensor> v{all};
+  group->all_reduce_sum(v);
+  std::vector<Tensor> out;
+  for (int r = 0; r < group->size(); ++r) out.push_back(all[r].to(torch::kUInt8).contiguous());
+  return out;
+}
+
+// `rngs`: rng_states(), saved as "rng" (rank 0, as a single process) and "rng_rank<r>".
 void save_checkpoint(const std::string& path, const Checkpoint& c,
                      const std::vector<std::pair<std::string, Tensor>>& params, torch::optim::Optimizer& opt,
-                     const std::string& config) {
+                     const std::string& config, const std::vector<Tensor>& rngs) {
   torch::serialize::OutputArchive ar;
   ar.write("step", torch::tensor(c.step));
   ar.write("loader", torch::tensor({int64_t(c.loader.epoch), int64_t(c.loader.position), int64_t(c.loader.step)}));
   ar.write("config", c10::IValue(config));
-  {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    ar.write("rng", gen.get_state());
-  }
+  ar.write("rng", rngs.at(0));
+  for (size_t r = 1; r < rngs.size(); ++r) ar.write("rng_rank" + std::to_string(r), rngs[r]);
   for (const auto& [k, t] : params) ar.write("param/" + k, t.detach(), /*is_buffer=*/true);
   torch::serialize::OutputArchive opt_ar;
   opt.save(opt_ar);
@@ -207,8 +227,11 @@ void save_checkpoint(const std::string& path, const Checkpoint& c,
   io::write_atomic_with(path, [&](const std::string& tmp) { ar.save_to(tmp); });
 }
 
+// Restores this rank's generator; a checkpoint from a run with fewer ranks
+// has no state for it and gives it rank 0's (the resume is then valid but
+// not bit-identical to an uninterrupted run).
 Checkpoint load_checkpoint(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& params,
-                           torch::optim::Optimizer& opt, const std::string& config) {
+                           torch::optim::Optimizer& opt, const std::string& config, int rank) {
   torch::serialize::InputArchive ar;
   try {
     ar.load_from(path);
@@ -237,7 +260,7 @@ Checkpoint load_checkpoint(const std::string& path, const std::vector<std::pair<
   torch::serialize::InputArchive opt_ar;
   ar.read("optimizer", opt_ar);
   opt.load(opt_ar);
-  ar.read("rng", rng_t);
+  if (rank == 0 || !ar.try_read("rng_rank" + std::to_string(rank), rng_t)) ar.read("rng", rng_t);
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());
   gen.set_state(rng_t);
@@ -348,7 +371,7 @@ bool corrective_click(const Tensor& logits, const Tensor& target, int img_size, 
   return true;
 }
 
-TrainResult train(const TrainOptions& o) {
+void check_options(const TrainOptions& o) {
   if (o.checkpoint.empty() == o.init.empty()) throw Error("give exactly one of --checkpoint or --init");
   if (!o.init.empty() && !o.full) throw Error("--init (random weights) needs --full");
   if (o.data.empty()) throw Error("--data is required");
@@ -361,9 +384,23 @@ TrainResult train(const TrainOptions& o) {
   if (!o.trainable.empty() && !o.full) throw Error("--trainable selects among all weights: it needs --full");
   if (!(o.lr > 0) || o.wd < 0) throw Error("--lr must be > 0 and --wd >= 0");
   if (o.optimizer != "adam" && o.optimizer != "adamw") throw Error("--optimizer must be adam or adamw");
+  parse_precision(o.precision);
+}
+
+TrainResult train(const TrainOptions& o) {
+  check_options(o);
   const bool bf16 = parse_precision(o.precision) == Precision::BF16;
-  set_threads(o.threads);
-  fs::create_directories(o.out);
+  // Data-parallel ranks (torchrun's environment; `rsam train --nproc`): each
+  // takes its share of every batch, the gradients are summed, and every rank
+  // takes the same optimizer step. Rank 0 alone writes.
+  const auto group = ProcessGroup::from_env();
+  const int rank = group ? group->rank() : 0, world = group ? group->size() : 1;
+  const bool lead = rank == 0;
+  const bool quiet = o.quiet || !lead;
+  int threads = o.threads;
+  if (threads <= 0 && group) threads = std::max(1, int(std::thread::hardware_concurrency()) / group->local_size());
+  set_threads(threads);
+  if (lead) fs::create_directories(o.out);
 
   // The options that decide the result; a resume must use the same.
   nlohmann::json cfg{{"checkpoint", o.checkpoint},
@@ -449,7 +486,7 @@ TrainResult train(const TrainOptions& o) {
   lo.workers = o.workers;
   uint64_t skipped_reported = 0;
   lo.on_skip = [&](const std::string& msg) {
-    if (!o.quiet && skipped_reported++ < 5) std::cerr << "skipped: " << msg << "\n";
+    if (!quiet && skipped_reported++ < 5) std::cerr << "skipped: " << msg << "\n";
   };
   data::Loader loader(*ds, lo);
 
@@ -459,7 +496,7 @@ TrainResult train(const TrainOptions& o) {
   std::vector<std::string> metric_lines;
   std::vector<std::pair<int64_t, double>> curve;
   if (o.resume && fs::exists(ckpt_path)) {
-    auto c = load_checkpoint(ckpt_path, params, *opt, cfg_text);
+    auto c = load_checkpoint(ckpt_path, params, *opt, cfg_text, rank);
     step = c.step;
     loader.set_state(c.loader);
     // Keep the metrics up to the checkpoint; later lines are redone.
@@ -475,19 +512,25 @@ TrainResult train(const TrainOptions& o) {
       } catch (...) {
       }
     }
-    if (!o.quiet) std::cerr << "resumed from step " << step << " of " << total << "\n";
-  } else if (o.resume && !o.quiet) {
+    if (!quiet) std::cerr << "resumed from step " << step << " of " << total << "\n";
+  } else if (o.resume && !quiet) {
     std::cerr << "no checkpoint in " << o.out << ": starting from scratch\n";
   }
-  {
+  std::ofstream metrics;
+  if (lead) {
     std::string all;
     for (auto& l : metric_lines) all += l + "\n";
     io::write_atomic(metrics_path, all.data(), all.size());
-  }
-  std::ofstream metrics(metrics_path, std::ios::app);
-  {
+    metrics.open(metrics_path, std::ios::app);
     const auto text = cfg.dump(2) + "\n";
     io::write_atomic((fs::path(o.out) / "config.json").string(), text.data(), text.size());
+  }
+  if (group) {
+    // The same starting weights everywhere, whatever each rank loaded.
+    torch::NoGradGuard ng;
+    std::vector<Tensor> w;
+    for (auto& t : plist) w.push_back(t.detach());
+    group->broadcast(w);
   }
 
   LossOptions loss_opts;
@@ -520,7 +563,11 @@ TrainResult train(const TrainOptions& o) {
       std::vector<ModelSample> samples;
       std::vector<int64_t> image_of;  // samples[k] decodes image image_of[k]
       std::vector<Tensor> imgs;
-      for (const auto& it : batch) {
+      for (size_t b = 0; b < batch.size(); ++b) {
+        // Every rank reads the whole batch (so skips agree) and keeps its
+        // share: together the ranks train on exactly one process's batch.
+        if (int(b % size_t(world)) != rank) continue;
+        const auto& it = batch[b];
         samples.push_back(to_model_sample(model, it.image, it.sample.mask, it.prompt));
         imgs.push_back(samples.back().image);
         image_of.push_back(int64_t(imgs.size()) - 1);
@@ -536,7 +583,7 @@ TrainResult train(const TrainOptions& o) {
       }
       Tensor loss_acc;
       int64_t mb_terms = 0;
-      {
+      if (!samples.empty()) {
         // bf16 covers the encoder only; the decoder runs in fp32 as in the
         // predictor (it is cheap, and torch 1.13's CPU LayerNorm rejects a
         // bf16 input with fp32 weights).
@@ -586,15 +633,41 @@ TrainResult train(const TrainOptions& o) {
           }
         }
       }
-      auto aux = adapted ? adapted->aux_loss() : torch::zeros({});
-      // Every mask weighs the same: the mean over this micro-batch's masks,
-      // averaged over the accumulated micro-batches.
-      auto loss = (loss_acc / double(mb_terms * o.accum)) + aux / double(o.accum);
-      loss.backward();
-      loss_sum += loss_acc.item<double>();
+      auto aux = adapted && !samples.empty() ? adapted->aux_loss() : torch::zeros({});
+      // Every mask weighs the same: the mean over this micro-batch's masks
+      // (on all ranks), averaged over the accumulated micro-batches.
+      int64_t all_terms = mb_terms;
+      if (group) {
+        std::vector<Tensor> c{torch::tensor({double(mb_terms)}, torch::kFloat64)};
+        group->all_reduce_sum(c);
+        all_terms = int64_t(c[0].item<double>());
+      }
+      if (loss_acc.defined()) {
+        auto loss = (loss_acc / double(std::max<int64_t>(1, all_terms) * o.accum)) + aux / double(o.accum * world);
+        loss.backward();
+        loss_sum += loss_acc.item<double>();
+      }
       aux_sum += aux.item<double>();
       n_items += int64_t(samples.size());
       n_terms += mb_terms;
+    }
+    if (group) {
+      // One sum for the gradients (a rank with no object adds zeros), one
+      // for what the metrics report.
+      torch::NoGradGuard ng;
+      std::vector<Tensor> grads;
+      for (auto& p : plist) {
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        grads.push_back(p.grad());
+      }
+      group->all_reduce_sum(grads);
+      std::vector<Tensor> m{
+          torch::tensor({loss_sum, focal, dice, iou_mse, iou_rank, aux_sum / world, double(n_items), double(n_terms)},
+                        torch::kFloat64)};
+      group->all_reduce_sum(m);
+      auto v = m[0].accessor<double, 1>();
+      loss_sum = v[0], focal = v[1], dice = v[2], iou_mse = v[3], iou_rank = v[4], aux_sum = v[5];
+      n_items = int64_t(v[6]), n_terms = int64_t(v[7]);
     }
     if (n_items == 0) break;
     if (!std::isfinite(loss_sum)) throw Error("loss became NaN/Inf at step " + std::to_string(step) + "; lower --lr");
@@ -616,9 +689,9 @@ TrainResult train(const TrainOptions& o) {
                      {"img_per_s", ips},
                      {"masks", n_items},
                      {"skipped", loader.skipped()}};
-    metrics << j.dump() << "\n" << std::flush;
+    if (lead) metrics << j.dump() << "\n" << std::flush;
     curve.emplace_back(step, last_loss);
-    if (!o.quiet) {
+    if (!quiet) {
       char line[200];
       std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  %.2f img/s  ETA %s", (long long)step,
                     (long long)total, last_loss, ips, fmt_eta(eta).c_str());
@@ -627,15 +700,19 @@ TrainResult train(const TrainOptions& o) {
       else if (step % 10 == 0 || step == total)
         std::cerr << line << "\n";
     }
-    if (o.save_every > 0 && step % o.save_every == 0 && step < total)
-      save_checkpoint(ckpt_path, {step, loader.state()}, params, *opt, cfg_text);
+    if (o.save_every > 0 && step % o.save_every == 0 && step < total) {
+      const auto rngs = rng_states(group.get());  // a collective: every rank
+      if (lead) save_checkpoint(ckpt_path, {step, loader.state()}, params, *opt, cfg_text, rngs);
+    }
   }
-  if (!o.quiet && tty) std::cerr << "\n";
-  save_checkpoint(ckpt_path, {step, loader.state()}, params, *opt, cfg_text);
+  if (!quiet && tty) std::cerr << "\n";
   model->eval();
   TrainResult r;
   r.steps = step;
   r.last_loss = last_loss;
+  const auto rngs = rng_states(group.get());
+  if (!lead) return r;  // the weights are rank 0's to write
+  save_checkpoint(ckpt_path, {step, loader.state()}, params, *opt, cfg_text, rngs);
   if (o.full) {
     r.weights_path = (fs::path(o.out) / "model.safetensors").string();
     save_sam(model, r.weights_path);

@@ -54,7 +54,13 @@ struct TrainResult {
   double val_iou = -1;
 };
 
+// Under torchrun's environment variables (RANK, WORLD_SIZE, MASTER_ADDR,
+// MASTER_PORT) the call is one rank of a data-parallel run (train/distributed.h):
+// the same options on every rank give the same weights as one process would
+// with the same global batch; only rank 0 writes to `out`.
 TrainResult train(const TrainOptions& opts);
+// The checks train() starts with: rsam::Error on inconsistent options.
+void check_options(const TrainOptions& opts);
 
 // The differentiable image-encoder pass, optionally recomputing each block
 // in the backward pass instead of storing its activations.

@@ -471,6 +471,10 @@ TrainResult train(const TrainOptions& o) {
   else
     opt = std::make_unique<torch::optim::Adam>(plist, torch::optim::AdamOptions(o.lr).weight_decay(o.wd));
 
+  // Rank 0 draws as a single process would; the others get streams of
+  // their own, or every rank would draw the same Gumbel noise and clicks.
+  if (rank > 0) torch::manual_seed(degrade::derive_seed(o.seed, uint64_t(rank)));
+
   auto ds = data::open_dataset(o.data);
   const int64_t per_step = int64_t(o.batch) * o.accum;
   const int64_t total = o.steps > 0 ? o.steps : o.epochs * ((int64_t(ds->size()) + per_step - 1) / per_step);

@@ -3,8 +3,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "app/commands.h"
 #include "data/dataset.h"
@@ -82,6 +84,8 @@ void add_train_command(CLI::App& app) {
       // Bad options fail here, once, rather than in every rank.
       train::check_options(*o);
       if (*nproc < 1) throw Error("--nproc must be >= 1");
+      if (!train::distributed_available())
+        throw Error("this rsam was built without c10d's Gloo backend (install libgloo-dev and rebuild)");
       if (!o->checkpoint.empty() && !std::ifstream(o->checkpoint).good())
         throw Error("cannot read checkpoint '" + o->checkpoint + "'");
       data::open_dataset(o->data);
@@ -109,18 +113,51 @@ void add_eval_command(CLI::App& app) {
   c->add_option("--seed", o->seed, "Seed for prompts and corruptions");
   c->add_option("--max-samples", o->max_samples, "Evaluate the first N samples");
   c->add_option("--precision", o->precision, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
-  c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)");
+  c->add_option("--threads", o->threads, "Intra-op threads per process (default: all cores, shared by --nproc)");
   c->add_option("--report", o->report, "Directory for report.md, results.json, records.csv, chart");
   c->add_flag("--oracle", o->oracle, "Rank-oracle analysis over the compared adapters");
+  auto nproc = std::make_shared<int>(1);
+  c->add_option("--nproc", *nproc, "Processes on this machine, each evaluating every N-th sample");
   c->add_flag("--quiet", o->quiet, "No progress output");
-  c->callback([o, adapter, compare] {
+  c->callback([o, adapter, compare, nproc] {
     if (!adapter->empty() && !compare->empty()) throw Error("give --adapter or --compare, not both");
     if (!adapter->empty()) o->adapters = {*adapter};
     std::stringstream ss(*compare);
     std::string item;
     while (std::getline(ss, item, ','))
       if (!item.empty()) o->adapters.push_back(item);
-    auto r = eval::evaluate(*o);
+    if (*nproc < 1) throw Error("--nproc must be >= 1");
+    eval::EvalResult r;
+    if (const char* dir = std::getenv("RSAM_EVAL_SHARDS"); dir && train::started_as_rank()) {
+      // One share: the launcher merges and reports.
+      o->shard = std::atoi(std::getenv("RANK"));
+      o->shards = *nproc;
+      o->report.clear();
+      o->quiet = o->quiet || o->shard != 0;
+      if (o->threads <= 0) o->threads = std::max(1, int(std::thread::hardware_concurrency()) / *nproc);
+      const auto part = eval::evaluate(*o);
+      eval::write_records(std::string(dir) + "/rank" + std::to_string(o->shard) + ".json", part.records);
+      return;
+    }
+    if (*nproc > 1) {
+      if (!std::ifstream(o->checkpoint).good()) throw Error("cannot read checkpoint '" + o->checkpoint + "'");
+      data::open_dataset(o->data);
+      char tmpl[] = "/tmp/rsam-eval-XXXXXX";
+      if (!mkdtemp(tmpl)) throw Error("cannot make a temporary directory in /tmp");
+      const std::string dir = tmpl;
+      setenv("RSAM_EVAL_SHARDS", dir.c_str(), 1);
+      std::fflush(stdout);
+      const int code = train::launch_local(*nproc, program_argv());
+      std::vector<eval::EvalResult> parts(static_cast<size_t>(*nproc));
+      for (int k = 0; k < *nproc && code == 0; ++k)
+        parts[size_t(k)].records = eval::read_records(dir + "/rank" + std::to_string(k) + ".json");
+      std::filesystem::remove_all(dir);
+      if (code != 0) std::exit(code);
+      r = eval::merge_shards(std::move(parts), *o);
+      if (!o->report.empty()) eval::write_report(o->report, *o, r);
+    } else {
+      r = eval::evaluate(*o);
+    }
     for (auto& [method, byc] : r.summary.items())
       for (auto& [corr, byp] : byc.items())
         for (auto& [prompt, m] : byp.items())

@@ -181,6 +181,7 @@ std::vector<std::string> method_labels(const std::vector<std::string>& adapters)
 
 EvalResult evaluate(const EvalOptions& o) {
   if (o.checkpoint.empty() || o.data.empty()) throw Error("--checkpoint and --data are required");
+  if (o.shards < 1 || o.shard < 0 || o.shard >= o.shards) throw Error("eval: shard must be in 0..shards-1");
   set_threads(o.threads);
   const auto corruptions = expand_corruptions(o.corruptions);
   const auto prompt_specs = data::parse_prompts(o.prompts);
@@ -201,7 +202,7 @@ EvalResult evaluate(const EvalOptions& o) {
     SamPredictor pred(adapted ? adapted->model() : base, prec);
     const auto& label = labels[ai];
     size_t done = 0, skipped = 0;
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = size_t(o.shard); i < n; i += size_t(o.shards)) {
       data::Sample s;
       try {
         s = ds->get(i);
@@ -286,7 +287,7 @@ EvalResult evaluate(const EvalOptions& o) {
       if (!o.quiet) std::cerr << "\r" << label << ": " << done << "/" << n << " samples" << std::flush;
     }
     if (!o.quiet) std::cerr << "\n";
-    if (done == 0)
+    if (done == 0 && o.shards == 1)
       throw Error("no sample of '" + o.data + "' could be evaluated (" + std::to_string(skipped) + " skipped)");
   }
   res.summary = summarize(res.records);
@@ -414,6 +415,42 @@ Record record_from_json(const nlohmann::json& x) {
 }
 
 }  // namespace
+
+EvalResult merge_shards(std::vector<EvalResult> parts, const EvalOptions& o) {
+  EvalResult r;
+  for (auto& p : parts)
+    for (auto& x : p.records) r.records.push_back(std::move(x));
+  if (r.records.empty()) throw Error("no sample of '" + o.data + "' could be evaluated");
+  // One process writes method by method, then sample by sample; a sample's
+  // records all come from one share, already in order.
+  const auto labels = method_labels(o.adapters.empty() ? std::vector<std::string>{"none"} : o.adapters);
+  auto method_pos = [&](const std::string& m) { return std::find(labels.begin(), labels.end(), m) - labels.begin(); };
+  std::stable_sort(r.records.begin(), r.records.end(), [&](const Record& a, const Record& b) {
+    const auto ma = method_pos(a.method), mb = method_pos(b.method);
+    return ma != mb ? ma < mb : a.index < b.index;
+  });
+  r.summary = summarize(r.records);
+  if (o.oracle) r.oracle = rank_oracle(r.records);
+  return r;
+}
+
+void write_records(const std::string& path, const std::vector<Record>& records) {
+  nlohmann::json recs = nlohmann::json::array();
+  for (const auto& x : records) recs.push_back(record_json(x));
+  write_text(path, recs.dump());
+}
+
+std::vector<Record> read_records(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error("cannot read '" + path + "'");
+  std::vector<Record> out;
+  try {
+    for (const auto& x : nlohmann::json::parse(f)) out.push_back(record_from_json(x));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("'" + path + "' is not a list of eval records: " + e.what());
+  }
+  return out;
+}
 
 std::optional<EvalResult> load_results(const std::string& path, const EvalOptions& o) {
   std::ifstream f(path);

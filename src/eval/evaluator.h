@@ -28,6 +28,9 @@ struct EvalOptions {
   std::string report;   // output directory; empty = no files
   bool oracle = false;  // rank oracle over the adapters (GaRA Fig. 2)
   bool quiet = false;
+  // Evaluate only samples i with i % shards == shard (one process's share;
+  // merge_shards puts the shares together). A share may be empty.
+  int shard = 0, shards = 1;
 };
 
 struct Record {
@@ -61,6 +64,14 @@ EvalResult evaluate(const EvalOptions& opts);
 // are told apart by their folder ("run1/adapter"); names that still clash
 // are an rsam::Error.
 std::vector<std::string> method_labels(const std::vector<std::string>& adapters);
+
+// The shares of one evaluation (EvalOptions::shard) as one result: the
+// records in the order a single process writes them, summary and oracle
+// recomputed. rsam::Error if no share evaluated any sample.
+EvalResult merge_shards(std::vector<EvalResult> parts, const EvalOptions& opts);
+// A share's records as JSON (results.json's per-record objects), and back.
+void write_records(const std::string& path, const std::vector<Record>& records);
+std::vector<Record> read_records(const std::string& path);
 
 // Summaries and reports from records (exposed for tests and merges).
 nlohmann::json summarize(const std::vector<Record>& records);

@@ -49,7 +49,8 @@ bool distributed_available();
 // this machine with the torchrun variables set (MASTER_ADDR 127.0.0.1, a
 // free port), waits for them, and returns the exit code: the first non-zero
 // one, after stopping the others. SIGINT/SIGTERM are passed on, and the
-// ranks die with the launcher (so a killed run can be resumed).
+// ranks die with the launcher (so a killed run can be resumed). Needs no
+// process group: `rsam eval --nproc` shares out samples with it.
 int launch_local(int n, char** argv);
 
 // True when this process was started as a rank (RANK is set).

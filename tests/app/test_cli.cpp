@@ -378,6 +378,32 @@ TEST(Cli, TrainOnTwoProcessesMatchesOneProcess) {
   EXPECT_EQ(lines(zero.err), 1) << zero.err;
 }
 
+// Shared out over two processes, an evaluation writes the same report: the
+// records in the same order, byte for byte, and the same table.
+TEST(Cli, EvalOnTwoProcessesWritesTheSameReport) {
+  const auto data = make_scene_folder("eval2", 5);
+  const auto ad = tmp("eval2_gara.safetensors"), cfg = tmp("eval2_gara.json");
+  std::ofstream(cfg) << R"({"method": "gara", "r_low": 2, "r_high": 6, "gate_hidden": 8})";
+  auto init = run("adapter init --checkpoint " + kData + "tiny_a.pth --adapter " + cfg + " --out " + ad);
+  ASSERT_EQ(init.code, 0) << init.err;
+  const std::string common = "eval --checkpoint " + kData + "tiny_a.pth --data " + data + " --compare none," + ad +
+                             " --corruption clean,fog --prompts box,point:1 --threads 1 --quiet --oracle --report ";
+  const auto one = tmp("eval_one"), two = tmp("eval_two");
+  std::system(("rm -rf " + one + " " + two).c_str());
+  auto a = run(common + one);
+  ASSERT_EQ(a.code, 0) << a.err;
+  auto b = run(common + two + " --nproc 2");
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_EQ(a.out.substr(0, a.out.rfind("report:")), b.out.substr(0, b.out.rfind("report:")));
+  EXPECT_EQ(slurp(one + "/records.csv"), slurp(two + "/records.csv"));
+  EXPECT_GT(lines(slurp(two + "/records.csv")), 20);
+  // results.json names its options, which are the same: the whole file matches.
+  EXPECT_EQ(slurp(one + "/results.json"), slurp(two + "/results.json"));
+  auto bad = run("eval --checkpoint /nope.pth --data " + data + " --nproc 2 --quiet");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(lines(bad.err), 1) << bad.err;
+}
+
 TEST(Cli, EvalWritesAReport) {
   const auto data = make_scene_folder("eval", 3);
   const auto dir = tmp("eval_report");

@@ -185,12 +185,34 @@ void add_study_command(CLI::App& app) {
   c->add_option("--max-samples", o->max_samples, "Held-out objects evaluated")->capture_default_str();
   c->add_option("--gate-images", o->gate_images, "Images per corruption for GaRA's gate statistics")
       ->capture_default_str();
-  c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)");
+  c->add_option("--threads", o->threads, "Intra-op threads per process (default: all cores, shared by --nproc)");
   c->add_option("--out", o->out, "Run directory (resumable)")->capture_default_str();
   c->add_option("--doc", o->doc, "Markdown report (charts beside it)")->capture_default_str();
+  auto nproc = std::make_shared<int>(1);
+  c->add_option("--nproc", *nproc, "Processes on this machine: the runs, then the held-out samples, shared out");
   c->add_flag("--quiet", o->quiet, "No progress output");
-  c->callback([o] {
+  c->callback([o, nproc] {
     if (o->checkpoint.empty()) o->checkpoint = resolve_model("", "", true).first;
+    if (*nproc < 1) throw Error("--nproc must be >= 1");
+    if (const char* phase = std::getenv("RSAM_STUDY_PHASE"); phase && train::started_as_rank()) {
+      o->phase = phase;
+      o->shard = std::atoi(std::getenv("RANK"));
+      o->shards = *nproc;
+      if (o->threads <= 0) o->threads = std::max(1, int(std::thread::hardware_concurrency()) / *nproc);
+      eval::run_study(*o);
+      return;
+    }
+    if (*nproc > 1) {
+      // Two rounds of processes (every run must exist before any seed is
+      // evaluated), then this process merges and writes the report.
+      for (const char* phase : {"train", "eval"}) {
+        setenv("RSAM_STUDY_PHASE", phase, 1);
+        std::fflush(stdout);
+        if (const int code = train::launch_local(*nproc, program_argv())) std::exit(code);
+      }
+      unsetenv("RSAM_STUDY_PHASE");
+      o->shards = *nproc;
+    }
     eval::run_study(*o);
   });
 }

@@ -113,12 +113,19 @@ void run_study(const StudyOptions& o) {
     if (!o.quiet) std::cerr << s << "\n";
   };
 
+  if (!o.phase.empty() && o.phase != "train" && o.phase != "eval")
+    throw Error("study: phase must be train or eval, not '" + o.phase + "'");
+  if (o.shards < 1 || o.shard < 0 || o.shard >= o.shards) throw Error("study: shard must be in 0..shards-1");
+
   // 1. Train every method for every seed (finished runs are kept).
   std::map<std::string, Stat> train_secs;
+  int64_t run_index = -1;
   for (int s = 0; s < o.seeds; ++s) {
     const fs::path sd = out / ("s" + std::to_string(s));
     fs::create_directories(sd);
     for (const auto& [name, cfg] : methods) {
+      ++run_index;
+      if (o.phase == "eval" || (o.phase == "train" && run_index % o.shards != o.shard)) continue;
       const fs::path done = sd / (name + ".safetensors");
       const fs::path secs_file = sd / (name + ".seconds");
       if (fs::exists(done)) {
@@ -152,6 +159,7 @@ void run_study(const StudyOptions& o) {
       t.threads = o.threads;
       t.workers = 1;
       t.quiet = true;
+      t.distributed = false;  // under --nproc each rank trains runs of its own
       log("study: training " + name + " seed " + std::to_string(s));
       const auto t0 = std::chrono::steady_clock::now();
       const auto r = train::train(t);
@@ -163,6 +171,8 @@ void run_study(const StudyOptions& o) {
       if (!std::isfinite(r.last_loss)) throw Error("study: " + name + " diverged");
     }
   }
+
+  if (o.phase == "train") return;
 
   // 2. Evaluate each seed's adapters (and the base) on identical inputs.
   std::map<std::string, std::map<std::string, std::map<std::string, Stat>>> iou;  // method -> corr -> prompt
@@ -185,6 +195,31 @@ void run_study(const StudyOptions& o) {
     e.quiet = true;
     e.report = (sd / "report").string();
     auto cached = load_results((fs::path(e.report) / "results.json").string(), e);
+    auto shard_file = [&](int k) { return (sd / ("shard" + std::to_string(k) + ".json")).string(); };
+    if (o.phase == "eval") {
+      if (!cached) {
+        e.shard = o.shard, e.shards = o.shards, e.report.clear();
+        log("study: evaluating share " + std::to_string(o.shard) + " of seed " + std::to_string(s));
+        write_records(shard_file(o.shard), evaluate(e).records);
+      }
+      continue;
+    }
+    if (!cached && o.shards > 1) {
+      std::vector<EvalResult> parts(static_cast<size_t>(o.shards));
+      bool all = true;
+      for (int k = 0; k < o.shards; ++k) {
+        if (!fs::exists(shard_file(k))) {
+          all = false;
+          break;
+        }
+        parts[size_t(k)].records = read_records(shard_file(k));
+      }
+      if (all) {
+        cached = merge_shards(std::move(parts), e);
+        write_report(e.report, e, *cached);
+        for (int k = 0; k < o.shards; ++k) fs::remove(shard_file(k));
+      }
+    }
     log("study: " + std::string(cached ? "reusing the evaluation of" : "evaluating") + " seed " + std::to_string(s));
     const EvalResult r = cached ? std::move(*cached) : evaluate(e);
     for (auto& [m, byc] : r.summary.items()) {
@@ -207,6 +242,7 @@ void run_study(const StudyOptions& o) {
       for (auto& [c, ch] : orc["per_image_choice_counts"].items()) oracle_choice["per image"][c] += ch.get<int>();
     }
   }
+  if (o.phase == "eval") return;
   // The Robust-Seg and LQ columns average the types that were evaluated; the
   // report names them, since --corruption may select a subset.
   auto evaluated = [&](const std::vector<std::string>& all) {

@@ -30,6 +30,13 @@ struct StudyOptions {
   std::string out = "runs/study";       // runs, adapters, per-seed reports
   std::string doc = "docs/results.md";  // the report (charts beside it)
   bool quiet = false;
+  // Shares of a study run by several processes (rsam study --nproc). Phase
+  // "train" trains the runs k (seed-major) with k % shards == shard, then
+  // returns; phase "eval" evaluates that share of the held-out samples for
+  // each seed into OUT/s<seed>/shard<k>.json, then returns. With no phase
+  // and shards > 1, a seed whose report is missing is merged from those files.
+  std::string phase;
+  int shard = 0, shards = 1;
 };
 
 // The default method line-up for a model whose encoder width is `width`

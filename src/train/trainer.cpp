@@ -393,7 +393,7 @@ TrainResult train(const TrainOptions& o) {
   // Data-parallel ranks (torchrun's environment; `rsam train --nproc`): each
   // takes its share of every batch, the gradients are summed, and every rank
   // takes the same optimizer step. Rank 0 alone writes.
-  const auto group = ProcessGroup::from_env();
+  const auto group = o.distributed ? ProcessGroup::from_env() : nullptr;
   const int rank = group ? group->rank() : 0, world = group ? group->size() : 1;
   const bool lead = rank == 0;
   const bool quiet = o.quiet || !lead;

@@ -45,6 +45,9 @@ struct TrainOptions {
   int threads = 0, workers = 2;
   int64_t val_samples = 64;
   bool quiet = false;
+  // Join the data-parallel group torchrun's variables name, if any (false:
+  // a process that runs its own, independent training, as a study's ranks do).
+  bool distributed = true;
 };
 
 struct TrainResult {

@@ -489,14 +489,26 @@ TEST(Cli, StudyWritesTheReport) {
   auto s = run("synth --out " + dir + "/scenes --count 3 --size 64 --photos none");
   ASSERT_EQ(s.code, 0) << s.err;
   const std::string spec = "coco:" + dir + "/scenes/annotations.json," + dir + "/scenes/images";
-  auto r = run("study --checkpoint " + kData + "tiny_a.pth --train " + spec + " --val " + spec +
-               " --method lora-r2=lora --method gara=gara --seeds 2 --steps 1 --batch 1 --max-samples 2"
-               " --gate-images 1 --corruption clean,gauss_noise --prompts point:1,box --threads 1 --quiet --out " +
-               dir + "/runs --doc " + dir + "/results.md");
+  const std::string study = "study --checkpoint " + kData + "tiny_a.pth --train " + spec + " --val " + spec +
+                            " --method lora-r2=lora --method gara=gara --seeds 2 --steps 1 --batch 1 --max-samples 3"
+                            " --gate-images 1 --corruption clean,gauss_noise --prompts point:1,box --quiet";
+  auto r = run(study + " --threads 1 --out " + dir + "/runs --doc " + dir + "/results.md");
   ASSERT_EQ(r.code, 0) << r.err;
   const std::string md = slurp(dir + "/results.md");
   for (const char* k : {"## Summary", "lora-r2", "gara", "## Per corruption", "GaRA's gates", "## Cost", "± ",
                         "1 of 15 Robust-Seg types (gauss_noise)", "0 of 3 LQ levels"})
     EXPECT_NE(md.find(k), std::string::npos) << k;
   EXPECT_FALSE(cv::imread(dir + "/results_iou_per_corruption.png").empty());
+
+  // Shared out over two processes (runs, then samples): the same adapters
+  // and the same per-seed records.
+  auto two = run(study + " --nproc 2 --out " + dir + "/runs2 --doc " + dir + "/results2.md");
+  ASSERT_EQ(two.code, 0) << two.err;
+  for (const char* f : {"/s0/gara.safetensors", "/s1/lora-r2.safetensors", "/s0/report/records.csv",
+                        "/s1/report/records.csv"}) {
+    EXPECT_FALSE(slurp(dir + "/runs" + f).empty()) << f;
+    EXPECT_EQ(slurp(dir + "/runs" + f), slurp(dir + "/runs2" + f)) << f;
+  }
+  EXPECT_FALSE(std::ifstream(dir + "/runs2/s0/shard0.json").good());  // merged, then removed
+  EXPECT_NE(slurp(dir + "/results2.md").find("## Summary"), std::string::npos);
 }

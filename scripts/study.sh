@@ -6,6 +6,7 @@
 # Every stage resumes after a kill (finished runs are kept).
 #   REUSE_BASE=1 scripts/study.sh   # keep models/rsam-tiny*.safetensors, only run the study
 #   SEEDS=3 STEPS=120 BATCH=4 SAMPLES=48 THREADS=1 scripts/study.sh
+#   NPROC=2 scripts/study.sh        # runs and samples shared out over 2 processes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${STUDY_DIR:-runs/study}
@@ -21,4 +22,5 @@ $RSAM study --checkpoint models/rsam-tiny.safetensors \
   --val "coco:$W/tiny/synth-val/annotations.json,$W/tiny/synth-val/images" \
   --seeds "${SEEDS:-3}" --steps "${STEPS:-120}" --batch "${BATCH:-4}" --masks-per-image 4 --lr 1e-3 \
   --corruption clean,robustseg,lqseg --prompts point:1,point:3,box --max-samples "${SAMPLES:-48}" \
-  --threads "${THREADS:-$(nproc)}" --out "$W/runs" --doc docs/results.md
+  --nproc "${NPROC:-1}" --threads "${THREADS:-$(( $(nproc) / ${NPROC:-1} > 0 ? $(nproc) / ${NPROC:-1} : 1 ))}" \
+  --out "$W/runs" --doc docs/results.md

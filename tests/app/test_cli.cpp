@@ -298,6 +298,9 @@ TEST(Cli, TrainKilledAndResumedEndsWithTheSameWeights) {
 // 3 images a batch the ranks take 2 and 1, so their streams drift apart; a
 // build that gave rank 1 rank 0's stream on resume failed this.
 TEST(Cli, TrainOnTwoProcessesKilledAndResumedEndsWithTheSameWeights) {
+#ifndef RSAM_HAS_GLOO
+  GTEST_SKIP() << "built without c10d's Gloo headers (libgloo-dev)";
+#endif
   const auto data = make_scene_folder("resume2", 8);
   expect_resume_matches("train --checkpoint " + kData + "tiny_a.pth --data " + data +
                             " --adapter gara --corruption gauss_noise,fog --prompts points:1,box --iterative-points 1"
@@ -311,6 +314,9 @@ TEST(Cli, TrainOnTwoProcessesKilledAndResumedEndsWithTheSameWeights) {
 // by the order of float sums (where a gradient is ~0 that can flip the sign
 // of Adam's step, so a few weights may differ by up to lr per step).
 TEST(Cli, TrainOnTwoProcessesMatchesOneProcess) {
+#ifndef RSAM_HAS_GLOO
+  GTEST_SKIP() << "built without c10d's Gloo headers (libgloo-dev)";
+#endif
   const auto data = make_scene_folder("ddp", 8);
   const std::string common = "train --checkpoint " + kData + "tiny_a.pth --data " + data +
                              " --adapter lora --corruption none --prompts points:1,box --steps 3 --batch 4"

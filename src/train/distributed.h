@@ -1,8 +1,7 @@
 // Data-parallel training over processes with torch's c10d (Gloo), and a
 // local launcher. The processes find each other the way torchrun's do
-// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so
-// `torchrun --nproc-per-node N --no-python rsam train ...` works as well as
-// `rsam train --nproc N ...`.
+// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so they can be started by
+// `rsam train --nproc N`, by hand or by another launcher, on several hosts.
 //
 // Why processes and not threads: rsam-tiny's operations are too small for
 // two intra-op threads to help (the encoder takes about as long on one

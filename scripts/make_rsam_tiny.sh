@@ -66,12 +66,18 @@ $RSAM train --checkpoint "$W/base6-deep12.safetensors" --full --data "$TRAIN" --
   --prompts points:1,points:3,box --iterative-points 1 --steps 800 --batch 8 --masks-per-image 6 \
   --optimizer adamw --lr 6e-4 --wd 0.01 --warmup 30 --precision bf16 --seed 8 --threads 2 --workers 1 \
   --save-every 50 --out "$W/base7" --resume
-$RSAM convert "$W/base7/model.safetensors" models/rsam-tiny.safetensors
+# Stage 8: a further schedule, on two data-parallel processes (--nproc 2: the
+# same batches as one process, ~1.6x the images per second on this CPU).
+$RSAM train --checkpoint "$W/base7/model.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
+  --prompts points:1,points:3,box --iterative-points 1 --steps 800 --batch 8 --masks-per-image 6 \
+  --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 30 --precision bf16 --seed 9 --nproc 2 --workers 1 \
+  --save-every 50 --out "$W/base8" --resume
+$RSAM convert "$W/base8/model.safetensors" models/rsam-tiny.safetensors
 # GaRA (ranks scaled to the 128-wide encoder) on Robust-Seg + LQ corruptions
 # (200 steps in bf16: at 512 pixels the 400 fp32 steps of the 256-pixel
 # model would take ~50 min here).
 $RSAM train --checkpoint models/rsam-tiny.safetensors --adapter models/rsam-tiny-gara.json --data "$TRAIN" \
   --val "$VAL" --corruption robustseg,lqseg --severity random --clean-ratio 0.2 --prompts points:1,points:3,box \
   --steps 200 --batch 8 --masks-per-image 6 --optimizer adamw --lr 1e-3 --wd 1e-4 --warmup 20 --precision bf16 --seed 1 \
-  --threads 2 --workers 1 --save-every 50 --out "$W/gara" --resume
+  --nproc 2 --workers 1 --save-every 50 --out "$W/gara" --resume
 cp "$W/gara/adapter.safetensors" models/rsam-tiny-gara.safetensors

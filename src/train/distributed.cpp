@@ -92,16 +92,21 @@ std::unique_ptr<ProcessGroup> ProcessGroup::from_env() {
   return std::unique_ptr<ProcessGroup>(new ProcessGroup(std::move(impl), rank, size, local_size));
 }
 
-void ProcessGroup::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
+namespace {
+
+// Runs a collective on one flat buffer holding every tensor (one message,
+// not one per parameter), then copies the result back into them.
+template <class Collective>
+void on_flat_buffer(std::vector<torch::Tensor>& tensors, Collective run) {
   if (tensors.empty()) return;
   std::vector<torch::Tensor> flat;
   for (auto& t : tensors) {
     if (t.scalar_type() != tensors[0].scalar_type() || t.device() != tensors[0].device())
-      throw Error("all_reduce_sum: tensors of different dtypes or devices");
+      throw Error("collective over tensors of different dtypes or devices");
     flat.push_back(t.reshape(-1));
   }
   std::vector<torch::Tensor> buf{torch::cat(flat)};
-  impl_->pg->allreduce(buf)->wait();
+  run(buf);
   int64_t at = 0;
   for (auto& t : tensors) {
     const int64_t n = t.numel();
@@ -110,18 +115,14 @@ void ProcessGroup::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
   }
 }
 
+}  // namespace
+
+void ProcessGroup::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
+  on_flat_buffer(tensors, [&](std::vector<torch::Tensor>& buf) { impl_->pg->allreduce(buf)->wait(); });
+}
+
 void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors) {
-  if (tensors.empty()) return;
-  std::vector<torch::Tensor> flat;
-  for (auto& t : tensors) flat.push_back(t.reshape(-1));
-  std::vector<torch::Tensor> buf{torch::cat(flat)};
-  impl_->pg->broadcast(buf)->wait();
-  int64_t at = 0;
-  for (auto& t : tensors) {
-    const int64_t n = t.numel();
-    t.copy_(buf[0].narrow(0, at, n).view_as(t));
-    at += n;
-  }
+  on_flat_buffer(tensors, [&](std::vector<torch::Tensor>& buf) { impl_->pg->broadcast(buf)->wait(); });
 }
 
 #else  // built without c10d's Gloo headers

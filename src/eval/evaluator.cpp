@@ -284,7 +284,9 @@ EvalResult evaluate(const EvalOptions& o) {
         }
       }
       ++done;
-      if (!o.quiet) std::cerr << "\r" << label << ": " << done << "/" << n << " samples" << std::flush;
+      if (!o.quiet)
+        std::cerr << "\r" << label << ": " << done << "/" << (n + size_t(o.shards) - 1 - size_t(o.shard)) / size_t(o.shards)
+                  << " samples" << std::flush;
     }
     if (!o.quiet) std::cerr << "\n";
     if (done == 0 && o.shards == 1)

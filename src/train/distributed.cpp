@@ -183,18 +183,21 @@ int launch_local(int n, char** argv) {
   if (len <= 0) throw Error("cannot find this program's path (/proc/self/exe)");
   self[len] = '\0';
   const std::string port = std::to_string(free_port());
-  struct sigaction sa {};
+  struct sigaction sa {}, old_int {}, old_term {};
   sa.sa_handler = pass_on;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
   const pid_t parent = getpid();
   g_children.assign(size_t(n), 0);
   for (int r = 0; r < n; ++r) {
     const pid_t pid = fork();
     if (pid < 0) {
+      const std::string err = std::strerror(errno);
       pass_on(SIGTERM);
-      throw Error(std::string("fork: ") + std::strerror(errno));
+      sigaction(SIGINT, &old_int, nullptr);
+      sigaction(SIGTERM, &old_term, nullptr);
+      throw Error("fork: " + err);
     }
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -226,6 +229,10 @@ int launch_local(int n, char** argv) {
       pass_on(SIGTERM);  // the others would wait for it in their next collective
     }
   }
+  // The caller may go on (eval and study merge what the ranks wrote): a
+  // signal must stop it again, not be passed to ranks that are gone.
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
   return code;
 }
 

@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <thread>
 
 #include "app/commands.h"
 #include "data/dataset.h"
@@ -93,7 +92,7 @@ void add_train_command(CLI::App& app) {
       std::exit(train::launch_local(*nproc, program_argv()));
     }
     auto r = train::train(*o);
-    if (train::started_as_rank() && std::getenv("RANK") != std::string("0")) return;
+    if (!r.wrote_outputs) return;  // a rank above 0: rank 0 reports
     std::printf("trained %lld steps, last loss %.4f -> %s\n", (long long)r.steps, r.last_loss, r.weights_path.c_str());
     if (r.val_iou >= 0) std::printf("validation box IoU %.4f\n", r.val_iou);
   });
@@ -130,11 +129,11 @@ void add_eval_command(CLI::App& app) {
     eval::EvalResult r;
     if (const char* dir = std::getenv("RSAM_EVAL_SHARDS"); dir && train::started_as_rank()) {
       // One share: the launcher merges and reports.
-      o->shard = std::atoi(std::getenv("RANK"));
+      o->shard = train::rank_from_env();
       o->shards = *nproc;
       o->report.clear();
       o->quiet = o->quiet || o->shard != 0;
-      if (o->threads <= 0) o->threads = std::max(1, int(std::thread::hardware_concurrency()) / *nproc);
+      if (o->threads <= 0) o->threads = train::threads_per_process(*nproc);
       const auto part = eval::evaluate(*o);
       eval::write_records(std::string(dir) + "/rank" + std::to_string(o->shard) + ".json", part.records);
       return;
@@ -196,9 +195,9 @@ void add_study_command(CLI::App& app) {
     if (*nproc < 1) throw Error("--nproc must be >= 1");
     if (const char* phase = std::getenv("RSAM_STUDY_PHASE"); phase && train::started_as_rank()) {
       o->phase = phase;
-      o->shard = std::atoi(std::getenv("RANK"));
+      o->shard = train::rank_from_env();
       o->shards = *nproc;
-      if (o->threads <= 0) o->threads = std::max(1, int(std::thread::hardware_concurrency()) / *nproc);
+      if (o->threads <= 0) o->threads = train::threads_per_process(*nproc);
       eval::run_study(*o);
       return;
     }

@@ -8,11 +8,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "error.h"
 
@@ -46,6 +48,12 @@ std::string env_str(const char* name, const std::string& fallback) {
 }  // namespace
 
 bool started_as_rank() { return std::getenv("RANK") != nullptr; }
+
+int rank_from_env() { return env_int("RANK", 0); }
+
+int threads_per_process(int local_processes) {
+  return std::max(1, int(std::thread::hardware_concurrency()) / std::max(1, local_processes));
+}
 
 #if RSAM_WITH_GLOO
 

@@ -54,5 +54,10 @@ int launch_local(int n, char** argv);
 
 // True when this process was started as a rank (RANK is set).
 bool started_as_rank();
+// RANK as a number (rsam::Error if it is not one), 0 when unset.
+int rank_from_env();
+// Intra-op threads for one of `local_processes` processes sharing this
+// machine's cores: the cores split evenly, at least one each.
+int threads_per_process(int local_processes);
 
 }  // namespace rsam::train

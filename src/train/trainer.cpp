@@ -13,7 +13,6 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
-#include <thread>
 
 #include "adapt/adapter.h"
 #include "data/dataset.h"
@@ -398,7 +397,7 @@ TrainResult train(const TrainOptions& o) {
   const bool lead = rank == 0;
   const bool quiet = o.quiet || !lead;
   int threads = o.threads;
-  if (threads <= 0 && group) threads = std::max(1, int(std::thread::hardware_concurrency()) / group->local_size());
+  if (threads <= 0 && group) threads = threads_per_process(group->local_size());
   set_threads(threads);
   if (lead) fs::create_directories(o.out);
 
@@ -714,6 +713,7 @@ TrainResult train(const TrainOptions& o) {
   TrainResult r;
   r.steps = step;
   r.last_loss = last_loss;
+  r.wrote_outputs = lead;
   const auto rngs = rng_states(group.get());
   if (!lead) return r;  // the weights are rank 0's to write
   save_checkpoint(ckpt_path, {step, loader.state()}, params, *opt, cfg_text, rngs);

@@ -55,6 +55,7 @@ struct TrainResult {
   double last_loss = 0;
   std::string weights_path;  // adapter.safetensors or model.safetensors
   double val_iou = -1;
+  bool wrote_outputs = true;  // false on data-parallel ranks above 0
 };
 
 // Under torchrun's environment variables (RANK, WORLD_SIZE, MASTER_ADDR,

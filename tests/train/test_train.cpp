@@ -14,6 +14,7 @@
 #include <iterator>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "adapt/adapter.h"
 #include "data/synth.h"
@@ -25,6 +26,7 @@
 #include "model/predictor.h"
 #include "tiny_config.h"
 #include "train/loss.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -602,4 +604,26 @@ TEST(BundledModel, CorrectiveClicksRefineItsMasks) {
   ASSERT_GE(r.records.size(), 40u);
   EXPECT_GT(three, one + 0.02);
   fs::remove_all(dir);
+}
+
+TEST(Distributed, ReadsItsRankAndSharesTheCores) {
+  const char* old = std::getenv("RANK");
+  const std::string saved = old ? old : "";
+  unsetenv("RANK");
+  EXPECT_FALSE(rsam::train::started_as_rank());
+  EXPECT_EQ(rsam::train::rank_from_env(), 0);
+  setenv("RANK", "3", 1);
+  EXPECT_TRUE(rsam::train::started_as_rank());
+  EXPECT_EQ(rsam::train::rank_from_env(), 3);
+  setenv("RANK", "x", 1);  // atoi would have made this rank 0
+  EXPECT_THROW(rsam::train::rank_from_env(), rsam::Error);
+  if (old)
+    setenv("RANK", saved.c_str(), 1);
+  else
+    unsetenv("RANK");
+  const int cores = std::max(1, int(std::thread::hardware_concurrency()));
+  EXPECT_EQ(rsam::train::threads_per_process(1), cores);
+  EXPECT_EQ(rsam::train::threads_per_process(cores), 1);
+  EXPECT_EQ(rsam::train::threads_per_process(4 * cores), 1);  // never zero
+  EXPECT_EQ(rsam::train::threads_per_process(0), cores);
 }

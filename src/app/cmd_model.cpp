@@ -229,7 +229,7 @@ bool ends_with(const std::string& s, const std::string& e) {
   return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
 }
 
-void run_convert(const std::string& in, const std::string& out, int img_size, int encoder_depth) {
+void run_convert(const std::string& in, const std::string& out, int img_size, int encoder_depth, int decoder_width) {
   // Goes through the model so the output is known to load, and carries the
   // full config (including the decoder head count) into safetensors.
   auto loaded = load_sam(in);
@@ -237,8 +237,9 @@ void run_convert(const std::string& in, const std::string& out, int img_size, in
     throw Error("output must end in .safetensors or .pth");
   if (img_size) loaded.model = resize_input(loaded.model, img_size);  // validates the new config
   if (encoder_depth) loaded.model = deepen_encoder(loaded.model, encoder_depth);
+  if (decoder_width) loaded.model = widen_decoder(loaded.model, decoder_width);
   save_sam(loaded.model, out);
-  const int64_t params = parameter_count(*loaded.model);  // a new input size or depth changes it
+  const int64_t params = parameter_count(*loaded.model);  // a new input size, depth or width changes it
   std::printf("wrote %s (%s, %lld parameters, %d px input)\n", out.c_str(), loaded.model->config.type_name().c_str(),
               (long long)params, loaded.model->config.img_size);
 }
@@ -429,7 +430,12 @@ void add_convert_command(CLI::App& app) {
                 "Deepen the image encoder to this many blocks: new windowed blocks with zero output "
                 "projections (the identity) spread between the old ones, so the model is unchanged until "
                 "trained (start of a fine-tune with more capacity)");
-  c->callback([in, out, img_size, depth] { run_convert(*in, *out, *img_size, *depth); });
+  auto width = std::make_shared<int>(0);
+  c->add_option("--decoder-width", *width,
+                "Widen the prompt encoder and mask decoder to this many channels (a multiple of the current "
+                "width): every channel copied, the readers' weights split unevenly between the copies, so "
+                "the masks are unchanged until trained (start of a fine-tune with a larger decoder)");
+  c->callback([in, out, img_size, depth, width] { run_convert(*in, *out, *img_size, *depth, *width); });
 }
 
 void add_bench_command(CLI::App& app) {

@@ -348,6 +348,118 @@ Sam deepen_encoder(const Sam& model, int new_depth, uint64_t seed) {
                  });
 }
 
+namespace {
+// One dimension of a widened tensor: new index j copies old index map[j]
+// and is copy number copy[j] of the k.
+struct Expansion {
+  torch::Tensor map, copy;
+};
+
+// Copies side by side (j -> j mod n): an attention width tiled this way
+// keeps every head whole, so each new head is a copy of an old one.
+Expansion tiled(int64_t n, int64_t k) {
+  auto j = torch::arange(k * n, torch::kLong);
+  return {j.remainder(n), j.div(n, "floor")};
+}
+
+// The token width. The positional encoding is [sin(p) | cos(p)] for p =
+// coords @ G; tiling G's columns tiles each half, so every other tensor in
+// this space must be tiled half by half to line up with it.
+Expansion halves_tiled(int64_t n, int64_t k) {
+  const int64_t h = n / 2;
+  auto j = torch::arange(k * h, torch::kLong);
+  auto map = torch::cat({j.remainder(h), h + j.remainder(h)});
+  auto copy = torch::cat({j.div(h, "floor"), j.div(h, "floor")});
+  return {map, copy};
+}
+
+enum class Space { Token, Tiled };
+// Out: an output (copied). In: an input whose readers' weights are split
+// between the copies (so the sum is unchanged). OutShared: an output read
+// by a dot product, so its copies carry the split.
+enum class Role { Out, In, OutShared };
+struct DimRule {
+  int dim;
+  Space space;
+  Role role;
+};
+
+std::vector<DimRule> widen_rules(const std::string& key) {
+  using S = Space;
+  using R = Role;
+  static const std::vector<std::pair<std::regex, std::vector<DimRule>>> rules = [] {
+    std::vector<std::pair<std::regex, std::vector<DimRule>>> r;
+    auto add = [&](const char* re, std::vector<DimRule> d) { r.emplace_back(std::regex(re), std::move(d)); };
+    add(R"(prompt_encoder\.pe_layer\.positional_encoding_gaussian_matrix)", {{1, S::Tiled, R::Out}});
+    add(R"(prompt_encoder\.(point_embeddings\.\d+|not_a_point_embed|no_mask_embed)\.weight)", {{1, S::Token, R::Out}});
+    add(R"(prompt_encoder\.mask_downscaling\.6\.(weight|bias))", {{0, S::Token, R::Out}});
+    add(R"(image_encoder\.neck\.[013]\.(weight|bias))", {{0, S::Token, R::Out}});
+    add(R"(image_encoder\.neck\.2\.weight)", {{0, S::Token, R::Out}, {1, S::Token, R::In}});
+    add(R"(mask_decoder\.(iou_token|mask_tokens)\.weight)", {{1, S::Token, R::Out}});
+    add(R"(mask_decoder\.transformer\.(.*\.)?[qkv]_proj\.weight)", {{0, S::Tiled, R::Out}, {1, S::Token, R::In}});
+    add(R"(mask_decoder\.transformer\.(.*\.)?[qkv]_proj\.bias)", {{0, S::Tiled, R::Out}});
+    add(R"(mask_decoder\.transformer\.(.*\.)?out_proj\.weight)", {{0, S::Token, R::Out}, {1, S::Tiled, R::In}});
+    add(R"(mask_decoder\.transformer\.(.*\.)?(out_proj\.bias|norm\w*\.(weight|bias)|mlp\.lin2\.bias))",
+        {{0, S::Token, R::Out}});
+    add(R"(mask_decoder\.transformer\.(.*\.)?mlp\.lin1\.weight)", {{0, S::Tiled, R::Out}, {1, S::Token, R::In}});
+    add(R"(mask_decoder\.transformer\.(.*\.)?mlp\.lin1\.bias)", {{0, S::Tiled, R::Out}});
+    add(R"(mask_decoder\.transformer\.(.*\.)?mlp\.lin2\.weight)", {{0, S::Token, R::Out}, {1, S::Tiled, R::In}});
+    // ConvTranspose2d weights are [in, out, kh, kw].
+    add(R"(mask_decoder\.output_upscaling\.0\.weight)", {{0, S::Token, R::In}, {1, S::Tiled, R::Out}});
+    add(R"(mask_decoder\.output_upscaling\.3\.weight)", {{0, S::Tiled, R::In}, {1, S::Tiled, R::Out}});
+    add(R"(mask_decoder\.output_upscaling\.[013]\.(weight|bias))", {{0, S::Tiled, R::Out}});
+    add(R"(mask_decoder\.output_hypernetworks_mlps\.\d+\.layers\.0\.weight)",
+        {{0, S::Tiled, R::Out}, {1, S::Token, R::In}});
+    add(R"(mask_decoder\.output_hypernetworks_mlps\.\d+\.layers\.1\.weight)",
+        {{0, S::Tiled, R::Out}, {1, S::Tiled, R::In}});
+    add(R"(mask_decoder\.output_hypernetworks_mlps\.\d+\.layers\.[01]\.bias)", {{0, S::Tiled, R::Out}});
+    // The masks are hyper_in . upscaled over the upscaled channels.
+    add(R"(mask_decoder\.output_hypernetworks_mlps\.\d+\.layers\.2\.weight)",
+        {{0, S::Tiled, R::OutShared}, {1, S::Tiled, R::In}});
+    add(R"(mask_decoder\.output_hypernetworks_mlps\.\d+\.layers\.2\.bias)", {{0, S::Tiled, R::OutShared}});
+    add(R"(mask_decoder\.iou_prediction_head\.layers\.0\.weight)", {{1, S::Token, R::In}});
+    return r;
+  }();
+  for (const auto& [re, d] : rules)
+    if (std::regex_match(key, re)) return d;
+  return {};
+}
+}  // namespace
+
+Sam widen_decoder(const Sam& model, int new_width) {
+  const SamConfig& old_cfg = model->config;
+  const int width = old_cfg.prompt_embed_dim;
+  if (new_width <= width || new_width % width != 0)
+    throw Error("widen_decoder: the new width (" + std::to_string(new_width) + ") must be a multiple of the current " +
+                std::to_string(width) + " above it");
+  const int64_t k = new_width / width;
+  if (k > 16) throw Error("widen_decoder: at most 16 times the current width");
+  SamConfig cfg = old_cfg;
+  cfg.prompt_embed_dim = new_width;
+  cfg.decoder_num_heads = int(old_cfg.decoder_num_heads * k);  // the same head size
+  cfg.decoder_mlp_dim = int(old_cfg.decoder_mlp_dim * k);
+  cfg.validate();
+  // Unequal shares (1, 2, ..., k) / sum: equal ones would give the copies
+  // equal gradients forever.
+  const auto share = torch::arange(1, k + 1, torch::kFloat) / double(k * (k + 1) / 2);
+  return rebuild(model, cfg, "widen_decoder",
+                 [&](const std::string& key, const torch::Tensor& dst, const Tensors& src) -> torch::Tensor {
+                   auto t = src[key].detach().to(torch::kCPU);
+                   for (const auto& r : widen_rules(key)) {
+                     const int64_t n = t.size(r.dim);
+                     if (dst.size(r.dim) != n * k) throw Error("widen_decoder: unexpected shape of " + key);
+                     const Expansion e = r.space == Space::Token ? halves_tiled(n, k) : tiled(n, k);
+                     t = t.index_select(r.dim, e.map);
+                     if (r.role != Role::Out) {
+                       std::vector<int64_t> shape(size_t(t.dim()), 1);
+                       shape[size_t(r.dim)] = t.size(r.dim);
+                       t = t * share.index_select(0, e.copy).to(t.dtype()).view(shape);
+                     }
+                   }
+                   return t;
+                 });
+}
+
 void save_sam(const Sam& model, const std::string& path) {
   auto sd = state_dict_of(*model);
   if (path.size() > 4 && path.substr(path.size() - 4) == ".pth") {

@@ -57,6 +57,14 @@ std::vector<int> deepen_insert_after(int depth, int new_depth);
 // biases), so each is the identity until trained; their other weights are a
 // fresh init from `seed`. The global blocks stay global at their new indexes.
 Sam deepen_encoder(const Sam& model, int new_depth, uint64_t seed = 0);
+// A copy of `model` whose prompt encoder and mask decoder are `new_width`
+// wide (a multiple k of the current width; the decoder's heads and MLP grow
+// k times too, the head size stays) that computes the same masks and
+// scores: every channel is copied k times, which keeps each LayerNorm's
+// mean and variance, and the weights reading a copied channel are split
+// unevenly between its copies, so training can pull them apart. The image
+// encoder's neck widens with them; its ViT blocks are untouched.
+Sam widen_decoder(const Sam& model, int new_width);
 // Writes .safetensors (with the config in metadata) or .pth by extension.
 void save_sam(const Sam& model, const std::string& path);
 

@@ -133,6 +133,15 @@ TEST(Cli, InfoAndConvertRoundTrip) {
   auto bi = nlohmann::json::parse(run("info " + big + " --json").out);
   EXPECT_EQ(bi["config"]["img_size"], 96) << bi.dump();
   EXPECT_EQ(run("segment --checkpoint " + big + args).code, 0);
+  // --decoder-width widens the decoder without changing the mask.
+  const auto wide = tmp("wide.safetensors");
+  ASSERT_EQ(run("convert " + st + " " + wide + " --decoder-width 64").code, 0);
+  auto wi = nlohmann::json::parse(run("info " + wide + " --json").out);
+  EXPECT_EQ(wi["config"]["prompt_embed_dim"], 64) << wi.dump();
+  auto w = nlohmann::json::parse(run("segment --checkpoint " + wide + args).out);
+  ASSERT_EQ(w["masks"].size(), a["masks"].size()) << w.dump();
+  EXPECT_EQ(w["masks"][0]["area"], a["masks"][0]["area"]);
+  EXPECT_NEAR(w["masks"][0]["score"].get<double>(), a["masks"][0]["score"].get<double>(), 1e-4);
 }
 
 TEST(Cli, BadInputIsOneLineAndNonZero) {
@@ -154,6 +163,7 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
       "segment" + ck + img + " --point 1,1 --mask-input " + kData + "expected/tiny_a_square64_embedding.npy",
       "info " + garbage,
       "convert " + kData + "tiny_a.pth " + tmp("odd.safetensors") + " --img-size 100",  // not a multiple of the patch
+      "convert " + kData + "tiny_a.pth " + tmp("odd.safetensors") + " --decoder-width 40",  // not a multiple of 32
   };
   for (const auto& c : cases) {
     auto r = run(c);

@@ -284,6 +284,58 @@ TEST(Deepen, InsertsIdentityBlocksEvenly) {
   EXPECT_THROW(rsam::deepen_encoder(m, 100000), rsam::Error);
 }
 
+TEST(Widen, SameMasksAndScoresFromAWiderDecoder) {
+  torch::manual_seed(8);
+  rsam::Sam m(tiny());
+  for (auto& p : m->parameters()) p.data().normal_(0, 0.2);  // LayerNorms far from identity too
+  auto wide = rsam::widen_decoder(m, 64);
+  EXPECT_EQ(wide->config.prompt_embed_dim, 64);
+  EXPECT_EQ(wide->config.decoder_num_heads, 2 * m->config.decoder_num_heads);
+  EXPECT_EQ(wide->config.decoder_mlp_dim, 2 * m->config.decoder_mlp_dim);
+  EXPECT_TRUE(torch::equal(m->image_encoder->patch_embed->proj->weight, wide->image_encoder->patch_embed->proj->weight));
+  const auto cfg = rsam::detect_config(rsam::state_dict_of(*wide), &wide->config);
+  EXPECT_EQ(cfg, wide->config);
+  // Points, a box and a mask input: every path through the prompt encoder.
+  torch::manual_seed(3);
+  rsam::Image8 img(72, 60, 3);
+  auto px = torch::randint(0, 256, {60, 72, 3}, torch::kUInt8);
+  std::memcpy(img.data.data(), px.data_ptr(), img.data.size());
+  rsam::Prompt p;
+  p.points = {{20, 30}, {50, 12}};
+  p.labels = {1, 0};
+  p.box = std::array<float, 4>{8, 5, 60, 50};
+  p.mask_input = torch::randn({1, 32, 32});
+  for (bool with_mask : {false, true}) {
+    rsam::Prompt q = p;
+    if (!with_mask) q.mask_input = torch::Tensor();
+    rsam::SamPredictor a(m), b(wide);
+    a.set_image(img);
+    b.set_image(img);
+    const auto ra = a.predict(q, true, false), rb = b.predict(q, true, false);
+    const double scale = ra.low_res_logits.abs().max().item<double>();
+    EXPECT_LE((ra.low_res_logits - rb.low_res_logits).abs().max().item<double>(), 1e-4 * scale) << with_mask;
+    EXPECT_LE((ra.iou_predictions - rb.iou_predictions).abs().max().item<double>(), 1e-4) << with_mask;
+  }
+  // The copies' readers differ, so training pulls the copies apart: two
+  // Adam steps on the decoder leave the two copies of an MLP unit unequal.
+  wide->train();
+  auto emb = wide->image_encoder->forward(torch::randn({1, 3, 64, 64})).detach();
+  torch::optim::Adam opt(wide->mask_decoder->parameters(), torch::optim::AdamOptions(1e-2));
+  auto boxes = torch::tensor({{4.f, 6.f, 40.f, 50.f}});
+  for (int step = 0; step < 2; ++step) {
+    opt.zero_grad();
+    auto [sparse, dense] = wide->prompt_encoder->forward(std::nullopt, boxes, std::nullopt);
+    auto [masks, iou] = wide->mask_decoder->forward(emb, wide->prompt_encoder->get_dense_pe(), sparse, dense, true);
+    (masks.sigmoid().mean() + iou.pow(2).sum()).backward();
+    opt.step();
+  }
+  const auto lin1 = wide->mask_decoder->transformer->layers[0]->as<rsam::TwoWayAttentionBlock>()->mlp->lin1->weight;
+  const int64_t units = m->config.decoder_mlp_dim;
+  EXPECT_GT((lin1.slice(0, 0, units) - lin1.slice(0, units, 2 * units)).abs().max().item<double>(), 1e-6);
+  EXPECT_THROW(rsam::widen_decoder(m, 48), rsam::Error);  // not a multiple
+  EXPECT_THROW(rsam::widen_decoder(m, 32), rsam::Error);  // not wider
+}
+
 TEST(Load, CorruptFilesGiveErrors) {
   const auto path = tmp_path("garbage.pth");
   FILE* f = std::fopen(path.c_str(), "wb");

@@ -292,7 +292,8 @@ TEST(Widen, SameMasksAndScoresFromAWiderDecoder) {
   EXPECT_EQ(wide->config.prompt_embed_dim, 64);
   EXPECT_EQ(wide->config.decoder_num_heads, 2 * m->config.decoder_num_heads);
   EXPECT_EQ(wide->config.decoder_mlp_dim, 2 * m->config.decoder_mlp_dim);
-  EXPECT_TRUE(torch::equal(m->image_encoder->patch_embed->proj->weight, wide->image_encoder->patch_embed->proj->weight));
+  EXPECT_TRUE(
+      torch::equal(m->image_encoder->patch_embed->proj->weight, wide->image_encoder->patch_embed->proj->weight));
   const auto cfg = rsam::detect_config(rsam::state_dict_of(*wide), &wide->config);
   EXPECT_EQ(cfg, wide->config);
   // Points, a box and a mask input: every path through the prompt encoder.

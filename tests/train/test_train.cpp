@@ -25,8 +25,8 @@
 #include "model/image.h"
 #include "model/predictor.h"
 #include "tiny_config.h"
-#include "train/loss.h"
 #include "train/distributed.h"
+#include "train/loss.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;

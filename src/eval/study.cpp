@@ -160,14 +160,18 @@ void run_study(const StudyOptions& o) {
       t.workers = 1;
       t.quiet = true;
       t.distributed = false;  // under --nproc each rank trains runs of its own
-      log("study: training " + name + " seed " + std::to_string(s));
+      // A resumed run's time covers only its last part: not recorded.
+      const bool resumed = fs::exists(fs::path(t.out) / "checkpoint.pt");
+      log("study: training " + name + " seed " + std::to_string(s) + (resumed ? " (resumed: not timed)" : ""));
       const auto t0 = std::chrono::steady_clock::now();
       const auto r = train::train(t);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const auto bytes = io::read_file(r.weights_path);
+      if (!resumed) {
+        write_text(secs_file.string(), std::to_string(secs));
+        train_secs[name].v.push_back(secs);
+      }
       io::write_atomic(done.string(), bytes.data(), bytes.size());
-      write_text(secs_file.string(), std::to_string(secs));
-      train_secs[name].v.push_back(secs);
       if (!std::isfinite(r.last_loss)) throw Error("study: " + name + " diverged");
     }
   }
@@ -460,12 +464,21 @@ void run_study(const StudyOptions& o) {
   }
   md << "\n## Cost\n\nTrainable parameters (base: " << base_params << "), encoder time with the adapter over "
      << "without (median of 9 interleaved pairs, " << num_threads()
-     << " threads, this machine), training time per run.\n\n"
+     << " threads, this machine), training time per run: the mean over the runs timed in one go (a run "
+     << "resumed after a stop is not timed; a `.seconds` file removed from the run directory drops one).\n\n"
      << "| method | params | % of base | encode overhead | train s/run |\n|---|---:|---:|---:|---:|\n";
   for (const auto& [name, cfg] : methods) {
-    char b[200];
-    std::snprintf(b, sizeof b, "| %s | %lld | %.2f | %.2fx | %.0f |\n", name.c_str(), (long long)params[name],
-                  100.0 * double(params[name]) / double(base_params), overhead[name], train_secs[name].mean());
+    const Stat& ts = train_secs[name];
+    char t[64];
+    if (ts.v.empty())
+      std::snprintf(t, sizeof t, "not timed");
+    else if (int(ts.v.size()) < o.seeds)
+      std::snprintf(t, sizeof t, "%.0f (%d of %d runs)", ts.mean(), int(ts.v.size()), o.seeds);
+    else
+      std::snprintf(t, sizeof t, "%.0f", ts.mean());
+    char b[256];
+    std::snprintf(b, sizeof b, "| %s | %lld | %.2f | %.2fx | %s |\n", name.c_str(), (long long)params[name],
+                  100.0 * double(params[name]) / double(base_params), overhead[name], t);
     md << b;
   }
   // Chart: the seed-mean summary in evaluate()'s format.

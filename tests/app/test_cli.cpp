@@ -515,6 +515,14 @@ TEST(Cli, StudyWritesTheReport) {
                         "1 of 15 Robust-Seg types (gauss_noise)", "0 of 3 LQ levels"})
     EXPECT_NE(md.find(k), std::string::npos) << k;
   EXPECT_FALSE(cv::imread(dir + "/results_iou_per_corruption.png").empty());
+  EXPECT_EQ(md.find("runs) |"), std::string::npos) << "every run timed";
+  // A run finished from its checkpoint (resumed) is not timed, and the report says how many were.
+  std::remove((dir + "/runs/s1/gara.safetensors").c_str());
+  std::remove((dir + "/runs/s1/gara.seconds").c_str());
+  ASSERT_EQ(run(study + " --threads 1 --out " + dir + "/runs --doc " + dir + "/results.md").code, 0);
+  EXPECT_FALSE(std::ifstream(dir + "/runs/s1/gara.seconds").good());
+  const std::string md1 = slurp(dir + "/results.md");
+  EXPECT_NE(md1.find("(1 of 2 runs) |"), std::string::npos) << md1;
 
   // Shared out over two processes (runs, then samples): the same adapters
   // and the same per-seed records.

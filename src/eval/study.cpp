@@ -160,14 +160,12 @@ void run_study(const StudyOptions& o) {
       t.workers = 1;
       t.quiet = true;
       t.distributed = false;  // under --nproc each rank trains runs of its own
-      // A resumed run's time covers only its last part: not recorded.
-      const bool resumed = fs::exists(fs::path(t.out) / "checkpoint.pt");
-      log("study: training " + name + " seed " + std::to_string(s) + (resumed ? " (resumed: not timed)" : ""));
+      log("study: training " + name + " seed " + std::to_string(s));
       const auto t0 = std::chrono::steady_clock::now();
       const auto r = train::train(t);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const auto bytes = io::read_file(r.weights_path);
-      if (!resumed) {
+      if (r.start_step == 0) {  // a resumed run's time covers only its last part: not recorded
         write_text(secs_file.string(), std::to_string(secs));
         train_secs[name].v.push_back(secs);
       }

@@ -496,11 +496,12 @@ TrainResult train(const TrainOptions& o) {
   const std::string ckpt_path = (fs::path(o.out) / "checkpoint.pt").string();
   const std::string metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
   int64_t step = 0;
+  int64_t start_step = 0;
   std::vector<std::string> metric_lines;
   std::vector<std::pair<int64_t, double>> curve;
   if (o.resume && fs::exists(ckpt_path)) {
     auto c = load_checkpoint(ckpt_path, params, *opt, cfg_text, rank);
-    step = c.step;
+    step = start_step = c.step;
     loader.set_state(c.loader);
     // Keep the metrics up to the checkpoint; later lines are redone.
     std::ifstream mf(metrics_path);
@@ -712,6 +713,7 @@ TrainResult train(const TrainOptions& o) {
   model->eval();
   TrainResult r;
   r.steps = step;
+  r.start_step = start_step;
   r.last_loss = last_loss;
   r.wrote_outputs = lead;
   const auto rngs = rng_states(group.get());

@@ -52,6 +52,7 @@ struct TrainOptions {
 
 struct TrainResult {
   int64_t steps = 0;
+  int64_t start_step = 0;  // above 0 when resumed from a checkpoint
   double last_loss = 0;
   std::string weights_path;  // adapter.safetensors or model.safetensors
   double val_iou = -1;

@@ -25,8 +25,10 @@ void* blas_handle() {
 }
 }  // namespace
 
+int hardware_threads() { return int(std::max(1u, std::thread::hardware_concurrency())); }
+
 void set_threads(int n) {
-  if (n <= 0) n = int(std::max(1u, std::thread::hardware_concurrency()));
+  if (n <= 0) n = hardware_threads();
   torch::set_num_threads(n);
   // torch sizes only its OpenMP pool; OpenBLAS keeps its own pthread pool at
   // all cores, so "--threads 1" would still run GEMMs on two threads.

@@ -7,6 +7,9 @@
 
 namespace rsam {
 
+// The cores this process may use (at least 1): what "all cores" means
+// wherever a thread count defaults.
+int hardware_threads();
 // n <= 0 means all cores. Sizes torch's OpenMP pool and OpenBLAS's pool.
 void set_threads(int n);
 int num_threads();

@@ -14,9 +14,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <thread>
 
 #include "error.h"
+#include "model/runtime.h"
 
 #if RSAM_WITH_GLOO
 #ifndef USE_C10D_GLOO
@@ -51,9 +51,7 @@ bool started_as_rank() { return std::getenv("RANK") != nullptr; }
 
 int rank_from_env() { return env_int("RANK", 0); }
 
-int threads_per_process(int local_processes) {
-  return std::max(1, int(std::thread::hardware_concurrency()) / std::max(1, local_processes));
-}
+int threads_per_process(int local_processes) { return std::max(1, hardware_threads() / std::max(1, local_processes)); }
 
 #if RSAM_WITH_GLOO
 

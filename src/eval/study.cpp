@@ -316,26 +316,10 @@ void run_study(const StudyOptions& o) {
       SamPredictor p1(ad.model(), Precision::FP32);
       p0.set_image(img);
       p1.set_image(img);  // warm-up
-      // The order alternates within the pairs, so that whatever favours the
-      // first or the second encode of a pair (cache state, a clock ramp)
-      // falls on both sides alike.
-      auto time_encode = [&](SamPredictor& p) {
-        const auto t0 = std::chrono::steady_clock::now();
-        p.set_image(img);
-        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      };
+      const PairTimes t = time_pairs(
+          9, [&] { p0.set_image(img); }, [&] { p1.set_image(img); });
       std::vector<double> ratios;
-      for (int k = 0; k < 9; ++k) {
-        double base_s, adapted_s;
-        if (k % 2 == 0) {
-          base_s = time_encode(p0);
-          adapted_s = time_encode(p1);
-        } else {
-          adapted_s = time_encode(p1);
-          base_s = time_encode(p0);
-        }
-        ratios.push_back(adapted_s / base_s);
-      }
+      for (size_t k = 0; k < t.a.size(); ++k) ratios.push_back(t.b[k] / t.a[k]);
       std::sort(ratios.begin(), ratios.end());
       overhead[name] = ratios[ratios.size() / 2];
     }

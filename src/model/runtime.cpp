@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -26,6 +27,25 @@ void* blas_handle() {
 }  // namespace
 
 int hardware_threads() { return int(std::max(1u, std::thread::hardware_concurrency())); }
+
+PairTimes time_pairs(int pairs, const std::function<void()>& a, const std::function<void()>& b) {
+  auto seconds = [](const std::function<void()>& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  PairTimes t;
+  for (int k = 0; k < pairs; ++k) {
+    if (k % 2 == 0) {
+      t.a.push_back(seconds(a));
+      t.b.push_back(seconds(b));
+    } else {
+      t.b.push_back(seconds(b));
+      t.a.push_back(seconds(a));
+    }
+  }
+  return t;
+}
 
 void set_threads(int n) {
   if (n <= 0) n = hardware_threads();

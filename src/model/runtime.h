@@ -3,13 +3,23 @@
 // reference BLAS (~30x slower fp32 matmul) without libopenblas0-pthread.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <vector>
 
 namespace rsam {
 
-// The cores this process may use (at least 1): what "all cores" means
+// The machine's hardware threads (at least 1): what "all cores" means
 // wherever a thread count defaults.
 int hardware_threads();
+// Seconds per call of `a` and of `b`, run in `pairs` back-to-back pairs
+// whose order alternates (a b, b a, a b, ...): a drift in the machine's
+// speed, or anything that favours the first or the second call of a pair
+// (cache state, a clock ramp), falls on both alike. For A/B ratios.
+struct PairTimes {
+  std::vector<double> a, b;
+};
+PairTimes time_pairs(int pairs, const std::function<void()>& a, const std::function<void()>& b);
 // n <= 0 means all cores. Sizes torch's OpenMP pool and OpenBLAS's pool.
 void set_threads(int n);
 int num_threads();

@@ -7,8 +7,11 @@
 
 #include <sys/resource.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <string>
+#include <thread>
 
 #include "error.h"
 #include "tiny_config.h"
@@ -194,6 +197,21 @@ TEST(Runtime, CachedBlocksAreReusedAndBounded) {
   rsam::use_caching_cpu_allocator();
   rsam::release_cpu_cache();
   EXPECT_EQ(rsam::cpu_cache_bytes(), 0u);
+}
+
+TEST(Runtime, TimedPairsAlternateWhichRunsFirst) {
+  std::string order;
+  const rsam::PairTimes t = rsam::time_pairs(
+      4, [&] { order += 'a'; }, [&] { order += 'b'; });
+  EXPECT_EQ(order, "abbaabba");
+  ASSERT_EQ(t.a.size(), 4u);
+  ASSERT_EQ(t.b.size(), 4u);
+  for (size_t k = 0; k < 4; ++k) EXPECT_TRUE(t.a[k] >= 0 && t.b[k] >= 0);
+  // The time is the call's own (a lower bound only: an upper one would make
+  // this a timed test).
+  const rsam::PairTimes s = rsam::time_pairs(
+      2, [] {}, [] { std::this_thread::sleep_for(std::chrono::milliseconds(20)); });
+  for (size_t k = 0; k < 2; ++k) EXPECT_GE(s.b[k], 0.02);
 }
 
 TEST(Resize, SameSizeIsAnExactCopy) {

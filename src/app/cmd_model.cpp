@@ -55,8 +55,7 @@ std::vector<double> parse_numbers(const std::string& s, const char* what, size_t
 
 void configure_runtime(int threads, const std::string& precision = "fp32") {
   set_threads(threads);
-  if (precision == "bf16" && !cpu_has_native_bf16())
-    std::cerr << "warning: this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and slower than fp32\n";
+  if (precision == "bf16" && !bf16_warning().empty()) std::cerr << bf16_warning() << "\n";
   static bool warned = false;
   if (!warned) {
     warned = true;

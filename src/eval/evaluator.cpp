@@ -194,6 +194,7 @@ EvalResult evaluate(const EvalOptions& o) {
 
   EvalResult res;
   const auto prec = parse_precision(o.precision);
+  if (prec == Precision::BF16 && o.shard == 0 && !bf16_warning().empty()) std::cerr << bf16_warning() << "\n";
   for (size_t ai = 0; ai < adapters.size(); ++ai) {
     const auto& adapter = adapters[ai];
     auto base = load_sam(o.checkpoint).model;

@@ -1,5 +1,8 @@
 #include "model/attention.h"
 
+#include <ATen/autocast_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+
 #include <atomic>
 
 namespace rsam {
@@ -10,6 +13,27 @@ using torch::indexing::Slice;
 
 namespace {
 std::atomic<bool> g_reference{false};
+}
+
+namespace {
+bool cpu_bf16_compute(const Tensor& x) {
+  if (!x.device().is_cpu()) return false;
+  if (x.scalar_type() == torch::kBFloat16) return true;
+  return at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16;
+}
+}  // namespace
+
+Tensor bf16_safe_rhs(const Tensor& b) {
+  if (!cpu_bf16_compute(b) || b.dim() < 2) return b;
+  // Autocast would cast a fp32 operand to bf16 inside matmul, contiguously;
+  // cast first so the transposed layout is what the gemm sees.
+  return b.to(torch::kBFloat16).transpose(-2, -1).contiguous().transpose(-2, -1);
+}
+
+Tensor conv_fp32_on_cpu(torch::nn::Conv2d& conv, const Tensor& x) {
+  if (!cpu_bf16_compute(x)) return conv->forward(x);
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+  return conv->forward(x.to(torch::kFloat32));
 }
 
 void set_reference_attention(bool on) { g_reference = on; }
@@ -33,7 +57,7 @@ Tensor attention_with_rel_pos_reference(const Tensor& q, const Tensor& k, const 
           rel_w.index({Slice(), Slice(), Slice(), None, Slice()}))
              .view({B, H * W, H * W});
   attn = keep_dtype ? attn.softmax(-1) : attn.softmax(-1, torch::kFloat32);
-  return torch::matmul(attn, v);
+  return torch::matmul(attn, bf16_safe_rhs(v));
 }
 
 Tensor attention_with_rel_pos_chunked(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -48,7 +72,7 @@ Tensor attention_with_rel_pos_chunked(const Tensor& q, const Tensor& k, const Te
   auto r_q_all = q.reshape({B, H, W, C});
   for (int64_t b = 0; b < B; ++b) {
     auto kt_b = kt[b];
-    auto v_b = v[b];
+    auto v_b = bf16_safe_rhs(v[b]);
     for (int64_t r0 = 0; r0 < H; r0 += rows) {
       const int64_t r1 = std::min(H, r0 + rows), nr = r1 - r0;
       auto q_c = q[b].narrow(0, r0 * W, nr * W);           // [nr*W, C]

@@ -25,6 +25,20 @@ torch::Tensor attention_with_rel_pos_chunked(const torch::Tensor& q, const torch
                                              const torch::Tensor& Rw, int64_t H, int64_t W, double scale,
                                              int64_t max_chunk_elems = int64_t(1) << 21);
 
+// The right-hand operand of a matmul, laid out so that a CPU bf16 product
+// accumulates in fp32. Without oneDNN's bf16 kernels (CPUs without AVX-512)
+// torch 1.13 falls back to its own gemm, which accumulates in bf16 when
+// neither operand is transposed: softmax(..) @ v over 1024 keys is then off
+// by ~1.2% (relative), against ~0.17% through the transposed path. Returns
+// `b` itself unless it is bf16 on the CPU or CPU bf16 autocast is on.
+torch::Tensor bf16_safe_rhs(const torch::Tensor& b);
+
+// Runs a convolution in fp32 when it would otherwise run in bf16 on the CPU
+// (same fallback: torch 1.13's bf16 CPU convolution without oneDNN loses
+// 1-4% relative). Convolutions are ~1% of a ViT's work, so fp32 costs
+// little where bf16 is native. Elsewhere it is conv->forward(x).
+torch::Tensor conv_fp32_on_cpu(torch::nn::Conv2d& conv, const torch::Tensor& x);
+
 // Process-wide switch (for benchmarks and tests): force the reference path.
 void set_reference_attention(bool on);
 bool reference_attention();

@@ -224,13 +224,30 @@ std::string blas_warning() {
   return "warning: torch is using the reference BLAS (slow fp32 matmul); install libopenblas0-pthread";
 }
 
-bool cpu_has_native_bf16() {
+Bf16Support cpu_bf16_support() {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+  if (__builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16")) return Bf16Support::Native;
+  // torch 1.13's mkldnn_bf16_device_check: oneDNN's bf16 kernels need these.
+  if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return Bf16Support::OneDnn;
+  return Bf16Support::Fallback;
 #else
-  return true;  // not x86 (or unknown): do not warn
+  return Bf16Support::Native;
 #endif
+}
+
+std::string bf16_warning() {
+  switch (cpu_bf16_support()) {
+    case Bf16Support::Native:
+      return {};
+    case Bf16Support::OneDnn:
+      return "warning: this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and slower than fp32";
+    case Bf16Support::Fallback:
+      break;
+  }
+  return "warning: this CPU has no AVX-512, so torch runs bf16 on slow fallback kernels (an encode ~20x slower "
+         "than fp32); use fp32";
 }
 
 }  // namespace rsam

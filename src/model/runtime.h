@@ -52,8 +52,13 @@ size_t cpu_cache_bytes();
 void release_cpu_cache();
 // Empty when the BLAS is fine, else a one-line warning to print.
 std::string blas_warning();
-// True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere
-// oneDNN emulates it and bf16 runs slower than fp32.
-bool cpu_has_native_bf16();
+// How this CPU runs torch 1.13's bf16: natively (AVX512-BF16 or AMX),
+// emulated by oneDNN (AVX-512 BW/VL/DQ: slower than fp32), or on torch's
+// own fallback kernels (no AVX-512; bf16 linear layers ~33x slower than
+// fp32 on an AVX2 EPYC). Not x86: Native (unknown, so no warning).
+enum class Bf16Support { Native, OneDnn, Fallback };
+Bf16Support cpu_bf16_support();
+// Empty when bf16 is native, else a one-line warning to print.
+std::string bf16_warning();
 
 }  // namespace rsam

@@ -157,7 +157,7 @@ PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch) {
       "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, dim, patch).stride(patch)));
 }
 
-Tensor PatchEmbedImpl::forward(const Tensor& x) { return proj(x).permute({0, 2, 3, 1}); }
+Tensor PatchEmbedImpl::forward(const Tensor& x) { return conv_fp32_on_cpu(proj, x).permute({0, 2, 3, 1}); }
 
 ImageEncoderViTImpl::ImageEncoderViTImpl(const SamConfig& c) : img_size(c.img_size) {
   const int64_t grid = c.embedding_size();
@@ -184,7 +184,18 @@ Tensor ImageEncoderViTImpl::forward(const Tensor& input) {
   auto x = patch_embed(input);
   x = x + pos_embed;
   for (const auto& blk : *blocks) x = blk->as<EncoderBlock>()->forward(x);
-  return neck->forward(x.permute({0, 3, 1, 2}));
+  // The neck's modules one by one, so its convolutions can keep fp32 under
+  // CPU bf16 (conv_fp32_on_cpu); the same as neck->forward otherwise.
+  x = x.permute({0, 3, 1, 2});
+  for (auto& m : *neck) {
+    if (auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(m.ptr())) {
+      torch::nn::Conv2d holder(conv);
+      x = conv_fp32_on_cpu(holder, x);
+    } else {
+      x = m.forward(x);
+    }
+  }
+  return x;
 }
 
 // ---- prompt encoder --------------------------------------------------------

@@ -463,6 +463,40 @@ TEST(Cli, SegmentWithNoCheckpointUsesTheBundledModel) {
   EXPECT_EQ(refined.err.find("warning"), std::string::npos) << refined.err;
 }
 
+// One point alone: by default the best-scored of the three multimask
+// outputs (what `rsam eval` scores), not the single-mask output.
+TEST(Cli, OnePointReturnsTheBestOfThreeMasks) {
+  const auto img = tmp("onepoint_scene.png");
+  cv::Mat scene(200, 240, CV_8UC3, cv::Scalar(40, 90, 160));
+  cv::circle(scene, {120, 100}, 45, cv::Scalar(230, 220, 40), cv::FILLED);
+  cv::rectangle(scene, {20, 20}, {70, 180}, cv::Scalar(20, 200, 90), cv::FILLED);
+  cv::imwrite(img, scene);
+  const std::string seg = "segment --image " + img + " --json --threads 1 --no-adapter";
+  for (const char* pt : {" --point 120,100", " --point 45,60", " --point 160,100"}) {
+    auto one = run(seg + pt), three = run(seg + pt + " --multimask"), single = run(seg + pt + " --single-mask");
+    ASSERT_EQ(one.code, 0) << one.err;
+    ASSERT_EQ(three.code, 0) << three.err;
+    ASSERT_EQ(single.code, 0) << single.err;
+    const auto j1 = nlohmann::json::parse(one.out), j3 = nlohmann::json::parse(three.out),
+               js = nlohmann::json::parse(single.out);
+    ASSERT_EQ(j1["masks"].size(), 1u);
+    ASSERT_EQ(j3["masks"].size(), 3u);
+    ASSERT_EQ(js["masks"].size(), 1u);
+    EXPECT_EQ(j1["picked_from"], 3);
+    EXPECT_FALSE(js.contains("picked_from"));
+    EXPECT_EQ(j1["masks"][0], j3["masks"][j3["best"].get<int>()]) << pt;
+    float top = 0;
+    for (const auto& m : j3["masks"]) top = std::max(top, m["score"].get<float>());
+    EXPECT_EQ(j1["masks"][0]["score"].get<float>(), top) << pt;
+  }
+  // A second point, a box or a mask input is not ambiguous: one mask, as before.
+  auto two = nlohmann::json::parse(run(seg + " --point 120,100 --point 130,100").out);
+  EXPECT_FALSE(two.contains("picked_from"));
+  auto both = run(seg + " --point 120,100 --multimask --single-mask");
+  EXPECT_EQ(both.code, 1);
+  EXPECT_EQ(lines(both.err), 1) << both.err;
+}
+
 TEST(Cli, DemoWritesThePictureAndIous) {
   const auto pic = tmp("demo.png");
   std::remove(pic.c_str());

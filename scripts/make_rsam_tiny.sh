@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${1:-runs/tiny}
 RSAM=${RSAM:-build/rsam}
+# The shipped weights trained in bf16 on CPUs with AVX-512. Without AVX-512
+# torch's bf16 is ~20x slower than fp32 (README, Performance): PRECISION=fp32
+# there (the arithmetic then differs from the shipped weights').
+PRECISION=${PRECISION:-bf16}
 mkdir -p "$W"
 # 6000 training and 300 held-out scenes, 256x256 (the input size of stages 1-4).
 $RSAM synth --out "$W/synth-train" --count 6000 --size 256 --seed 1 --jobs "$(nproc)"
@@ -30,19 +34,19 @@ $RSAM train --checkpoint "$W/base/model.safetensors" --full --data "$TRAIN" --va
 # clicks improve masks; bf16 autocast (~1.2x the fp32 speed here).
 $RSAM train --checkpoint "$W/base2/model.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
   --iou-target lowres --prompts points:1,points:3,box --iterative-points 2 --steps 2600 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 1e-3 --wd 0.01 --warmup 50 --precision bf16 --seed 3 --threads 2 --workers 1 \
+  --optimizer adamw --lr 1e-3 --wd 0.01 --warmup 50 --precision "$PRECISION" --seed 3 --threads 2 --workers 1 \
   --save-every 50 --out "$W/base3" --resume
 # Stage 4: a fourth schedule, same recipe (the loss was still falling).
 $RSAM train --checkpoint "$W/base3/model.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
   --iou-target lowres --prompts points:1,points:3,box --iterative-points 2 --steps 1500 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 8e-4 --wd 0.01 --warmup 50 --precision bf16 --seed 4 --threads 2 --workers 1 \
+  --optimizer adamw --lr 8e-4 --wd 0.01 --warmup 50 --precision "$PRECISION" --seed 4 --threads 2 --workers 1 \
   --save-every 50 --out "$W/base4" --resume
 # Stage 4b: only the IoU head, re-fitted to the IoU measured at input
 # resolution (stages 1-4 measured it on the 64x64 mask grid, which
 # under-scores small masks); every mask stays as it was.
 $RSAM train --checkpoint "$W/base4/model.safetensors" --full --trainable mask_decoder.iou_prediction_head \
   --data "$TRAIN" --val "$VAL" --corruption none --prompts points:1,box --steps 1000 --batch 8 \
-  --masks-per-image 6 --optimizer adamw --lr 1e-3 --wd 0.01 --warmup 30 --precision bf16 --seed 5 --threads 2 \
+  --masks-per-image 6 --optimizer adamw --lr 1e-3 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 5 --threads 2 \
   --workers 1 --save-every 50 --out "$W/base4b" --resume
 # Stage 5: the input re-sized from 256 to 512 pixels (a 32x32 token grid
 # instead of 16x16: small objects were what the model missed), then 600
@@ -50,12 +54,12 @@ $RSAM train --checkpoint "$W/base4/model.safetensors" --full --trainable mask_de
 $RSAM convert "$W/base4b/model.safetensors" "$W/base4b-512.safetensors" --img-size 512
 $RSAM train --checkpoint "$W/base4b-512.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
   --prompts points:1,points:3,box --iterative-points 1 --steps 600 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 8e-4 --wd 0.01 --warmup 30 --precision bf16 --seed 6 --threads 2 --workers 1 \
+  --optimizer adamw --lr 8e-4 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 6 --threads 2 --workers 1 \
   --save-every 50 --out "$W/base5" --resume
 # Stage 6: a further cosine schedule at 512 (stage 5's loss was still falling).
 $RSAM train --checkpoint "$W/base5/model.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
   --prompts points:1,points:3,box --iterative-points 1 --steps 600 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 20 --precision bf16 --seed 7 --threads 2 --workers 1 \
+  --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 20 --precision "$PRECISION" --seed 7 --threads 2 --workers 1 \
   --save-every 50 --out "$W/base6" --resume
 # Stage 7: the encoder deepened from 6 to 12 blocks (each old block followed by
 # a new identity block: zero output projections, so the model is unchanged),
@@ -64,13 +68,13 @@ $RSAM train --checkpoint "$W/base5/model.safetensors" --full --data "$TRAIN" --v
 $RSAM convert "$W/base6/model.safetensors" "$W/base6-deep12.safetensors" --encoder-depth 12
 $RSAM train --checkpoint "$W/base6-deep12.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
   --prompts points:1,points:3,box --iterative-points 1 --steps 800 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 6e-4 --wd 0.01 --warmup 30 --precision bf16 --seed 8 --threads 2 --workers 1 \
+  --optimizer adamw --lr 6e-4 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 8 --threads 2 --workers 1 \
   --save-every 50 --out "$W/base7" --resume
 # Stage 8: a further schedule, on two data-parallel processes (--nproc 2: the
 # same batches as one process, ~1.6x the images per second on this CPU).
 $RSAM train --checkpoint "$W/base7/model.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
   --prompts points:1,points:3,box --iterative-points 1 --steps 800 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 30 --precision bf16 --seed 9 --nproc 2 --workers 1 \
+  --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 9 --nproc 2 --workers 1 \
   --save-every 50 --out "$W/base8" --resume
 $RSAM convert "$W/base8/model.safetensors" models/rsam-tiny.safetensors
 # GaRA (ranks scaled to the 128-wide encoder) on Robust-Seg + LQ corruptions
@@ -78,6 +82,6 @@ $RSAM convert "$W/base8/model.safetensors" models/rsam-tiny.safetensors
 # model would take ~50 min here).
 $RSAM train --checkpoint models/rsam-tiny.safetensors --adapter models/rsam-tiny-gara.json --data "$TRAIN" \
   --val "$VAL" --corruption robustseg,lqseg --severity random --clean-ratio 0.2 --prompts points:1,points:3,box \
-  --steps 200 --batch 8 --masks-per-image 6 --optimizer adamw --lr 1e-3 --wd 1e-4 --warmup 20 --precision bf16 --seed 1 \
+  --steps 200 --batch 8 --masks-per-image 6 --optimizer adamw --lr 1e-3 --wd 1e-4 --warmup 20 --precision "$PRECISION" --seed 1 \
   --nproc 2 --workers 1 --save-every 50 --out "$W/gara" --resume
 cp "$W/gara/adapter.safetensors" models/rsam-tiny-gara.safetensors

@@ -71,12 +71,15 @@ nlohmann::json summarize(const std::vector<Record>& records) {
   struct Acc {
     data::MetricsAccumulator m;
     double best_sum = 0;  // of best_candidate_iou
+    double single_sum = 0;  // of single_mask_iou, over the records that have one
+    int64_t single_n = 0;
     // Per candidate index (single points): IoU sum, times best, times picked.
     std::vector<double> cand_sum;
     std::vector<int64_t> cand_best, cand_picked;
     int64_t cand_n = 0;
     void add(const Record& r) {
       m.add(r.m), best_sum += r.best_candidate_iou;
+      if (r.single_mask_iou >= 0) single_sum += r.single_mask_iou, ++single_n;
       if (r.candidate_iou.empty() || r.picked < 0) return;
       const size_t k = r.candidate_iou.size();
       if (cand_sum.size() < k) cand_sum.resize(k), cand_best.resize(k), cand_picked.resize(k);
@@ -95,6 +98,7 @@ nlohmann::json summarize(const std::vector<Record>& records) {
                        {"boundary_iou", mean.boundary_iou},
                        {"best_candidate_iou", m.count() ? best_sum / double(m.count()) : 0.0},
                        {"n", m.count()}};
+      if (single_n > 0) j["single_mask_iou"] = single_sum / double(single_n);
       if (cand_n > 0) {
         auto& c = j["candidates"] = nlohmann::json::array();
         for (size_t k = 0; k < cand_sum.size(); ++k)
@@ -245,6 +249,11 @@ EvalResult evaluate(const EvalOptions& o) {
           auto r = pred.predict(p, multi);
           int64_t best = multi ? r.iou_predictions.argmax().item<int64_t>() : 0;
           cv::Mat pm = mask_to_mat(r.masks[best]);
+          // What the pick is weighed against: the single-mask output for the
+          // same point (one more decode, no encode).
+          const double single_iou = multi && prompt_specs[k].clicks <= 1
+                                        ? data::mask_iou(mask_to_mat(pred.predict(p, false).masks[0]), s.mask)
+                                        : -1.0;
           // clicks:N: each further click goes where the last mask is most
           // wrong, with that mask's logits as the mask input (SAM's demo loop).
           for (int click = 1; click < prompt_specs[k].clicks; ++click) {
@@ -269,6 +278,7 @@ EvalResult evaluate(const EvalOptions& o) {
           rec.score = r.iou_predictions[best].item<float>();
           rec.best_candidate_iou = rec.m.iou;
           if (multi) {
+            rec.single_mask_iou = single_iou;
             rec.picked = int(best);
             for (int64_t j = 0; j < r.masks.size(0); ++j) {
               const double iou = j == best ? rec.m.iou : data::mask_iou(mask_to_mat(r.masks[j]), s.mask);
@@ -392,6 +402,7 @@ nlohmann::json record_json(const Record& x) {
           {"candidate_score", x.candidate_score},
           {"candidate_area", x.candidate_area},
           {"candidate_stability", x.candidate_stability},
+          {"single_mask_iou", x.single_mask_iou},
           {"picked", x.picked}};
 }
 
@@ -414,6 +425,7 @@ Record record_from_json(const nlohmann::json& x) {
   rec.candidate_score = x.value("candidate_score", std::vector<double>{});
   rec.candidate_area = x.value("candidate_area", std::vector<double>{});
   rec.candidate_stability = x.value("candidate_stability", std::vector<double>{});
+  rec.single_mask_iou = x.value("single_mask_iou", -1.0);
   return rec;
 }
 
@@ -478,7 +490,7 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
   nlohmann::json recs = nlohmann::json::array();
   std::ostringstream csv;
   csv << "method,sample,index,corruption,prompt,iou,dice,pixel_accuracy,boundary_iou,score,best_candidate_iou,picked,"
-         "candidate_iou,candidate_score,candidate_area,candidate_stability\n";
+         "candidate_iou,candidate_score,candidate_area,candidate_stability,single_mask_iou\n";
   for (const auto& x : r.records) {
     recs.push_back(record_json(x));
     csv << x.method << ',' << '"' << x.sample << '"' << ',' << x.index << ',' << x.corruption << ',' << x.prompt << ','
@@ -490,6 +502,8 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
       for (size_t j = 0; j < v->size(); ++j) csv << (j ? ";" : "") << (*v)[j];
       csv << '"';
     }
+    csv << ',';
+    if (x.single_mask_iou >= 0) csv << x.single_mask_iou;
     csv << "\n";
   }
   write_text(
@@ -559,20 +573,29 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
   // predicted IoU. How much that ranking loses is a model property worth seeing.
   for (const auto& p : prompts) {
     if (p.kind != data::PromptSpec::Kind::Points || p.positives + p.negatives != 1) continue;
-    md << "## " << p.text << ": the mask picked by predicted IoU vs the best of the three (IoU %)\n\n"
-       << "| method | clean, picked | clean, best of three | degraded, picked | degraded, best of three |\n"
-       << "|---|---|---|---|---|\n";
+    md << "## " << p.text
+       << ": the mask picked by predicted IoU vs the best of the three and the single-mask output (IoU %)\n\n"
+       << "| method | clean, picked | clean, best of three | clean, single-mask output | degraded, picked | degraded, "
+          "best of three | degraded, single-mask output |\n"
+       << "|---|---|---|---|---|---|---|\n";
     for (auto& [method, byc] : r.summary.items()) {
       md << "| " << method << " |";
       for (const char* c : {"clean", "degraded (mean)"}) {
         if (!byc.contains(c) || !byc[c].contains(p.text)) {
-          md << " - | - |";
+          md << " - | - | - |";
           continue;
         }
-        char b[64];
-        std::snprintf(b, sizeof b, " %.1f | %.1f |", 100 * byc[c][p.text]["iou"].get<double>(),
-                      100 * byc[c][p.text]["best_candidate_iou"].get<double>());
+        const auto& e = byc[c][p.text];
+        char b[96];
+        std::snprintf(b, sizeof b, " %.1f | %.1f |", 100 * e["iou"].get<double>(),
+                      100 * e["best_candidate_iou"].get<double>());
         md << b;
+        if (e.contains("single_mask_iou")) {
+          std::snprintf(b, sizeof b, " %.1f |", 100 * e["single_mask_iou"].get<double>());
+          md << b;
+        } else {
+          md << " - |";
+        }
       }
       md << "\n";
     }

@@ -49,6 +49,10 @@ struct Record {
   // pixels, and SAM's stability score (the IoU of the low-res mask
   // thresholded at logit +1 and at -1, as the automatic mask generator's).
   std::vector<double> candidate_score, candidate_area, candidate_stability;
+  // For an ambiguous single point: the IoU of the decoder's single-mask
+  // output (`rsam segment --single-mask`), which the pick is measured
+  // against; -1 otherwise.
+  double single_mask_iou = -1;
 };
 
 struct EvalResult {

@@ -294,7 +294,8 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
   EXPECT_FALSE(res.oracle.is_null());
   // One point gets three candidates; the best of them (knowing the answer)
   // bounds the picked one. A box gets one mask, so the two coincide.
-  int better = 0, clean_points = 0;
+  int better = 0, clean_points = 0, single_differs = 0;
+  double single_sum = 0;
   for (const auto& rec : res.records) {
     if (rec.prompt == "points:1") {
       EXPECT_GE(rec.best_candidate_iou, rec.m.iou);
@@ -318,12 +319,24 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
         EXPECT_LE(rec.candidate_stability[j], 1.0);
       }
       clean_points += rec.corruption == "clean" && rec.method == "sam";
+      // The decoder's single-mask output, scored beside the pick: a fourth
+      // mask, not one of the three candidates.
+      EXPECT_GE(rec.single_mask_iou, 0.0);
+      EXPECT_LE(rec.single_mask_iou, 1.0);
+      single_differs += std::none_of(rec.candidate_iou.begin(), rec.candidate_iou.end(),
+                                     [&](double v) { return v == rec.single_mask_iou; });
+      if (rec.corruption == "clean" && rec.method == "sam") single_sum += rec.single_mask_iou;
     } else {
       EXPECT_EQ(rec.best_candidate_iou, rec.m.iou);
       EXPECT_TRUE(rec.candidate_iou.empty());
       EXPECT_EQ(rec.picked, -1);
+      EXPECT_EQ(rec.single_mask_iou, -1.0);
     }
   }
+  EXPECT_GT(single_differs, 0);
+  EXPECT_NEAR(res.summary["sam"]["clean"]["points:1"]["single_mask_iou"].get<double>(), single_sum / clean_points,
+              1e-9);
+  EXPECT_FALSE(res.summary["sam"]["clean"]["box"].contains("single_mask_iou"));
   {
     const auto& cands = res.summary["sam"]["clean"]["points:1"]["candidates"];
     ASSERT_EQ(cands.size(), 3u);
@@ -340,7 +353,8 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
     EXPECT_TRUE(fs::exists(fs::path(e.report) / f)) << f;
   std::ifstream rf(fs::path(e.report) / "report.md");
   const std::string report((std::istreambuf_iterator<char>(rf)), std::istreambuf_iterator<char>());
-  EXPECT_NE(report.find("points:1: the mask picked by predicted IoU vs the best of the three"), std::string::npos);
+  EXPECT_NE(report.find("points:1: the mask picked by predicted IoU vs the best of the three and the single-mask"),
+            std::string::npos);
   EXPECT_NE(report.find("per candidate in the decoder's order"), std::string::npos);
   // A finished evaluation reads back as it was (a resumed study reuses it),
   // but only for the options that wrote it.
@@ -356,6 +370,7 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
     EXPECT_EQ(back->records[i].candidate_iou.size(), res.records[i].candidate_iou.size());
     EXPECT_EQ(back->records[i].candidate_stability, res.records[i].candidate_stability);
     EXPECT_EQ(back->records[i].candidate_area, res.records[i].candidate_area);
+    EXPECT_NEAR(back->records[i].single_mask_iou, res.records[i].single_mask_iou, 1e-12);
   }
   EXPECT_NEAR(back->summary["sam"]["clean"]["box"]["iou"].get<double>(),
               res.summary["sam"]["clean"]["box"]["iou"].get<double>(), 1e-12);

@@ -162,9 +162,9 @@ void run_segment(const SegmentArgs& a) {
   if (a.multimask && a.single_mask) throw Error("give --multimask or --single-mask, not both");
   // One point alone is ambiguous, so by default it is decoded as SAM's
   // authors advise even when one mask is wanted: three masks, the
-  // best-scored kept. `rsam eval` scores one point that way; on rsam-tiny
-  // the decoder's single-mask output is about a point worse (71.7 against
-  // 72.8 on 300 held-out objects).
+  // best-scored kept, which is what `rsam eval` scores. On clean rsam-tiny
+  // scenes the single-mask output is worse (71.7 against 72.7 on 300
+  // held-out objects); under corruption it can be ahead (README).
   const bool pick =
       !a.multimask && !a.single_mask && prompt.points.size() == 1 && !prompt.box && !prompt.mask_input.defined();
   t1 = Clock::now();

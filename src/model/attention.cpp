@@ -13,9 +13,7 @@ using torch::indexing::Slice;
 
 namespace {
 std::atomic<bool> g_reference{false};
-}
 
-namespace {
 bool cpu_bf16_compute(const Tensor& x) {
   if (!x.device().is_cpu()) return false;
   if (x.scalar_type() == torch::kBFloat16) return true;

@@ -41,9 +41,7 @@ cv::Mat segment(Sam model, const cv::Mat& rgb, cv::Point pt) {
   Prompt p;
   p.points = {{float(pt.x), float(pt.y)}};
   p.labels = {1};
-  auto r = pred.predict(p, true);
-  const int64_t best = r.iou_predictions.argmax().item<int64_t>();
-  return mask_to_mat(r.masks[best]);
+  return mask_to_mat(pred.predict_one(p).masks[0]);
 }
 
 // One picture tile: the image with a mask tinted and outlined, a caption

@@ -55,7 +55,7 @@ std::vector<double> parse_numbers(const std::string& s, const char* what, size_t
 
 void configure_runtime(int threads, const std::string& precision = "fp32") {
   set_threads(threads);
-  if (precision == "bf16" && !bf16_warning().empty()) std::cerr << bf16_warning() << "\n";
+  if (const auto w = bf16_warning(); precision == "bf16" && !w.empty()) std::cerr << w << "\n";
   static bool warned = false;
   if (!warned) {
     warned = true;
@@ -160,19 +160,13 @@ void run_segment(const SegmentArgs& a) {
   const double encode_ms = ms_since(t1);
   if (!a.gates_out.empty()) write_gates(a.gates_out, adapted->gates());
   if (a.multimask && a.single_mask) throw Error("give --multimask or --single-mask, not both");
-  // One point alone is ambiguous, so by default it is decoded as SAM's
-  // authors advise even when one mask is wanted: three masks, the
-  // best-scored kept, which is what `rsam eval` scores. On clean rsam-tiny
-  // scenes the single-mask output is worse (71.7 against 72.7 on 300
-  // held-out objects); under corruption it can be ahead (README).
-  const bool pick =
-      !a.multimask && !a.single_mask && prompt.points.size() == 1 && !prompt.box && !prompt.mask_input.defined();
+  // By default one mask, picked from three for a lone point (predict_one),
+  // which is what `rsam eval` scores. On clean rsam-tiny scenes the
+  // single-mask output is worse (71.7 against 72.7 on 300 held-out
+  // objects); under corruption it can be ahead (README).
+  const bool pick = !a.multimask && !a.single_mask && is_ambiguous(prompt);
   t1 = Clock::now();
-  auto r = pred.predict(prompt, a.multimask || pick);
-  if (pick) {
-    const int64_t k = r.iou_predictions.argmax().item<int64_t>();
-    r = {r.masks.narrow(0, k, 1), r.iou_predictions.narrow(0, k, 1), r.low_res_logits.narrow(0, k, 1)};
-  }
+  const auto r = a.multimask || a.single_mask ? pred.predict(prompt, a.multimask) : pred.predict_one(prompt);
   const double decode_ms = ms_since(t1);
 
   auto masks = r.masks.to(torch::kCPU).to(torch::kUInt8).contiguous();

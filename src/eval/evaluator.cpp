@@ -198,7 +198,7 @@ EvalResult evaluate(const EvalOptions& o) {
 
   EvalResult res;
   const auto prec = parse_precision(o.precision);
-  if (prec == Precision::BF16 && o.shard == 0 && !bf16_warning().empty()) std::cerr << bf16_warning() << "\n";
+  if (const auto w = bf16_warning(); prec == Precision::BF16 && o.shard == 0 && !w.empty()) std::cerr << w << "\n";
   for (size_t ai = 0; ai < adapters.size(); ++ai) {
     const auto& adapter = adapters[ai];
     auto base = load_sam(o.checkpoint).model;
@@ -245,7 +245,7 @@ EvalResult evaluate(const EvalOptions& o) {
           }
           if (sp.has_box) p.box = std::array<float, 4>{sp.box[0], sp.box[1], sp.box[2], sp.box[3]};
           // One point is ambiguous: take the best-scored of three masks, as SAM does.
-          bool multi = sp.points.size() == 1 && !sp.has_box;
+          bool multi = is_ambiguous(p);
           auto r = pred.predict(p, multi);
           int64_t best = multi ? r.iou_predictions.argmax().item<int64_t>() : 0;
           cv::Mat pm = mask_to_mat(r.masks[best]);

@@ -28,10 +28,10 @@ Tensor bf16_safe_rhs(const Tensor& b) {
   return b.to(torch::kBFloat16).transpose(-2, -1).contiguous().transpose(-2, -1);
 }
 
-Tensor conv_fp32_on_cpu(torch::nn::Conv2d& conv, const Tensor& x) {
-  if (!cpu_bf16_compute(x)) return conv->forward(x);
+Tensor conv_fp32_on_cpu(torch::nn::Conv2dImpl& conv, const Tensor& x) {
+  if (!cpu_bf16_compute(x)) return conv.forward(x);
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
-  return conv->forward(x.to(torch::kFloat32));
+  return conv.forward(x.to(torch::kFloat32));
 }
 
 void set_reference_attention(bool on) { g_reference = on; }

@@ -36,8 +36,8 @@ torch::Tensor bf16_safe_rhs(const torch::Tensor& b);
 // Runs a convolution in fp32 when it would otherwise run in bf16 on the CPU
 // (same fallback: torch 1.13's bf16 CPU convolution without oneDNN loses
 // 1-4% relative). Convolutions are ~1% of a ViT's work, so fp32 costs
-// little where bf16 is native. Elsewhere it is conv->forward(x).
-torch::Tensor conv_fp32_on_cpu(torch::nn::Conv2d& conv, const torch::Tensor& x);
+// little where bf16 is native. Elsewhere it is conv.forward(x).
+torch::Tensor conv_fp32_on_cpu(torch::nn::Conv2dImpl& conv, const torch::Tensor& x);
 
 // Process-wide switch (for benchmarks and tests): force the reference path.
 void set_reference_attention(bool on);

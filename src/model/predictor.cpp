@@ -166,6 +166,17 @@ Prediction SamPredictor::predict(const Prompt& p, bool multimask_output, bool re
   return {r.masks[0], r.iou_predictions[0], r.low_res_logits[0]};
 }
 
+bool is_ambiguous(const Prompt& p) { return p.points.size() == 1 && !p.box && !p.mask_input.defined(); }
+
+Prediction best_of(const Prediction& r) {
+  const int64_t k = r.iou_predictions.argmax().item<int64_t>();
+  return {r.masks.narrow(0, k, 1), r.iou_predictions.narrow(0, k, 1), r.low_res_logits.narrow(0, k, 1)};
+}
+
+Prediction SamPredictor::predict_one(const Prompt& p, bool return_logits) const {
+  return is_ambiguous(p) ? best_of(predict(p, true, return_logits)) : predict(p, false, return_logits);
+}
+
 Prediction SamPredictor::predict_batch(const Tensor& points, const Tensor& labels, const Tensor& boxes,
                                        const Tensor& mask_input, bool multimask_output, bool return_logits) const {
   embedding();

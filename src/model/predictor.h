@@ -31,6 +31,12 @@ struct Prediction {
   torch::Tensor low_res_logits;  // [M, 4h, 4w]
 };
 
+// One point alone, without a box or a mask input: the prompt SAM answers
+// with three candidate masks.
+bool is_ambiguous(const Prompt& p);
+// The best-scored mask of a multimask prediction, as a one-mask prediction.
+Prediction best_of(const Prediction& r);
+
 class SamPredictor {
  public:
   explicit SamPredictor(Sam model, Precision precision = Precision::FP32);
@@ -45,6 +51,10 @@ class SamPredictor {
   // One prompt set. Throws rsam::Error on prompts outside the image, NaNs,
   // wrong mask-input shape or an unset image.
   Prediction predict(const Prompt& prompt, bool multimask_output = true, bool return_logits = false) const;
+  // One mask for the prompt. An ambiguous prompt (is_ambiguous) is decoded
+  // as SAM's authors advise even when one mask is wanted: three masks, the
+  // best-scored kept (best_of); any other prompt gets the single-mask output.
+  Prediction predict_one(const Prompt& prompt, bool return_logits = false) const;
 
   // Many prompt sets at once (official predict_torch): coordinates already
   // in the original image's pixel space; any argument may be undefined.

@@ -157,7 +157,7 @@ PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch) {
       "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, dim, patch).stride(patch)));
 }
 
-Tensor PatchEmbedImpl::forward(const Tensor& x) { return conv_fp32_on_cpu(proj, x).permute({0, 2, 3, 1}); }
+Tensor PatchEmbedImpl::forward(const Tensor& x) { return conv_fp32_on_cpu(*proj, x).permute({0, 2, 3, 1}); }
 
 ImageEncoderViTImpl::ImageEncoderViTImpl(const SamConfig& c) : img_size(c.img_size) {
   const int64_t grid = c.embedding_size();
@@ -189,8 +189,7 @@ Tensor ImageEncoderViTImpl::forward(const Tensor& input) {
   x = x.permute({0, 3, 1, 2});
   for (auto& m : *neck) {
     if (auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(m.ptr())) {
-      torch::nn::Conv2d holder(conv);
-      x = conv_fp32_on_cpu(holder, x);
+      x = conv_fp32_on_cpu(*conv, x);
     } else {
       x = m.forward(x);
     }

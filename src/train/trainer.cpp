@@ -399,7 +399,7 @@ TrainResult train(const TrainOptions& o) {
   int threads = o.threads;
   if (threads <= 0 && group) threads = threads_per_process(group->local_size());
   set_threads(threads);
-  if (bf16 && lead && !bf16_warning().empty()) std::cerr << bf16_warning() << "\n";
+  if (const auto w = bf16_warning(); bf16 && lead && !w.empty()) std::cerr << w << "\n";
   if (lead) fs::create_directories(o.out);
 
   // The options that decide the result; a resume must use the same.

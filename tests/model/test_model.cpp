@@ -93,14 +93,14 @@ TEST(Bf16, ConvolutionsKeepFp32UnderCpuAutocast) {
   {
     CpuBf16Autocast ac;
     EXPECT_EQ(conv->forward(x).scalar_type(), torch::kBFloat16);  // what autocast alone does
-    const auto out = rsam::conv_fp32_on_cpu(conv, x);
+    const auto out = rsam::conv_fp32_on_cpu(*conv, x);
     EXPECT_EQ(out.scalar_type(), torch::kFloat32);
     EXPECT_TRUE(torch::equal(out, ref));
     // A bf16 input is widened, not rejected.
-    EXPECT_LE(rel_err(rsam::conv_fp32_on_cpu(conv, x.to(torch::kBFloat16)), ref), 0.01);
+    EXPECT_LE(rel_err(rsam::conv_fp32_on_cpu(*conv, x.to(torch::kBFloat16)), ref), 0.01);
   }
   // Without autocast nothing changes: fp32 in, the conv as it is.
-  EXPECT_TRUE(torch::equal(rsam::conv_fp32_on_cpu(conv, x), ref));
+  EXPECT_TRUE(torch::equal(rsam::conv_fp32_on_cpu(*conv, x), ref));
   EXPECT_TRUE(rsam::bf16_safe_rhs(x).is_same(x));
 }
 

@@ -70,6 +70,12 @@ SampledPrompt sample_with(const cv::Mat& mask, const PromptSpec& spec, Rng& rng,
       }
       break;
     }
+    case PromptSpec::Kind::Center: {
+      const cv::Point c = mask_center(mask);
+      out.points.emplace_back(static_cast<float>(c.x), static_cast<float>(c.y));
+      out.labels.push_back(1);
+      break;
+    }
     case PromptSpec::Kind::Box:
       out.has_box = true;
       out.box = mask_box(mask);
@@ -129,6 +135,11 @@ PromptSpec parse_prompt(const std::string& one) {
     s.text = "mix:" + text;
     return s;
   }
+  if (one == "center" || one == "point:center") {
+    s.kind = PromptSpec::Kind::Center;
+    s.text = "center";
+    return s;
+  }
   if (one == "box") {
     s.kind = PromptSpec::Kind::Box;
     s.text = "box";
@@ -167,7 +178,8 @@ PromptSpec parse_prompt(const std::string& one) {
     s.text = "points:" + std::to_string(s.positives) + (s.negatives ? "+neg:" + std::to_string(s.negatives) : "");
     return s;
   }
-  throw Error("prompt '" + one + "' is not one of points:K[+neg:J], point:K, box, noisy-box[:S], clicks:N, mix:A|B");
+  throw Error("prompt '" + one +
+              "' is not one of points:K[+neg:J], point:K, center, box, noisy-box[:S], clicks:N, mix:A|B");
 }
 
 std::vector<PromptSpec> parse_prompts(const std::string& list) {
@@ -206,6 +218,22 @@ bool next_click(const cv::Mat& pred, const cv::Mat& gt, cv::Point* at, int* labe
   *label = dn >= dp ? 1 : 0;
   *at = dn >= dp ? a : b;
   return true;
+}
+
+cv::Point mask_center(const cv::Mat& mask) {
+  if (mask.empty() || mask.type() != CV_8UC1) throw Error("prompt: the mask must be a non-empty CV_8UC1 image");
+  cv::Point at;
+  int label = 0;
+  // Against an empty prediction the whole object is missed, so the standard
+  // click lands where the object is deepest.
+  if (!next_click(cv::Mat::zeros(mask.size(), CV_8UC1), mask, &at, &label))
+    throw Error("prompt: the mask is empty, no center point can be placed");
+  return at;
+}
+
+bool is_single_point(const PromptSpec& spec) {
+  return spec.kind == PromptSpec::Kind::Center ||
+         (spec.kind == PromptSpec::Kind::Points && spec.positives == 1 && spec.negatives == 0);
 }
 
 cv::Vec4f mask_box(const cv::Mat& mask) {

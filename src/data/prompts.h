@@ -4,6 +4,10 @@
 //   point:K | points:K        K positive points (K >= 1) drawn uniformly among
 //                             the mask's pixels, distinct while the mask has K
 //   points:K+neg:J            ... plus J negative points from outside the mask
+//   center | point:center     one positive point at the mask's "center": the
+//                             pixel deepest inside it (maximal interior
+//                             distance), the single-point protocol of the SAM
+//                             paper and RITM; deterministic, no draw
 //   box                       the tight GT box
 //   noisy-box[:S]             the GT box, each coordinate plus N(0, S*side),
 //                             side = box width for x0/x1, height for y0/y1
@@ -35,7 +39,7 @@
 namespace rsam::data {
 
 struct PromptSpec {
-  enum class Kind { Points, Box, NoisyBox, Mix, Clicks };
+  enum class Kind { Points, Box, NoisyBox, Mix, Clicks, Center };
   Kind kind = Kind::Box;
   int positives = 0;                // Points
   int clicks = 0;                   // Clicks: total clicks, the first included
@@ -68,6 +72,15 @@ SampledPrompt sample_prompt(const cv::Mat& mask, const PromptSpec& spec, uint64_
 // missed object, negative (0) when it is false mask. Deterministic (first
 // maximum in raster order). False when pred == gt.
 bool next_click(const cv::Mat& pred, const cv::Mat& gt, cv::Point* at, int* label);
+
+// The pixel deepest inside `mask` (CV_8UC1, nonzero = object), the image
+// border counting as outside: the first click of the standard protocol
+// (next_click against an empty prediction). rsam::Error if the mask is empty.
+cv::Point mask_center(const cv::Mat& mask);
+
+// True for prompts that are one positive point (points:1, center): the
+// prompts whose ambiguity SAM answers with three masks.
+bool is_single_point(const PromptSpec& spec);
 
 // The tight box of a mask's nonzero pixels; rsam::Error if there are none.
 cv::Vec4f mask_box(const cv::Mat& mask);

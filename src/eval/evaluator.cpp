@@ -572,7 +572,7 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
   // Single points are ambiguous; SAM returns three masks and picks one by its
   // predicted IoU. How much that ranking loses is a model property worth seeing.
   for (const auto& p : prompts) {
-    if (p.kind != data::PromptSpec::Kind::Points || p.positives + p.negatives != 1) continue;
+    if (!data::is_single_point(p)) continue;
     md << "## " << p.text
        << ": the mask picked by predicted IoU vs the best of the three and the single-mask output (IoU %)\n\n"
        << "| method | clean, picked | clean, best of three | clean, single-mask output | degraded, picked | degraded, "

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <opencv2/imgproc.hpp>
+
 #include "data/prompts.h"
 #include "error.h"
 
@@ -146,6 +148,38 @@ TEST(Prompts, NextClickGoesDeepestIntoTheLargerError) {
   // A perfect mask needs no click; masks of other sizes are an error.
   EXPECT_FALSE(next_click(gt, gt, &at, &label));
   EXPECT_THROW(next_click(cv::Mat(10, 10, CV_8UC1, cv::Scalar(0)), gt, &at, &label), Error);
+}
+
+TEST(Prompts, CenterIsTheDeepestPixelOfTheObject) {
+  // blob(): a 30x15 bar (x 10..39, y 20..34) with a 4-wide arm; on the bar's
+  // middle row, y 27, the pixels x 17..32 are 8 from the background, deeper
+  // than any other, so the first maximum in raster order is (17, 27).
+  const cv::Mat m = blob();
+  for (const char* spelling : {"center", "point:center"}) {
+    const PromptSpec spec = parse_prompt(spelling);
+    EXPECT_EQ(spec.kind, PromptSpec::Kind::Center);
+    EXPECT_EQ(spec.text, "center");
+    EXPECT_TRUE(is_single_point(spec));
+    const SampledPrompt p = sample_prompt(m, spec, 1, 7);
+    ASSERT_EQ(p.points.size(), 1u);
+    EXPECT_EQ(p.labels, std::vector<int>{1});
+    EXPECT_FALSE(p.has_box);
+    EXPECT_EQ(p.points[0], cv::Point2f(17, 27));
+    // No draw: any seed and key give the same point.
+    EXPECT_TRUE(same(p, sample_prompt(m, spec, 99, 3)));
+  }
+  EXPECT_EQ(mask_center(m), cv::Point(17, 27));
+  // A ring's center is on the ring, never in its hole.
+  cv::Mat ring(41, 41, CV_8UC1, cv::Scalar(0));
+  cv::circle(ring, cv::Point(20, 20), 15, cv::Scalar(1), 6);
+  const cv::Point c = mask_center(ring);
+  EXPECT_NE(ring.at<uint8_t>(c), 0);
+  EXPECT_TRUE(is_single_point(parse_prompt("points:1")));
+  EXPECT_FALSE(is_single_point(parse_prompt("points:1+neg:1")));
+  EXPECT_FALSE(is_single_point(parse_prompt("points:3")));
+  EXPECT_FALSE(is_single_point(parse_prompt("box")));
+  EXPECT_THROW(mask_center(cv::Mat(10, 10, CV_8UC1, cv::Scalar(0))), Error);
+  EXPECT_THROW(parse_prompt("center:2"), Error);
 }
 
 TEST(Prompts, NoisyBoxStatistics) {

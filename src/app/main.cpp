@@ -41,7 +41,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints the message (and help for --help); its own exit codes
+    // (105 for a value out of range, 106 for a missing option, ...) would make
+    // every usage error look different to a script.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const rsam::Error& e) {
     std::cerr << "rsam: error: " << e.what() << "\n";
     return 1;

@@ -174,6 +174,15 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
   }
 }
 
+TEST(Cli, UsageErrorsExitTwoAndHelpZero) {
+  for (const char* c : {"", "segment --point 1,1", "segment --image a.png --no-such-option", "bench --threads x",
+                        "eval --refine 11 --checkpoint a --data b", "frobnicate"})
+    EXPECT_EQ(run(c).code, 2) << c;
+  EXPECT_EQ(run("--help").code, 0);
+  EXPECT_EQ(run("segment --help").code, 0);
+  EXPECT_EQ(run("--version").code, 0);
+}
+
 TEST(Cli, OutputsAreWrittenAtomically) {
   // A failing run must not leave a partial file behind under the final name.
   const auto out = tmp("never.png");

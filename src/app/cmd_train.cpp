@@ -108,13 +108,17 @@ void add_eval_command(CLI::App& app) {
   c->add_option("--data", o->data, "Dataset spec")->required();
   c->add_option("--corruption", o->corruptions, "clean,robustseg,lqseg,lq1,NAME,...");
   c->add_option("--severity", o->severity, "1..5 or random");
-  c->add_option("--prompts", o->prompts, "point:1,point:3,box,noisy-box,clicks:N (1 point + N-1 corrective clicks)");
+  c->add_option("--prompts", o->prompts,
+                "point:1,center,point:3,box,noisy-box,clicks:N (1 point + N-1 corrective clicks)");
   c->add_option("--seed", o->seed, "Seed for prompts and corruptions");
   c->add_option("--max-samples", o->max_samples, "Evaluate the first N samples");
   c->add_option("--precision", o->precision, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
   c->add_option("--threads", o->threads, "Intra-op threads per process (default: all cores, shared by --nproc)");
   c->add_option("--report", o->report, "Directory for report.md, results.json, records.csv, chart");
   c->add_flag("--oracle", o->oracle, "Rank-oracle analysis over the compared adapters");
+  c->add_option("--refine", o->refine,
+                "Rounds of post-refinement: the mask decoded again as its own mask input (not for clicks:N)")
+      ->check(CLI::Range(0, 10));
   auto nproc = std::make_shared<int>(1);
   c->add_option("--nproc", *nproc, "Processes on this machine, each evaluating every N-th sample");
   c->add_flag("--quiet", o->quiet, "No progress output");

@@ -247,13 +247,27 @@ EvalResult evaluate(const EvalOptions& o) {
           // One point is ambiguous: take the best-scored of three masks, as SAM does.
           bool multi = is_ambiguous(p);
           auto r = pred.predict(p, multi);
-          int64_t best = multi ? r.iou_predictions.argmax().item<int64_t>() : 0;
+          int64_t best = multi ? best_index(r) : 0;  // the predictor's pick, kept as an index for the records
           cv::Mat pm = mask_to_mat(r.masks[best]);
           // What the pick is weighed against: the single-mask output for the
           // same point (one more decode, no encode).
           const double single_iou = multi && prompt_specs[k].clicks <= 1
                                         ? data::mask_iou(mask_to_mat(pred.predict(p, false).masks[0]), s.mask)
                                         : -1.0;
+          // --refine: the picked mask goes back in as the mask input. The
+          // candidates below stay the first decode's; the record scores the
+          // refined mask.
+          double picked_iou = -1;  // the unrefined pick's, for the candidate columns
+          float refined_score = 0;
+          const bool refining = o.refine > 0 && prompt_specs[k].clicks <= 1;
+          if (refining) {
+            if (multi) picked_iou = data::mask_iou(pm, s.mask);
+            const Prediction one{r.masks.narrow(0, best, 1), r.iou_predictions.narrow(0, best, 1),
+                                 r.low_res_logits.narrow(0, best, 1)};
+            const Prediction refined = pred.refine(p, one, o.refine);
+            pm = mask_to_mat(refined.masks[0]);
+            refined_score = refined.iou_predictions[0].item<float>();
+          }
           // clicks:N: each further click goes where the last mask is most
           // wrong, with that mask's logits as the mask input (SAM's demo loop).
           for (int click = 1; click < prompt_specs[k].clicks; ++click) {
@@ -275,13 +289,17 @@ EvalResult evaluate(const EvalOptions& o) {
           rec.corruption = c;
           rec.prompt = prompt_specs[k].text;
           rec.m = data::mask_metrics(pm, s.mask);
-          rec.score = r.iou_predictions[best].item<float>();
+          rec.score = refining ? refined_score : r.iou_predictions[best].item<float>();
           rec.best_candidate_iou = rec.m.iou;
           if (multi) {
             rec.single_mask_iou = single_iou;
             rec.picked = int(best);
+            // The best of the three candidates themselves (a refined mask
+            // may beat them all; it is not one of them).
+            rec.best_candidate_iou = 0;
             for (int64_t j = 0; j < r.masks.size(0); ++j) {
-              const double iou = j == best ? rec.m.iou : data::mask_iou(mask_to_mat(r.masks[j]), s.mask);
+              const double iou = j == best ? (picked_iou >= 0 ? picked_iou : rec.m.iou)
+                                           : data::mask_iou(mask_to_mat(r.masks[j]), s.mask);
               rec.candidate_iou.push_back(iou);
               rec.best_candidate_iou = std::max(rec.best_candidate_iou, iou);
               rec.candidate_score.push_back(r.iou_predictions[j].item<double>());
@@ -382,7 +400,7 @@ namespace {
 nlohmann::json options_json(const EvalOptions& o) {
   return {{"checkpoint", o.checkpoint}, {"adapters", o.adapters}, {"data", o.data}, {"corruptions", o.corruptions},
           {"severity", o.severity},     {"prompts", o.prompts},   {"seed", o.seed}, {"max_samples", o.max_samples},
-          {"precision", o.precision}};
+          {"precision", o.precision},   {"refine", o.refine}};
 }
 
 // results.json's per-record object; load_results reads back what this writes.
@@ -521,6 +539,7 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
     for (size_t i = 0; i < o.adapters.size(); ++i) md << (i ? "," : "") << o.adapters[i];
   }
   if (o.max_samples) md << " --max-samples " << o.max_samples;
+  if (o.refine) md << " --refine " << o.refine;
   md << "`\n\nIoU / Dice in %, mean over samples. Per-sample numbers: `records.csv`, `results.json`.\n\n";
   const auto prompts = data::parse_prompts(o.prompts);
   for (auto& [method, byc] : r.summary.items()) {

@@ -27,6 +27,9 @@ struct EvalOptions {
   int threads = 0;
   std::string report;   // output directory; empty = no files
   bool oracle = false;  // rank oracle over the adapters (GaRA Fig. 2)
+  // Rounds of cascaded post-refinement (SamPredictor::refine) after the
+  // first mask, for every prompt but clicks:N (whose rounds add clicks).
+  int refine = 0;
   bool quiet = false;
   // Evaluate only samples i with i % shards == shard (one process's share;
   // merge_shards puts the shares together). A share may be empty.

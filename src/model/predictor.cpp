@@ -168,13 +168,28 @@ Prediction SamPredictor::predict(const Prompt& p, bool multimask_output, bool re
 
 bool is_ambiguous(const Prompt& p) { return p.points.size() == 1 && !p.box && !p.mask_input.defined(); }
 
+int64_t best_index(const Prediction& r) { return r.iou_predictions.argmax().item<int64_t>(); }
+
 Prediction best_of(const Prediction& r) {
-  const int64_t k = r.iou_predictions.argmax().item<int64_t>();
+  const int64_t k = best_index(r);
   return {r.masks.narrow(0, k, 1), r.iou_predictions.narrow(0, k, 1), r.low_res_logits.narrow(0, k, 1)};
 }
 
 Prediction SamPredictor::predict_one(const Prompt& p, bool return_logits) const {
   return is_ambiguous(p) ? best_of(predict(p, true, return_logits)) : predict(p, false, return_logits);
+}
+
+Prediction SamPredictor::refine(const Prompt& prompt, const Prediction& picked, int rounds, bool return_logits) const {
+  if (rounds < 0) throw Error("refine: rounds must be >= 0");
+  if (!picked.low_res_logits.defined() || picked.low_res_logits.dim() != 3 || picked.low_res_logits.size(0) != 1)
+    throw Error("refine: needs a one-mask prediction (predict_one's, or best_of's)");
+  Prediction r = picked;
+  for (int i = 0; i < rounds; ++i) {
+    Prompt q = prompt;
+    q.mask_input = r.low_res_logits;  // [1, 4h, 4w]: the mask-input shape
+    r = predict(q, false, return_logits);
+  }
+  return r;
 }
 
 Prediction SamPredictor::predict_batch(const Tensor& points, const Tensor& labels, const Tensor& boxes,

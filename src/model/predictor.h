@@ -34,7 +34,9 @@ struct Prediction {
 // One point alone, without a box or a mask input: the prompt SAM answers
 // with three candidate masks.
 bool is_ambiguous(const Prompt& p);
-// The best-scored mask of a multimask prediction, as a one-mask prediction.
+// The index of the best-scored mask (the first of equal scores), and that
+// mask as a one-mask prediction: SAM's pick among the three candidates.
+int64_t best_index(const Prediction& r);
 Prediction best_of(const Prediction& r);
 
 class SamPredictor {
@@ -55,6 +57,14 @@ class SamPredictor {
   // as SAM's authors advise even when one mask is wanted: three masks, the
   // best-scored kept (best_of); any other prompt gets the single-mask output.
   Prediction predict_one(const Prompt& prompt, bool return_logits = false) const;
+
+  // Cascaded post-refinement (PerSAM's): the prompt decoded again with the
+  // mask of `picked` (a one-mask prediction, e.g. predict_one's) as the mask
+  // input, `rounds` times, single-mask output each time. Costs a decode per
+  // round and no encode; it helps models trained with mask inputs (SAM's
+  // interactive rounds, rsam-tiny), so it is a choice, not a default.
+  // rsam::Error if `picked` holds more than one mask or rounds < 0.
+  Prediction refine(const Prompt& prompt, const Prediction& picked, int rounds = 1, bool return_logits = false) const;
 
   // Many prompt sets at once (official predict_torch): coordinates already
   // in the original image's pixel space; any argument may be undefined.

@@ -504,6 +504,19 @@ TEST(Cli, OnePointReturnsTheBestOfThreeMasks) {
   auto both = run(seg + " --point 120,100 --multimask --single-mask");
   EXPECT_EQ(both.code, 1);
   EXPECT_EQ(lines(both.err), 1) << both.err;
+  // --refine: one mask, decoded again with itself as the mask input; the
+  // logits it writes are what the library's refine gives (test_model).
+  const auto refined = run(seg + " --point 120,100 --refine 2");
+  ASSERT_EQ(refined.code, 0) << refined.err;
+  const auto jr = nlohmann::json::parse(refined.out);
+  EXPECT_EQ(jr["masks"].size(), 1u);
+  EXPECT_EQ(jr["refine"], 2);
+  EXPECT_EQ(jr["picked_from"], 3);
+  const auto with_three = run(seg + " --point 120,100 --refine 1 --multimask");
+  EXPECT_EQ(with_three.code, 1);
+  EXPECT_EQ(lines(with_three.err), 1) << with_three.err;
+  for (const char* bad : {" --refine -1", " --refine x"})  // usage errors
+    EXPECT_EQ(run(seg + " --point 120,100" + bad).code, 2) << bad;
 }
 
 TEST(Cli, DemoWritesThePictureAndIous) {

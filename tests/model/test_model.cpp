@@ -476,6 +476,50 @@ TEST_F(PredictorTest, BatchedBoxesEqualOneAtATime) {
   }
 }
 
+TEST_F(PredictorTest, OnePointAloneReturnsTheBestScoredOfThree) {
+  rsam::Prompt p;
+  p.points = {{50, 30}};
+  p.labels = {1};
+  EXPECT_TRUE(rsam::is_ambiguous(p));
+  const auto three = pred->predict(p, true);
+  const int64_t k = rsam::best_index(three);
+  for (int64_t j = 0; j < 3; ++j)
+    EXPECT_LE(three.iou_predictions[j].item<float>(), three.iou_predictions[k].item<float>());
+  const auto one = pred->predict_one(p);
+  EXPECT_EQ(one.masks.size(0), 1);
+  EXPECT_TRUE(torch::equal(one.low_res_logits[0], three.low_res_logits[k]));
+  EXPECT_TRUE(torch::equal(one.masks[0], three.masks[k]));
+  // A second point, a box or a mask input removes the ambiguity: the
+  // single-mask output, as the reference's multimask_output=False.
+  rsam::Prompt two = p;
+  two.points.push_back({20, 10});
+  two.labels.push_back(0);
+  rsam::Prompt boxed = p;
+  boxed.box = std::array<float, 4>{10, 5, 60, 40};
+  rsam::Prompt masked = p;
+  masked.mask_input = three.low_res_logits[k].unsqueeze(0);
+  for (const auto* q : {&two, &boxed, &masked}) {
+    EXPECT_FALSE(rsam::is_ambiguous(*q));
+    EXPECT_TRUE(torch::equal(pred->predict_one(*q).low_res_logits, pred->predict(*q, false).low_res_logits));
+  }
+}
+
+TEST_F(PredictorTest, RefineFeedsTheMaskBackAsTheMaskInput) {
+  rsam::Prompt p;
+  p.points = {{50, 30}};
+  p.labels = {1};
+  const auto first = pred->predict_one(p);
+  rsam::Prompt q = p;
+  q.mask_input = first.low_res_logits;
+  const auto once = pred->predict(q, false);
+  EXPECT_TRUE(torch::equal(pred->refine(p, first, 1).low_res_logits, once.low_res_logits));
+  q.mask_input = once.low_res_logits;
+  EXPECT_TRUE(torch::equal(pred->refine(p, first, 2).low_res_logits, pred->predict(q, false).low_res_logits));
+  EXPECT_TRUE(torch::equal(pred->refine(p, first, 0).low_res_logits, first.low_res_logits));
+  EXPECT_THROW(pred->refine(p, pred->predict(p, true), 1), rsam::Error);  // three masks: which one?
+  EXPECT_THROW(pred->refine(p, first, -1), rsam::Error);
+}
+
 TEST_F(PredictorTest, EmbeddingCanBeSetDirectly) {
   rsam::Prompt p;
   p.points = {{20, 20}};

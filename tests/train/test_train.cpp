@@ -390,6 +390,33 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
   e.oracle = false;
   auto again = rsam::eval::evaluate(e);
   for (size_t i = 0; i < again.records.size(); ++i) EXPECT_EQ(again.records[i].m.iou, res.records[i].m.iou);
+  // --refine: the same first decodes (candidates, pick, single-mask output),
+  // then the picked mask is decoded again; clicks:N keeps its own rounds.
+  auto refined_opts = e;
+  refined_opts.refine = 1;
+  refined_opts.report = (fs::path(::testing::TempDir()) / "rsam_eval_report_refined").string();
+  auto refined = rsam::eval::evaluate(refined_opts);
+  ASSERT_EQ(refined.records.size(), again.records.size());
+  int moved = 0;
+  for (size_t i = 0; i < refined.records.size(); ++i) {
+    const auto &a = again.records[i], &b = refined.records[i];
+    ASSERT_EQ(a.prompt, b.prompt);
+    if (a.prompt == "clicks:3") {
+      EXPECT_EQ(b.m.iou, a.m.iou);
+      continue;
+    }
+    moved += b.m.iou != a.m.iou;
+    EXPECT_EQ(b.candidate_iou, a.candidate_iou);
+    EXPECT_EQ(b.picked, a.picked);
+    EXPECT_EQ(b.single_mask_iou, a.single_mask_iou);
+    // One mask for a box: its "best candidate" is the refined mask itself.
+    EXPECT_EQ(b.best_candidate_iou, a.prompt == "points:1" ? a.best_candidate_iou : b.m.iou);
+  }
+  EXPECT_GT(moved, 0) << "refinement changed no mask";
+  EXPECT_FALSE(rsam::eval::load_results((fs::path(refined_opts.report) / "results.json").string(), e).has_value());
+  std::ifstream rrf(fs::path(refined_opts.report) / "report.md");
+  const std::string rreport((std::istreambuf_iterator<char>(rrf)), std::istreambuf_iterator<char>());
+  EXPECT_NE(rreport.find("--refine 1"), std::string::npos);
 }
 
 TEST(Train, BadOptionsAreErrors) {

@@ -163,7 +163,7 @@ void run_segment(const SegmentArgs& a) {
   if (a.multimask && a.refine > 0) throw Error("--refine gives one mask: not with --multimask");
   // By default one mask, picked from three for a lone point (predict_one),
   // which is what `rsam eval` scores. On clean rsam-tiny scenes the
-  // single-mask output is worse (71.7 against 72.7 on 300 held-out
+  // single-mask output is worse (73.0 against 74.5 on 300 held-out
   // objects); under corruption it can be ahead (README).
   const bool pick = !a.multimask && !a.single_mask && is_ambiguous(prompt);
   t1 = Clock::now();

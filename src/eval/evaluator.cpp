@@ -257,14 +257,10 @@ EvalResult evaluate(const EvalOptions& o) {
           // --refine: the picked mask goes back in as the mask input. The
           // candidates below stay the first decode's; the record scores the
           // refined mask.
-          double picked_iou = -1;  // the unrefined pick's, for the candidate columns
           float refined_score = 0;
           const bool refining = o.refine > 0 && prompt_specs[k].clicks <= 1;
           if (refining) {
-            if (multi) picked_iou = data::mask_iou(pm, s.mask);
-            const Prediction one{r.masks.narrow(0, best, 1), r.iou_predictions.narrow(0, best, 1),
-                                 r.low_res_logits.narrow(0, best, 1)};
-            const Prediction refined = pred.refine(p, one, o.refine);
+            const Prediction refined = pred.refine(p, multi ? best_of(r) : r, o.refine);
             pm = mask_to_mat(refined.masks[0]);
             refined_score = refined.iou_predictions[0].item<float>();
           }
@@ -298,8 +294,8 @@ EvalResult evaluate(const EvalOptions& o) {
             // may beat them all; it is not one of them).
             rec.best_candidate_iou = 0;
             for (int64_t j = 0; j < r.masks.size(0); ++j) {
-              const double iou = j == best ? (picked_iou >= 0 ? picked_iou : rec.m.iou)
-                                           : data::mask_iou(mask_to_mat(r.masks[j]), s.mask);
+              // Unrefined, the picked candidate is the scored mask: its IoU is known.
+              const double iou = j == best && !refining ? rec.m.iou : data::mask_iou(mask_to_mat(r.masks[j]), s.mask);
               rec.candidate_iou.push_back(iou);
               rec.best_candidate_iou = std::max(rec.best_candidate_iou, iou);
               rec.candidate_score.push_back(r.iou_predictions[j].item<double>());

@@ -90,7 +90,13 @@ $RSAM train --checkpoint "$W/base9-768.safetensors" --full --data "$TRAIN" --val
   --prompts points:1,points:3,box --iterative-points 1 --steps 500 --batch 8 --masks-per-image 6 \
   --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 11 --nproc 2 --workers 1 \
   --save-every 50 --out "$W/base10" --resume
-$RSAM convert "$W/base10/model.safetensors" models/rsam-tiny.safetensors
+# Stage 11: a second schedule at 768 (stage 10's 500 steps had bought
+# everything but one point), 600 steps, same recipe.
+$RSAM train --checkpoint "$W/base10/model.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
+  --prompts points:1,points:3,box --iterative-points 1 --steps 600 --batch 8 --masks-per-image 6 \
+  --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 12 --nproc 2 --workers 1 \
+  --save-every 50 --out "$W/base11" --resume
+$RSAM convert "$W/base11/model.safetensors" models/rsam-tiny.safetensors
 # GaRA (ranks scaled to the 128-wide encoder) on Robust-Seg + LQ corruptions
 # (200 steps in bf16: at 512 pixels the 400 fp32 steps of the 256-pixel
 # model already took ~50 min here).

@@ -18,6 +18,17 @@ $RSAM synth --out "$W/synth-train" --count 6000 --size 256 --seed 1 --jobs "$(np
 $RSAM synth --out "$W/synth-val" --count 300 --size 256 --seed 2 --jobs "$(nproc)"
 TRAIN="coco:$W/synth-train/annotations.json,$W/synth-train/images"
 VAL="coco:$W/synth-val/annotations.json,$W/synth-val/images"
+# Stages 5-11 share one recipe (one interactive round per object, clean
+# scenes); they differ in where they start, length, learning rate, warm-up,
+# seed and how the CPU is used (the trailing arguments).
+stage() {
+  local from=$1 out=$2 steps=$3 lr=$4 warmup=$5 seed=$6
+  shift 6
+  $RSAM train --checkpoint "$from" --full --data "$TRAIN" --val "$VAL" --corruption none \
+    --prompts points:1,points:3,box --iterative-points 1 --steps "$steps" --batch 8 --masks-per-image 6 \
+    --optimizer adamw --lr "$lr" --wd 0.01 --warmup "$warmup" --precision "$PRECISION" --seed "$seed" "$@" \
+    --workers 1 --save-every 50 --out "$out" --resume
+}
 # Stages 1-4 ran before scores learned the IoU at input resolution: they
 # measure it on the mask grid (--iou-target lowres); stage 4b re-fits the head.
 # Every weight from random init, clean scenes, points and boxes.
@@ -52,50 +63,29 @@ $RSAM train --checkpoint "$W/base4/model.safetensors" --full --trainable mask_de
 # instead of 16x16: small objects were what the model missed), then 600
 # steps to adapt to it; one interactive round to keep the step affordable.
 $RSAM convert "$W/base4b/model.safetensors" "$W/base4b-512.safetensors" --img-size 512
-$RSAM train --checkpoint "$W/base4b-512.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
-  --prompts points:1,points:3,box --iterative-points 1 --steps 600 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 8e-4 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 6 --threads 2 --workers 1 \
-  --save-every 50 --out "$W/base5" --resume
+stage "$W/base4b-512.safetensors" "$W/base5" 600 8e-4 30 6 --threads 2
 # Stage 6: a further cosine schedule at 512 (stage 5's loss was still falling).
-$RSAM train --checkpoint "$W/base5/model.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
-  --prompts points:1,points:3,box --iterative-points 1 --steps 600 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 20 --precision "$PRECISION" --seed 7 --threads 2 --workers 1 \
-  --save-every 50 --out "$W/base6" --resume
+stage "$W/base5/model.safetensors" "$W/base6" 600 5e-4 20 7 --threads 2
 # Stage 7: the encoder deepened from 6 to 12 blocks (each old block followed by
 # a new identity block: zero output projections, so the model is unchanged),
 # then an 800-step schedule. The training step barely grows: the decoder, not
 # the encoder, is most of it.
 $RSAM convert "$W/base6/model.safetensors" "$W/base6-deep12.safetensors" --encoder-depth 12
-$RSAM train --checkpoint "$W/base6-deep12.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
-  --prompts points:1,points:3,box --iterative-points 1 --steps 800 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 6e-4 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 8 --threads 2 --workers 1 \
-  --save-every 50 --out "$W/base7" --resume
+stage "$W/base6-deep12.safetensors" "$W/base7" 800 6e-4 30 8 --threads 2
 # Stage 8: a further schedule, on two data-parallel processes (--nproc 2: the
 # same batches as one process, ~1.6x the images per second on this CPU).
-$RSAM train --checkpoint "$W/base7/model.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
-  --prompts points:1,points:3,box --iterative-points 1 --steps 800 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 9 --nproc 2 --workers 1 \
-  --save-every 50 --out "$W/base8" --resume
+stage "$W/base7/model.safetensors" "$W/base8" 800 5e-4 30 9 --nproc 2
 # Stage 9: a longer schedule, same recipe (1600 steps: 800-step schedules had
 # stopped moving the held-out numbers, the loss had not).
-$RSAM train --checkpoint "$W/base8/model.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
-  --prompts points:1,points:3,box --iterative-points 1 --steps 1600 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 10 --nproc 2 --workers 1 \
-  --save-every 50 --out "$W/base9" --resume
+stage "$W/base8/model.safetensors" "$W/base9" 1600 5e-4 30 10 --nproc 2
 # Stage 10: the input re-sized again, 512 -> 768 (a 48x48 token grid, a
 # 192x192 mask grid). Untrained, the 768-pixel model already scored higher
 # than at 512 (1024 scored lower), then 500 steps at the new size.
 $RSAM convert "$W/base9/model.safetensors" "$W/base9-768.safetensors" --img-size 768
-$RSAM train --checkpoint "$W/base9-768.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
-  --prompts points:1,points:3,box --iterative-points 1 --steps 500 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 11 --nproc 2 --workers 1 \
-  --save-every 50 --out "$W/base10" --resume
+stage "$W/base9-768.safetensors" "$W/base10" 500 5e-4 30 11 --nproc 2
 # Stage 11: a second schedule at 768 (stage 10's 500 steps had bought
 # everything but one point), 600 steps, same recipe.
-$RSAM train --checkpoint "$W/base10/model.safetensors" --full --data "$TRAIN" --val "$VAL" --corruption none \
-  --prompts points:1,points:3,box --iterative-points 1 --steps 600 --batch 8 --masks-per-image 6 \
-  --optimizer adamw --lr 5e-4 --wd 0.01 --warmup 30 --precision "$PRECISION" --seed 12 --nproc 2 --workers 1 \
-  --save-every 50 --out "$W/base11" --resume
+stage "$W/base10/model.safetensors" "$W/base11" 600 5e-4 30 12 --nproc 2
 $RSAM convert "$W/base11/model.safetensors" models/rsam-tiny.safetensors
 # GaRA (ranks scaled to the 128-wide encoder) on Robust-Seg + LQ corruptions
 # (200 steps in bf16: at 512 pixels the 400 fp32 steps of the 256-pixel

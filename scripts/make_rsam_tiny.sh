@@ -86,7 +86,9 @@ stage "$W/base9-768.safetensors" "$W/base10" 500 5e-4 30 11 --nproc 2
 # Stage 11: a second schedule at 768 (stage 10's 500 steps had bought
 # everything but one point), 600 steps, same recipe.
 stage "$W/base10/model.safetensors" "$W/base11" 600 5e-4 30 12 --nproc 2
-$RSAM convert "$W/base11/model.safetensors" models/rsam-tiny.safetensors
+# Stage 12: a third schedule at 768 (stage 11's still paid), same recipe.
+stage "$W/base11/model.safetensors" "$W/base12" 600 5e-4 30 13 --nproc 2
+$RSAM convert "$W/base12/model.safetensors" models/rsam-tiny.safetensors
 # GaRA (ranks scaled to the 128-wide encoder) on Robust-Seg + LQ corruptions
 # (200 steps in bf16: at 512 pixels the 400 fp32 steps of the 256-pixel
 # model already took ~50 min here).

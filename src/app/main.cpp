@@ -20,9 +20,15 @@ int main(int argc, char** argv) {
       if (std::strcmp(argv[1], cmd) == 0) rsam::reexec_with_passive_omp_wait(argv);
   // Page faults on re-allocated tensors cost more than the encode itself at
   // rsam-tiny's size (runtime.h). RSAM_CPU_CACHE=0 keeps torch's own
-  // allocator, for comparing the two.
-  if (const char* c = std::getenv("RSAM_CPU_CACHE"); !(c && std::strcmp(c, "0") == 0))
-    rsam::use_caching_cpu_allocator();
+  // allocator, for comparing the two; RSAM_CPU_CACHE=N caches up to N GiB.
+  size_t cache_bound;
+  try {
+    cache_bound = rsam::cpu_cache_bound(std::getenv("RSAM_CPU_CACHE"));
+  } catch (const rsam::Error& e) {
+    std::cerr << "rsam: error: " << e.what() << "\n";
+    return 1;
+  }
+  if (cache_bound > 0) rsam::use_caching_cpu_allocator(cache_bound);
   rsam::app::set_program_argv(argv);
   CLI::App app{"rsam: Segment Anything that keeps working on degraded images"};
   app.require_subcommand(1);

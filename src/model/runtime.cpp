@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +15,8 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include "error.h"
 
 namespace rsam {
 
@@ -201,6 +204,17 @@ void use_caching_cpu_allocator(size_t max_cached_bytes) {
     static CachingCpuAllocator alloc;
     c10::SetCPUAllocator(&alloc, /*priority=*/1);  // above torch's default (0)
   });
+}
+
+size_t cpu_cache_bound(const char* setting) {
+  if (!setting) return size_t(2) << 30;
+  char* end = nullptr;
+  errno = 0;
+  const double gib = std::strtod(setting, &end);
+  // Up to 1 TiB: anything larger is a typo, and would overflow size_t math.
+  if (end == setting || *end != '\0' || errno != 0 || !(gib >= 0) || gib > 1024)
+    throw Error(std::string("RSAM_CPU_CACHE: expected 0 or a size in GiB, got '") + setting + "'");
+  return size_t(gib * double(size_t(1) << 30));
 }
 
 size_t cpu_cache_bytes() {

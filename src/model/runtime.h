@@ -46,6 +46,12 @@ void reexec_with_passive_omp_wait(char** argv);
 // make room). Process-wide and not undone, so an application decides: the
 // CLI installs it at start-up. Calling it again only changes the bound.
 void use_caching_cpu_allocator(size_t max_cached_bytes = size_t(2) << 30);
+// The CLI's RSAM_CPU_CACHE setting as a bound in bytes: unset (nullptr) is
+// the default 2 GiB, "0" is no cache at all (0), and a positive number is
+// that many GiB (fractions allowed). rsam::Error, one line, on anything else.
+// Larger inputs need more: a 1024-pixel rsam-tiny training step frees well
+// over 2 GiB per process and faults much of it in again (README, Memory).
+size_t cpu_cache_bound(const char* setting);
 // Bytes of freed blocks the cache holds now; 0 when it is not installed.
 size_t cpu_cache_bytes();
 // Frees every cached block (the allocator stays installed).

@@ -172,6 +172,14 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
     EXPECT_EQ(lines(r.err), 1) << c << "\n" << r.err;
     EXPECT_EQ(r.err.rfind("rsam: error: ", 0), 0u) << r.err;
   }
+  // A bad cache setting is caught before any command runs.
+  for (const std::string v : {"abc", "-1", "2x", "''"}) {
+    auto r = run("info " + kData + "tiny_a.pth", "RSAM_CPU_CACHE=" + v + " ");
+    EXPECT_EQ(r.code, 1) << v;
+    EXPECT_EQ(lines(r.err), 1) << v << "\n" << r.err;
+    EXPECT_NE(r.err.find("RSAM_CPU_CACHE"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(run("info " + kData + "tiny_a.pth", "RSAM_CPU_CACHE=0.5 ").code, 0);
 }
 
 TEST(Cli, UsageErrorsExitTwoAndHelpZero) {

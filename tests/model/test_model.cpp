@@ -216,6 +216,15 @@ TEST(Runtime, ARepeatedEncodeDoesNotPageFaultAgain) {
   EXPECT_GT(rsam::cpu_cache_bytes(), 0u);
 }
 
+TEST(Runtime, CacheBoundFromTheEnvironmentSetting) {
+  EXPECT_EQ(rsam::cpu_cache_bound(nullptr), size_t(2) << 30);
+  EXPECT_EQ(rsam::cpu_cache_bound("0"), 0u);
+  EXPECT_EQ(rsam::cpu_cache_bound("8"), size_t(8) << 30);
+  EXPECT_EQ(rsam::cpu_cache_bound("0.5"), size_t(1) << 29);
+  for (const char* bad : {"", "abc", "-1", "2x", "nan", "inf", "1e9"})
+    EXPECT_THROW(rsam::cpu_cache_bound(bad), rsam::Error) << bad;
+}
+
 TEST(Runtime, CachedBlocksAreReusedAndBounded) {
   rsam::use_caching_cpu_allocator();
   rsam::release_cpu_cache();

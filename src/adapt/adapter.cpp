@@ -253,6 +253,20 @@ AdaptedSam AdaptedSam::load(Sam base, const std::string& path) {
   return a;
 }
 
+void rebase_adapter(Sam old_base, Sam new_base, const std::string& in, const std::string& out) {
+  const auto from = AdaptedSam::load(std::move(old_base), in);
+  AdaptedSam to(std::move(new_base), from.config(), 0);
+  auto src = from.trainable(), dst = to.trainable();
+  if (src.size() != dst.size()) throw Error("adapter '" + in + "' does not fit the converted model");
+  torch::NoGradGuard ng;
+  for (size_t i = 0; i < src.size(); ++i) {
+    if (src[i].first != dst[i].first || !src[i].second.sizes().equals(dst[i].second.sizes()))
+      throw Error("adapter '" + in + "': tensor '" + src[i].first + "' does not fit the converted model");
+    dst[i].second.copy_(src[i].second);
+  }
+  to.save(out);
+}
+
 void AdaptedSam::merge() {
   const auto& info = method_info(method_);
   if (!info.mergeable) throw Error("method '" + method_ + "' is input-dependent or structural and cannot be merged");

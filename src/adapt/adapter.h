@@ -101,6 +101,15 @@ class AdaptedSam {
   int64_t base_params_ = 0;
 };
 
+// Carries an adapter file over to a re-sized copy of its base (`rsam convert
+// --img-size`): the adapters' tensors do not depend on the input size, but
+// the fingerprint does (the position tables are resampled). Verifies `in`
+// against `old_base`, attaches the same adapters to `new_base`, copies every
+// trained tensor and writes `out` with new_base's fingerprint. Both models
+// get the adapters attached. rsam::Error if `in` does not belong to
+// `old_base` or a tensor's shape differs between the two.
+void rebase_adapter(Sam old_base, Sam new_base, const std::string& in, const std::string& out);
+
 // A method name ("gara": its defaults) or a JSON config file's contents.
 nlohmann::json load_config(const std::string& method_or_file);
 

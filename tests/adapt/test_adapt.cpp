@@ -252,6 +252,34 @@ TEST(Files, DifferentBaseIsAnError) {
   std::remove(path.c_str());
 }
 
+// `rsam convert --img-size` re-sizes a base; its adapter follows with the
+// same tensors and the new base's fingerprint, and each file fits only its own base.
+TEST(Files, RebasedAdapterFitsTheResizedBase) {
+  const int big = tiny().img_size * 2;
+  for (const auto& cfg : all_methods()) {
+    SCOPED_TRACE(cfg.dump());
+    AdaptedSam a(base_model(), cfg, 4);
+    train_steps(a, 1, 1);
+    const auto path = tmp("small.safetensors"), moved = tmp("big.safetensors");
+    a.save(path);
+    rsam::adapt::rebase_adapter(base_model(), rsam::resize_input(base_model(), big), path, moved);
+    auto b = AdaptedSam::load(rsam::resize_input(base_model(), big), moved);
+    auto ta = a.trainable(), tb = b.trainable();
+    ASSERT_EQ(ta.size(), tb.size());
+    for (size_t i = 0; i < ta.size(); ++i) {
+      EXPECT_EQ(ta[i].first, tb[i].first);
+      EXPECT_TRUE(torch::equal(ta[i].second, tb[i].second)) << ta[i].first;
+    }
+    EXPECT_THROW(AdaptedSam::load(rsam::resize_input(base_model(), big), path), rsam::Error);
+    EXPECT_THROW(AdaptedSam::load(base_model(), moved), rsam::Error);
+    // Rebasing from the wrong base is refused too.
+    EXPECT_THROW(rsam::adapt::rebase_adapter(base_model(1), rsam::resize_input(base_model(1), big), path, moved),
+                 rsam::Error);
+    std::remove(path.c_str());
+    std::remove(moved.c_str());
+  }
+}
+
 TEST(Files, TargetsAndSplitAreHonoured) {
   AdaptedSam a(base_model(), {{"method", "lora"}, {"rank", 2}, {"targets", {"image_encoder.blocks.1.*"}}}, 1);
   std::set<std::string> layers;

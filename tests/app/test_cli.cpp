@@ -133,6 +133,17 @@ TEST(Cli, InfoAndConvertRoundTrip) {
   auto bi = nlohmann::json::parse(run("info " + big + " --json").out);
   EXPECT_EQ(bi["config"]["img_size"], 96) << bi.dump();
   EXPECT_EQ(run("segment --checkpoint " + big + args).code, 0);
+  // An adapter follows the re-size with --adapter; the original no longer fits.
+  const auto ad = tmp("conv_gara.safetensors"), ad_big = tmp("conv_gara_big.safetensors");
+  ASSERT_EQ(run("adapter init --checkpoint " + st + " --adapter gara --out " + ad).code, 0);
+  auto moved = run("convert " + st + " " + big + " --img-size 96 --adapter " + ad + " --adapter-out " + ad_big);
+  ASSERT_EQ(moved.code, 0) << moved.err;
+  EXPECT_EQ(run("segment --checkpoint " + big + args + " --adapter " + ad_big).code, 0);
+  auto refused = run("segment --checkpoint " + big + args + " --adapter " + ad);
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_NE(refused.err.find("different base"), std::string::npos) << refused.err;
+  EXPECT_NE(run("convert " + st + " " + big + " --adapter " + ad + " --adapter-out " + ad_big).code, 0)
+      << "an adapter is carried over a re-size only";
   // --decoder-width widens the decoder without changing the mask.
   const auto wide = tmp("wide.safetensors");
   ASSERT_EQ(run("convert " + st + " " + wide + " --decoder-width 64").code, 0);

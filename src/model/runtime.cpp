@@ -207,7 +207,7 @@ void use_caching_cpu_allocator(size_t max_cached_bytes) {
 }
 
 size_t cpu_cache_bound(const char* setting) {
-  if (!setting) return size_t(2) << 30;
+  if (!setting) return kDefaultCpuCacheBytes;
   char* end = nullptr;
   errno = 0;
   const double gib = std::strtod(setting, &end);

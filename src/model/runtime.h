@@ -45,7 +45,8 @@ void reexec_with_passive_omp_wait(char** argv);
 // again; at most `max_cached_bytes` stay cached (other cached blocks are freed to
 // make room). Process-wide and not undone, so an application decides: the
 // CLI installs it at start-up. Calling it again only changes the bound.
-void use_caching_cpu_allocator(size_t max_cached_bytes = size_t(2) << 30);
+constexpr size_t kDefaultCpuCacheBytes = size_t(2) << 30;
+void use_caching_cpu_allocator(size_t max_cached_bytes = kDefaultCpuCacheBytes);
 // The CLI's RSAM_CPU_CACHE setting as a bound in bytes: unset (nullptr) is
 // the default 2 GiB, "0" is no cache at all (0), and a positive number is
 // that many GiB (fractions allowed). rsam::Error, one line, on anything else.

@@ -18,17 +18,6 @@ int main(int argc, char** argv) {
   if (argc > 1)
     for (const char* cmd : {"train", "eval", "study", "bench", "demo"})
       if (std::strcmp(argv[1], cmd) == 0) rsam::reexec_with_passive_omp_wait(argv);
-  // Page faults on re-allocated tensors cost more than the encode itself at
-  // rsam-tiny's size (runtime.h). RSAM_CPU_CACHE=0 keeps torch's own
-  // allocator, for comparing the two; RSAM_CPU_CACHE=N caches up to N GiB.
-  size_t cache_bound;
-  try {
-    cache_bound = rsam::cpu_cache_bound(std::getenv("RSAM_CPU_CACHE"));
-  } catch (const rsam::Error& e) {
-    std::cerr << "rsam: error: " << e.what() << "\n";
-    return 1;
-  }
-  if (cache_bound > 0) rsam::use_caching_cpu_allocator(cache_bound);
   rsam::app::set_program_argv(argv);
   CLI::App app{"rsam: Segment Anything that keeps working on degraded images"};
   app.require_subcommand(1);
@@ -45,6 +34,13 @@ int main(int argc, char** argv) {
   rsam::app::add_train_command(app);
   rsam::app::add_eval_command(app);
   try {
+    // Page faults on re-allocated tensors cost more than the encode itself
+    // at rsam-tiny's size (runtime.h). RSAM_CPU_CACHE=0 keeps torch's own
+    // allocator, for comparing the two; RSAM_CPU_CACHE=N caches up to N GiB.
+    // Set before parsing, which runs the command; inside the try, so a bad
+    // value ends as every other error does.
+    const size_t cache_bound = rsam::cpu_cache_bound(std::getenv("RSAM_CPU_CACHE"));
+    if (cache_bound > 0) rsam::use_caching_cpu_allocator(cache_bound);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // CLI11 prints the message (and help for --help); its own exit codes

@@ -110,7 +110,7 @@ void save_tensor_npy(const std::string& path, const torch::Tensor& t) {
 
 struct SegmentArgs {
   std::string checkpoint, image, box, mask_input, out, overlay, logits_out, embedding_out, precision = "fp32";
-  std::string adapter, gates_out;
+  std::string adapter, gates_out, pick = "score";
   std::vector<std::string> points;
   bool multimask = false, single_mask = false, json = false, no_adapter = false;
   int threads = 0, refine = 0;
@@ -167,14 +167,15 @@ void run_segment(const SegmentArgs& a) {
   // objects); under corruption it can be ahead (README).
   const bool pick = !a.multimask && !a.single_mask && is_ambiguous(prompt);
   t1 = Clock::now();
-  auto r = a.multimask || a.single_mask ? pred.predict(prompt, a.multimask) : pred.predict_one(prompt);
+  const Pick rule = parse_pick(a.pick);
+  auto r = a.multimask || a.single_mask ? pred.predict(prompt, a.multimask) : pred.predict_one(prompt, false, rule);
   if (a.refine > 0) r = pred.refine(prompt, r, a.refine);
   const double decode_ms = ms_since(t1);
 
   auto masks = r.masks.to(torch::kCPU).to(torch::kUInt8).contiguous();
   auto iou = r.iou_predictions.to(torch::kCPU).contiguous();
   const int64_t M = masks.size(0);
-  const int64_t best = best_index(r);
+  const int64_t best = best_index(r, rule);
   const uint8_t* best_mask = masks[best].data_ptr<uint8_t>();
   if (!a.out.empty()) write_mask_png(a.out, best_mask, img.width, img.height);
   if (!a.overlay.empty()) write_image(a.overlay, make_overlay(img, best_mask, prompt));
@@ -186,11 +187,15 @@ void run_segment(const SegmentArgs& a) {
   if (adapted) j["adapter"] = adapted->method();
   j["image"] = {{"width", img.width}, {"height", img.height}};
   j["best"] = best;
-  if (pick) j["picked_from"] = 3;  // the best-scored of three, not the single-mask output
+  if (pick) j["picked_from"] = 3;  // one of three, not the single-mask output
+  if (pick || a.multimask) j["pick"] = a.pick;
   if (a.refine > 0) j["refine"] = a.refine;
   j["masks"] = nlohmann::json::array();
+  const auto stability = stability_scores(r.low_res_logits.to(torch::kCPU));
   for (int64_t i = 0; i < M; ++i)
-    j["masks"].push_back({{"score", iou[i].item<float>()}, {"area", masks[i].sum().item<int64_t>()}});
+    j["masks"].push_back({{"score", iou[i].item<float>()},
+                          {"stability", stability[i].item<float>()},
+                          {"area", masks[i].sum().item<int64_t>()}});
   j["timings_ms"] = {{"load", load_ms}, {"encode", encode_ms}, {"decode", decode_ms}, {"total", ms_since(t0)}};
   if (a.json) {
     std::cout << j.dump() << "\n";
@@ -258,8 +263,8 @@ void run_convert(const ConvertArgs& a) {
   if (a.decoder_width) loaded.model = widen_decoder(loaded.model, a.decoder_width);
   save_sam(loaded.model, a.out);
   const int64_t params = parameter_count(*loaded.model);  // a new input size, depth or width changes it
-  std::printf("wrote %s (%s, %lld parameters, %d px input)\n", a.out.c_str(),
-              loaded.model->config.type_name().c_str(), (long long)params, loaded.model->config.img_size);
+  std::printf("wrote %s (%s, %lld parameters, %d px input)\n", a.out.c_str(), loaded.model->config.type_name().c_str(),
+              (long long)params, loaded.model->config.img_size);
   if (!a.adapter.empty()) {
     // After save_sam: this attaches the adapters to both models.
     adapt::rebase_adapter(source, loaded.model, a.adapter, a.adapter_out);
@@ -428,10 +433,14 @@ void add_segment_command(CLI::App& app) {
   c->add_flag("--multimask", a->multimask, "Return three masks (reference order)");
   c->add_flag("--single-mask", a->single_mask,
               "Use the decoder's single-mask output even for one point alone (by default one point is decoded "
-              "into three masks and the best-scored is returned)");
+              "into three masks and one is picked, see --pick)");
+  c->add_option("--pick", a->pick,
+                "How one of a lone point's three masks is picked: score (predicted IoU, default) or stability "
+                "(SAM's stability score)")
+      ->check(CLI::IsMember({"score", "stability"}));
   c->add_option("--precision", a->precision, "fp32 or bf16 (image encoder)")->check(CLI::IsMember({"fp32", "bf16"}));
   c->add_option("--threads", a->threads, "Intra-op threads (default: all cores)");
-  c->add_option("--out", a->out, "Binary mask PNG (the highest-scoring mask)");
+  c->add_option("--out", a->out, "Binary mask PNG (the picked mask)");
   c->add_option("--overlay", a->overlay, "Image with the mask and prompts drawn");
   c->add_option("--logits-out", a->logits_out, "float32 [N,256,256] low-res logits .npy");
   c->add_option("--embedding-out", a->embedding_out, "float32 image embedding .npy");

@@ -119,6 +119,8 @@ void add_eval_command(CLI::App& app) {
   c->add_option("--refine", o->refine,
                 "Rounds of post-refinement: the mask decoded again as its own mask input (not for clicks:N)")
       ->check(CLI::Range(0, 10));
+  c->add_option("--pick", o->pick, "One of a lone point's three masks: by predicted IoU (score) or stability")
+      ->check(CLI::IsMember({"score", "stability"}));
   auto nproc = std::make_shared<int>(1);
   c->add_option("--nproc", *nproc, "Processes on this machine, each evaluating every N-th sample");
   c->add_flag("--quiet", o->quiet, "No progress output");

@@ -70,7 +70,7 @@ double mean_of(const std::vector<double>& v) {
 nlohmann::json summarize(const std::vector<Record>& records) {
   struct Acc {
     data::MetricsAccumulator m;
-    double best_sum = 0;  // of best_candidate_iou
+    double best_sum = 0;    // of best_candidate_iou
     double single_sum = 0;  // of single_mask_iou, over the records that have one
     int64_t single_n = 0;
     // Per candidate index (single points): IoU sum, times best, times picked.
@@ -198,6 +198,7 @@ EvalResult evaluate(const EvalOptions& o) {
 
   EvalResult res;
   const auto prec = parse_precision(o.precision);
+  const Pick pick = parse_pick(o.pick);
   if (const auto w = bf16_warning(); prec == Precision::BF16 && o.shard == 0 && !w.empty()) std::cerr << w << "\n";
   for (size_t ai = 0; ai < adapters.size(); ++ai) {
     const auto& adapter = adapters[ai];
@@ -244,10 +245,10 @@ EvalResult evaluate(const EvalOptions& o) {
             p.labels.push_back(sp.labels[q]);
           }
           if (sp.has_box) p.box = std::array<float, 4>{sp.box[0], sp.box[1], sp.box[2], sp.box[3]};
-          // One point is ambiguous: take the best-scored of three masks, as SAM does.
+          // One point is ambiguous: pick one of three masks, as SAM does.
           bool multi = is_ambiguous(p);
           auto r = pred.predict(p, multi);
-          int64_t best = multi ? best_index(r) : 0;  // the predictor's pick, kept as an index for the records
+          int64_t best = multi ? best_index(r, pick) : 0;  // the predictor's pick, kept as an index for the records
           cv::Mat pm = mask_to_mat(r.masks[best]);
           // What the pick is weighed against: the single-mask output for the
           // same point (one more decode, no encode).
@@ -260,7 +261,7 @@ EvalResult evaluate(const EvalOptions& o) {
           float refined_score = 0;
           const bool refining = o.refine > 0 && prompt_specs[k].clicks <= 1;
           if (refining) {
-            const Prediction refined = pred.refine(p, multi ? best_of(r) : r, o.refine);
+            const Prediction refined = pred.refine(p, multi ? best_of(r, pick) : r, o.refine);
             pm = mask_to_mat(refined.masks[0]);
             refined_score = refined.iou_predictions[0].item<float>();
           }
@@ -293,6 +294,7 @@ EvalResult evaluate(const EvalOptions& o) {
             // The best of the three candidates themselves (a refined mask
             // may beat them all; it is not one of them).
             rec.best_candidate_iou = 0;
+            const auto stability = stability_scores(r.low_res_logits);
             for (int64_t j = 0; j < r.masks.size(0); ++j) {
               // Unrefined, the picked candidate is the scored mask: its IoU is known.
               const double iou = j == best && !refining ? rec.m.iou : data::mask_iou(mask_to_mat(r.masks[j]), s.mask);
@@ -300,9 +302,7 @@ EvalResult evaluate(const EvalOptions& o) {
               rec.best_candidate_iou = std::max(rec.best_candidate_iou, iou);
               rec.candidate_score.push_back(r.iou_predictions[j].item<double>());
               rec.candidate_area.push_back(r.masks[j].sum().item<double>());
-              const auto& l = r.low_res_logits[j];
-              const double inner = l.gt(1.0).sum().item<double>(), outer = l.gt(-1.0).sum().item<double>();
-              rec.candidate_stability.push_back(outer > 0 ? inner / outer : 0.0);
+              rec.candidate_stability.push_back(stability[j].item<double>());
             }
           }
           res.records.push_back(rec);
@@ -310,8 +310,8 @@ EvalResult evaluate(const EvalOptions& o) {
       }
       ++done;
       if (!o.quiet)
-        std::cerr << "\r" << label << ": " << done << "/" << (n + size_t(o.shards) - 1 - size_t(o.shard)) / size_t(o.shards)
-                  << " samples" << std::flush;
+        std::cerr << "\r" << label << ": " << done << "/"
+                  << (n + size_t(o.shards) - 1 - size_t(o.shard)) / size_t(o.shards) << " samples" << std::flush;
     }
     if (!o.quiet) std::cerr << "\n";
     if (done == 0 && o.shards == 1)
@@ -394,9 +394,14 @@ namespace {
 // The options that decide an evaluation's numbers (threads, paths of the
 // report and verbosity do not).
 nlohmann::json options_json(const EvalOptions& o) {
-  return {{"checkpoint", o.checkpoint}, {"adapters", o.adapters}, {"data", o.data}, {"corruptions", o.corruptions},
-          {"severity", o.severity},     {"prompts", o.prompts},   {"seed", o.seed}, {"max_samples", o.max_samples},
-          {"precision", o.precision},   {"refine", o.refine}};
+  nlohmann::json j = {
+      {"checkpoint", o.checkpoint}, {"adapters", o.adapters}, {"data", o.data}, {"corruptions", o.corruptions},
+      {"severity", o.severity},     {"prompts", o.prompts},   {"seed", o.seed}, {"max_samples", o.max_samples},
+      {"precision", o.precision},   {"refine", o.refine}};
+  // Only when it differs from the default, so results cached before --pick
+  // existed still match.
+  if (o.pick != "score") j["pick"] = o.pick;
+  return j;
 }
 
 // results.json's per-record object; load_results reads back what this writes.
@@ -536,6 +541,7 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
   }
   if (o.max_samples) md << " --max-samples " << o.max_samples;
   if (o.refine) md << " --refine " << o.refine;
+  if (o.pick != "score") md << " --pick " << o.pick;
   md << "`\n\nIoU / Dice in %, mean over samples. Per-sample numbers: `records.csv`, `results.json`.\n\n";
   const auto prompts = data::parse_prompts(o.prompts);
   for (auto& [method, byc] : r.summary.items()) {

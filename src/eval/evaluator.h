@@ -30,6 +30,9 @@ struct EvalOptions {
   // Rounds of cascaded post-refinement (SamPredictor::refine) after the
   // first mask, for every prompt but clicks:N (whose rounds add clicks).
   int refine = 0;
+  // How one mask is picked from the three a lone point gets: "score" (the
+  // predicted IoU, SAM's demo) or "stability" (SAM's stability score).
+  std::string pick = "score";
   bool quiet = false;
   // Evaluate only samples i with i % shards == shard (one process's share;
   // merge_shards puts the shares together). A share may be empty.
@@ -45,7 +48,7 @@ struct Record {
   // ambiguous single point, what a perfect ranking would score (else == m.iou).
   double best_candidate_iou = 0;
   // For an ambiguous single point: every candidate's IoU, in the decoder's
-  // order, and the index picked by the predicted IoU (-1 otherwise).
+  // order, and the index picked (--pick; -1 otherwise).
   std::vector<double> candidate_iou;
   int picked = -1;
   // Per candidate too, for studying the pick: the predicted IoU, the area in

@@ -59,7 +59,8 @@ SamPredictor::SamPredictor(Sam model, Precision precision) : model_(std::move(mo
 }
 
 Tensor SamPredictor::prepare_image(const Image8& rgb) const {
-  if (rgb.channels != 3) throw Error("set_image expects an RGB image (3 channels), got " + std::to_string(rgb.channels));
+  if (rgb.channels != 3)
+    throw Error("set_image expects an RGB image (3 channels), got " + std::to_string(rgb.channels));
   if (rgb.width <= 0 || rgb.height <= 0) throw Error("set_image: empty image");
   const int S = model_->config.img_size;
   const auto [nh, nw] = preprocess_shape(rgb.height, rgb.width, S);
@@ -168,15 +169,34 @@ Prediction SamPredictor::predict(const Prompt& p, bool multimask_output, bool re
 
 bool is_ambiguous(const Prompt& p) { return p.points.size() == 1 && !p.box && !p.mask_input.defined(); }
 
-int64_t best_index(const Prediction& r) { return r.iou_predictions.argmax().item<int64_t>(); }
+Pick parse_pick(const std::string& s) {
+  if (s == "score") return Pick::Score;
+  if (s == "stability") return Pick::Stability;
+  throw Error("pick: expected 'score' or 'stability', got '" + s + "'");
+}
 
-Prediction best_of(const Prediction& r) {
-  const int64_t k = best_index(r);
+Tensor stability_scores(const Tensor& logits, float offset) {
+  if (!logits.defined() || logits.dim() != 3) throw Error("stability_scores: expected logits [M, h, w]");
+  const auto l = logits.flatten(1);
+  const auto inner = l.gt(offset).sum(1).to(torch::kFloat32);
+  const auto outer = l.gt(-offset).sum(1).to(torch::kFloat32);
+  // inner <= outer, so an empty union means an empty mask: 0, not NaN.
+  return torch::where(outer > 0, inner / outer.clamp_min(1), torch::zeros_like(outer));
+}
+
+int64_t best_index(const Prediction& r, Pick pick) {
+  // argmax returns the first of equal values (the decoder's order).
+  const Tensor v = pick == Pick::Score ? r.iou_predictions : stability_scores(r.low_res_logits);
+  return v.argmax().item<int64_t>();
+}
+
+Prediction best_of(const Prediction& r, Pick pick) {
+  const int64_t k = best_index(r, pick);
   return {r.masks.narrow(0, k, 1), r.iou_predictions.narrow(0, k, 1), r.low_res_logits.narrow(0, k, 1)};
 }
 
-Prediction SamPredictor::predict_one(const Prompt& p, bool return_logits) const {
-  return is_ambiguous(p) ? best_of(predict(p, true, return_logits)) : predict(p, false, return_logits);
+Prediction SamPredictor::predict_one(const Prompt& p, bool return_logits, Pick pick) const {
+  return is_ambiguous(p) ? best_of(predict(p, true, return_logits), pick) : predict(p, false, return_logits);
 }
 
 Prediction SamPredictor::refine(const Prompt& prompt, const Prediction& picked, int rounds, bool return_logits) const {
@@ -218,8 +238,8 @@ Prediction SamPredictor::predict_batch(const Tensor& points, const Tensor& label
     bxs = bxs.reshape({-1, 4}).to(torch::kFloat32);
   }
   return predict_batch_scaled(pts, labels.defined() ? labels.to(dev, torch::kInt32) : labels, bxs,
-                              mask_input.defined() ? mask_input.to(dev, torch::kFloat32) : mask_input,
-                              multimask_output, return_logits);
+                              mask_input.defined() ? mask_input.to(dev, torch::kFloat32) : mask_input, multimask_output,
+                              return_logits);
 }
 
 Prediction SamPredictor::predict_batch_scaled(const Tensor& pts, const Tensor& labels, const Tensor& boxes,
@@ -230,11 +250,10 @@ Prediction SamPredictor::predict_batch_scaled(const Tensor& pts, const Tensor& l
   std::optional<Tensor> b, m;
   if (boxes.defined()) b = boxes;
   if (masks.defined()) m = masks;
-  if (points && b && points->first.size(0) != b->size(0))
-    throw Error("batched points and boxes must have the same N");
+  if (points && b && points->first.size(0) != b->size(0)) throw Error("batched points and boxes must have the same N");
   auto [sparse, dense] = model_->prompt_encoder->forward(points, b, m);
-  auto [low_res, iou] = model_->mask_decoder->forward(features_, model_->prompt_encoder->get_dense_pe(), sparse,
-                                                      dense, multimask_output);
+  auto [low_res, iou] =
+      model_->mask_decoder->forward(features_, model_->prompt_encoder->get_dense_pe(), sparse, dense, multimask_output);
   auto up = model_->postprocess_masks(low_res, input_size_, original_size_);
   Prediction out;
   out.masks = return_logits ? up : up > 0.0;

@@ -26,18 +26,31 @@ struct Prompt {
 };
 
 struct Prediction {
-  torch::Tensor masks;           // [M, H, W] bool (or float logits) at the original size
+  torch::Tensor masks;            // [M, H, W] bool (or float logits) at the original size
   torch::Tensor iou_predictions;  // [M]
-  torch::Tensor low_res_logits;  // [M, 4h, 4w]
+  torch::Tensor low_res_logits;   // [M, 4h, 4w]
 };
 
 // One point alone, without a box or a mask input: the prompt SAM answers
 // with three candidate masks.
 bool is_ambiguous(const Prompt& p);
-// The index of the best-scored mask (the first of equal scores), and that
-// mask as a one-mask prediction: SAM's pick among the three candidates.
-int64_t best_index(const Prediction& r);
-Prediction best_of(const Prediction& r);
+
+// How one mask is picked from several. Score: the decoder's predicted IoU,
+// as SAM's demo does. Stability: SAM's stability score (below), which the
+// automatic mask generator filters with; it needs no trained head, and on
+// rsam-tiny it picks better (docs/rsam-tiny.md).
+enum class Pick { Score, Stability };
+Pick parse_pick(const std::string& s);  // "score" | "stability"
+// SAM's stability score per mask (calculate_stability_score): the pixels
+// with logit > +offset over those with logit > -offset, i.e. the IoU of the
+// mask thresholded on either side of 0. 0 for a mask with no such pixels.
+// logits [M, h, w] -> [M] float.
+torch::Tensor stability_scores(const torch::Tensor& logits, float offset = 1.0f);
+// The index of the picked mask (the first of equal values), and that mask
+// as a one-mask prediction: SAM's pick among the three candidates. The
+// stability is measured on the low-res logits.
+int64_t best_index(const Prediction& r, Pick pick = Pick::Score);
+Prediction best_of(const Prediction& r, Pick pick = Pick::Score);
 
 class SamPredictor {
  public:
@@ -55,8 +68,8 @@ class SamPredictor {
   Prediction predict(const Prompt& prompt, bool multimask_output = true, bool return_logits = false) const;
   // One mask for the prompt. An ambiguous prompt (is_ambiguous) is decoded
   // as SAM's authors advise even when one mask is wanted: three masks, the
-  // best-scored kept (best_of); any other prompt gets the single-mask output.
-  Prediction predict_one(const Prompt& prompt, bool return_logits = false) const;
+  // picked kept (best_of); any other prompt gets the single-mask output.
+  Prediction predict_one(const Prompt& prompt, bool return_logits = false, Pick pick = Pick::Score) const;
 
   // Cascaded post-refinement (PerSAM's): the prompt decoded again with the
   // mask of `picked` (a one-mask prediction, e.g. predict_one's) as the mask

@@ -534,8 +534,21 @@ TEST(Cli, OnePointReturnsTheBestOfThreeMasks) {
   const auto with_three = run(seg + " --point 120,100 --refine 1 --multimask");
   EXPECT_EQ(with_three.code, 1);
   EXPECT_EQ(lines(with_three.err), 1) << with_three.err;
-  for (const char* bad : {" --refine -1", " --refine x"})  // usage errors
+  for (const char* bad : {" --refine -1", " --refine x", " --pick area"})  // usage errors
     EXPECT_EQ(run(seg + " --point 120,100" + bad).code, 2) << bad;
+  // --pick stability: the most stable of the same three masks.
+  for (const char* pt : {" --point 120,100", " --point 45,60", " --point 160,100"}) {
+    const auto one = run(seg + pt + " --pick stability"), three = run(seg + pt + " --multimask --pick stability");
+    ASSERT_EQ(one.code, 0) << one.err;
+    ASSERT_EQ(three.code, 0) << three.err;
+    const auto j1 = nlohmann::json::parse(one.out), j3 = nlohmann::json::parse(three.out);
+    EXPECT_EQ(j1["pick"], "stability");
+    int most = 0;
+    for (int i = 1; i < 3; ++i)
+      if (j3["masks"][i]["stability"].get<float>() > j3["masks"][most]["stability"].get<float>()) most = i;
+    EXPECT_EQ(j3["best"].get<int>(), most) << pt;
+    EXPECT_EQ(j1["masks"][0], j3["masks"][most]) << pt;
+  }
 }
 
 TEST(Cli, DemoWritesThePictureAndIous) {
@@ -603,8 +616,8 @@ TEST(Cli, StudyWritesTheReport) {
   // and the same per-seed records.
   auto two = run(study + " --nproc 2 --out " + dir + "/runs2 --doc " + dir + "/results2.md");
   ASSERT_EQ(two.code, 0) << two.err;
-  for (const char* f : {"/s0/gara.safetensors", "/s1/lora-r2.safetensors", "/s0/report/records.csv",
-                        "/s1/report/records.csv"}) {
+  for (const char* f :
+       {"/s0/gara.safetensors", "/s1/lora-r2.safetensors", "/s0/report/records.csv", "/s1/report/records.csv"}) {
     EXPECT_FALSE(slurp(dir + "/runs" + f).empty()) << f;
     EXPECT_EQ(slurp(dir + "/runs" + f), slurp(dir + "/runs2" + f)) << f;
   }

@@ -15,12 +15,12 @@
 #include <thread>
 
 #include "error.h"
-#include "tiny_config.h"
 #include "io/tensor_file.h"
 #include "model/attention.h"
 #include "model/checkpoint.h"
 #include "model/predictor.h"
 #include "model/runtime.h"
+#include "tiny_config.h"
 
 namespace {
 
@@ -47,7 +47,7 @@ TEST(Attention, ChunkedEqualsReference) {
 
 TEST(Attention, RelPosIsResizedWhenTableSizeDiffers) {
   auto table = torch::arange(5, torch::kFloat32).unsqueeze(1);  // trained for size 3
-  auto r = rsam::get_rel_pos(4, 4, table);                       // needs 7 entries
+  auto r = rsam::get_rel_pos(4, 4, table);                      // needs 7 entries
   EXPECT_EQ(r.sizes(), (std::vector<int64_t>{4, 4, 1}));
   // Linear interpolation keeps the ends and monotonicity.
   EXPECT_FLOAT_EQ(r[3][0][0].item<float>(), 4.0f);
@@ -511,6 +511,41 @@ TEST_F(PredictorTest, OnePointAloneReturnsTheBestScoredOfThree) {
     EXPECT_FALSE(rsam::is_ambiguous(*q));
     EXPECT_TRUE(torch::equal(pred->predict_one(*q).low_res_logits, pred->predict(*q, false).low_res_logits));
   }
+}
+
+TEST(Pick, StabilityScoreIsTheIoUOfTheMaskThresholdedEitherSideOfZero) {
+  // Mask 0: 4 pixels above +1, 8 above -1 -> 0.5. Mask 1: 2 of 2 -> 1.
+  // Mask 2: nothing above -1 -> 0 (not NaN).
+  auto l = torch::full({3, 4, 4}, -5.0f);
+  l[0].view({-1}).slice(0, 0, 4).fill_(3.0f);
+  l[0].view({-1}).slice(0, 4, 8).fill_(0.5f);
+  l[1].view({-1}).slice(0, 0, 2).fill_(2.0f);
+  const auto s = rsam::stability_scores(l);
+  EXPECT_FLOAT_EQ(s[0].item<float>(), 0.5f);
+  EXPECT_FLOAT_EQ(s[1].item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(s[2].item<float>(), 0.0f);
+  // Offset 0.25: mask 0 has 8 above -0.25 and 8 above +0.25.
+  EXPECT_FLOAT_EQ(rsam::stability_scores(l, 0.25f)[0].item<float>(), 1.0f);
+  // The two rules pick different masks here.
+  rsam::Prediction r{l.gt(0), torch::tensor({0.9f, 0.5f, 0.7f}), l};
+  EXPECT_EQ(rsam::best_index(r), 0);
+  EXPECT_EQ(rsam::best_index(r, rsam::Pick::Score), 0);
+  EXPECT_EQ(rsam::best_index(r, rsam::Pick::Stability), 1);
+  EXPECT_TRUE(torch::equal(rsam::best_of(r, rsam::Pick::Stability).low_res_logits[0], l[1]));
+  EXPECT_EQ(rsam::parse_pick("stability"), rsam::Pick::Stability);
+  EXPECT_EQ(rsam::parse_pick("score"), rsam::Pick::Score);
+  EXPECT_THROW(rsam::parse_pick("area"), rsam::Error);
+  EXPECT_THROW(rsam::stability_scores(torch::zeros({4, 4})), rsam::Error);
+}
+
+TEST_F(PredictorTest, PredictOneByStabilityKeepsTheMostStableOfThree) {
+  rsam::Prompt p;
+  p.points = {{50, 30}};
+  p.labels = {1};
+  const auto three = pred->predict(p, true);
+  const auto k = rsam::stability_scores(three.low_res_logits).argmax().item<int64_t>();
+  const auto one = pred->predict_one(p, false, rsam::Pick::Stability);
+  EXPECT_TRUE(torch::equal(one.low_res_logits[0], three.low_res_logits[k]));
 }
 
 TEST_F(PredictorTest, RefineFeedsTheMaskBackAsTheMaskInput) {

@@ -417,6 +417,29 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
   std::ifstream rrf(fs::path(refined_opts.report) / "report.md");
   const std::string rreport((std::istreambuf_iterator<char>(rrf)), std::istreambuf_iterator<char>());
   EXPECT_NE(rreport.find("--refine 1"), std::string::npos);
+  // --pick stability: the same candidates, the most stable one scored.
+  auto stable_opts = e;
+  stable_opts.pick = "stability";
+  const auto stable = rsam::eval::evaluate(stable_opts);
+  ASSERT_EQ(stable.records.size(), again.records.size());
+  int lone = 0;
+  for (size_t i = 0; i < stable.records.size(); ++i) {
+    const auto &a = again.records[i], &b = stable.records[i];
+    if (a.prompt != "points:1") {
+      EXPECT_EQ(b.m.iou, a.m.iou);
+      continue;
+    }
+    ++lone;
+    EXPECT_EQ(b.candidate_iou, a.candidate_iou);
+    ASSERT_EQ(b.candidate_stability.size(), 3u);
+    const auto& st = b.candidate_stability;
+    EXPECT_EQ(b.picked, std::max_element(st.begin(), st.end()) - st.begin());
+    EXPECT_EQ(b.m.iou, b.candidate_iou[size_t(b.picked)]);
+  }
+  EXPECT_GT(lone, 0);
+  EXPECT_FALSE(rsam::eval::load_results(results_json, stable_opts).has_value());  // another pick, other numbers
+  stable_opts.pick = "largest";
+  EXPECT_THROW(rsam::eval::evaluate(stable_opts), rsam::Error);
 }
 
 TEST(Train, BadOptionsAreErrors) {

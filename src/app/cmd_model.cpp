@@ -118,6 +118,7 @@ struct SegmentArgs {
 
 void run_segment(const SegmentArgs& a) {
   configure_runtime(a.threads, a.precision);
+  const Pick rule = parse_pick(a.pick);  // before the load and the encode, like every other argument
   const auto t0 = Clock::now();
   Prompt prompt;
   for (const auto& s : a.points) {
@@ -167,7 +168,6 @@ void run_segment(const SegmentArgs& a) {
   // objects); under corruption it can be ahead (README).
   const bool pick = !a.multimask && !a.single_mask && is_ambiguous(prompt);
   t1 = Clock::now();
-  const Pick rule = parse_pick(a.pick);
   auto r = a.multimask || a.single_mask ? pred.predict(prompt, a.multimask) : pred.predict_one(prompt, false, rule);
   if (a.refine > 0) r = pred.refine(prompt, r, a.refine);
   const double decode_ms = ms_since(t1);

@@ -112,7 +112,7 @@ struct SegmentArgs {
   std::string checkpoint, image, box, mask_input, out, overlay, logits_out, embedding_out, precision = "fp32";
   std::string adapter, gates_out, pick = "score";
   std::vector<std::string> points;
-  bool multimask = false, single_mask = false, json = false, no_adapter = false;
+  bool multimask = false, single_mask = false, json = false, no_adapter = false, flip = false;
   int threads = 0, refine = 0;
 };
 
@@ -155,7 +155,7 @@ void run_segment(const SegmentArgs& a) {
   std::optional<adapt::AdaptedSam> adapted;
   if (!adapter.empty()) adapted.emplace(adapt::AdaptedSam::load(loaded.model, adapter));
   if (!a.gates_out.empty() && !adapted) throw Error("--gates-out needs --adapter");
-  SamPredictor pred(adapted ? adapted->model() : loaded.model, prec);
+  SamPredictor pred(adapted ? adapted->model() : loaded.model, prec, a.flip);
   auto t1 = Clock::now();
   pred.set_image(img);
   const double encode_ms = ms_since(t1);
@@ -190,6 +190,7 @@ void run_segment(const SegmentArgs& a) {
   if (pick) j["picked_from"] = 3;  // one of three, not the single-mask output
   if (pick || a.multimask) j["pick"] = a.pick;
   if (a.refine > 0) j["refine"] = a.refine;
+  if (a.flip) j["flip"] = true;
   j["masks"] = nlohmann::json::array();
   const auto stability = stability_scores(r.low_res_logits.to(torch::kCPU));
   for (int64_t i = 0; i < M; ++i)
@@ -438,6 +439,8 @@ void add_segment_command(CLI::App& app) {
                 "How one of a lone point's three masks is picked: score (predicted IoU, default) or stability "
                 "(SAM's stability score)")
       ->check(CLI::IsMember({"score", "stability"}));
+  c->add_flag("--flip", a->flip,
+              "Test-time flip: the image also encoded mirrored and the two views' logits averaged (twice the time)");
   c->add_option("--precision", a->precision, "fp32 or bf16 (image encoder)")->check(CLI::IsMember({"fp32", "bf16"}));
   c->add_option("--threads", a->threads, "Intra-op threads (default: all cores)");
   c->add_option("--out", a->out, "Binary mask PNG (the picked mask)");

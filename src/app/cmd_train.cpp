@@ -121,6 +121,8 @@ void add_eval_command(CLI::App& app) {
       ->check(CLI::Range(0, 10));
   c->add_option("--pick", o->pick, "One of a lone point's three masks: by predicted IoU (score) or stability")
       ->check(CLI::IsMember({"score", "stability"}));
+  c->add_flag("--flip", o->flip,
+              "Test-time flip: each image also encoded mirrored and the two views' logits averaged (twice the time)");
   auto nproc = std::make_shared<int>(1);
   c->add_option("--nproc", *nproc, "Processes on this machine, each evaluating every N-th sample");
   c->add_flag("--quiet", o->quiet, "No progress output");

@@ -205,7 +205,7 @@ EvalResult evaluate(const EvalOptions& o) {
     auto base = load_sam(o.checkpoint).model;
     std::optional<adapt::AdaptedSam> adapted;
     if (adapter != "none") adapted.emplace(adapt::AdaptedSam::load(base, adapter));
-    SamPredictor pred(adapted ? adapted->model() : base, prec);
+    SamPredictor pred(adapted ? adapted->model() : base, prec, o.flip);
     const auto& label = labels[ai];
     size_t done = 0, skipped = 0;
     for (size_t i = size_t(o.shard); i < n; i += size_t(o.shards)) {
@@ -398,9 +398,10 @@ nlohmann::json options_json(const EvalOptions& o) {
       {"checkpoint", o.checkpoint}, {"adapters", o.adapters}, {"data", o.data}, {"corruptions", o.corruptions},
       {"severity", o.severity},     {"prompts", o.prompts},   {"seed", o.seed}, {"max_samples", o.max_samples},
       {"precision", o.precision},   {"refine", o.refine}};
-  // Only when it differs from the default, so results cached before --pick
-  // existed still match.
+  // Only when they differ from the default, so results cached before --pick
+  // and --flip existed still match.
   if (o.pick != "score") j["pick"] = o.pick;
+  if (o.flip) j["flip"] = true;
   return j;
 }
 
@@ -542,6 +543,7 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
   if (o.max_samples) md << " --max-samples " << o.max_samples;
   if (o.refine) md << " --refine " << o.refine;
   if (o.pick != "score") md << " --pick " << o.pick;
+  if (o.flip) md << " --flip";
   md << "`\n\nIoU / Dice in %, mean over samples. Per-sample numbers: `records.csv`, `results.json`.\n\n";
   const auto prompts = data::parse_prompts(o.prompts);
   for (auto& [method, byc] : r.summary.items()) {

@@ -33,6 +33,9 @@ struct EvalOptions {
   // How one mask is picked from the three a lone point gets: "score" (the
   // predicted IoU, SAM's demo) or "stability" (SAM's stability score).
   std::string pick = "score";
+  // Test-time flip: each image also encoded mirrored, the two views'
+  // logits averaged (SamPredictor's flip).
+  bool flip = false;
   bool quiet = false;
   // Evaluate only samples i with i % shards == shard (one process's share;
   // merge_shards puts the shares together). A share may be empty.

@@ -2,6 +2,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "error.h"
@@ -53,7 +54,8 @@ bool finite(float v) { return std::isfinite(v); }
 
 }  // namespace
 
-SamPredictor::SamPredictor(Sam model, Precision precision) : model_(std::move(model)), precision_(precision) {
+SamPredictor::SamPredictor(Sam model, Precision precision, bool flip)
+    : model_(std::move(model)), precision_(precision), flip_(flip) {
   if (!model_) throw Error("predictor needs a model");
   model_->eval();
 }
@@ -80,12 +82,16 @@ Tensor SamPredictor::encode(const Tensor& preprocessed) const {
 }
 
 void SamPredictor::set_image(const Image8& rgb) {
-  features_ = Tensor();
+  features_ = features_flipped_ = Tensor();
   auto x = prepare_image(rgb);
+  torch::NoGradGuard ng;
+  // Mirrored before the padding, so both views are padded on the right. The
+  // resize is symmetric, so this is the mirrored image resized.
+  Tensor flipped = flip_ ? encode(model_->preprocess(x.flip({3}))) : Tensor();
+  features_ = encode(model_->preprocess(x));
+  features_flipped_ = flipped;
   original_size_ = {rgb.height, rgb.width};
   input_size_ = {x.size(2), x.size(3)};
-  torch::NoGradGuard ng;
-  features_ = encode(model_->preprocess(x));
 }
 
 void SamPredictor::set_embedding(const Tensor& embedding, std::pair<int64_t, int64_t> original_size) {
@@ -98,6 +104,7 @@ void SamPredictor::set_embedding(const Tensor& embedding, std::pair<int64_t, int
   if (original_size.first <= 0 || original_size.second <= 0) throw Error("original size must be positive");
   const auto [nh, nw] = preprocess_shape(int(original_size.first), int(original_size.second), c.img_size);
   features_ = embedding.to(model_->device(), torch::kFloat32);
+  features_flipped_ = Tensor();
   original_size_ = original_size;
   input_size_ = {nh, nw};
 }
@@ -255,11 +262,44 @@ Prediction SamPredictor::predict_batch_scaled(const Tensor& pts, const Tensor& l
   auto [low_res, iou] =
       model_->mask_decoder->forward(features_, model_->prompt_encoder->get_dense_pe(), sparse, dense, multimask_output);
   auto up = model_->postprocess_masks(low_res, input_size_, original_size_);
+  if (features_flipped_.defined()) {
+    // The mirrored view: a pixel column x of the resized input is iw-1-x
+    // there (SAM adds 0.5 to reach the pixel's center), a box's corners swap.
+    const double last = double(input_size_.second - 1);
+    std::optional<std::pair<Tensor, Tensor>> fpoints;
+    std::optional<Tensor> fb, fm;
+    if (points) {
+      Tensor q = points->first.clone();
+      q.select(2, 0).mul_(-1).add_(last);
+      fpoints = std::make_pair(q, points->second);
+    }
+    if (b) {
+      Tensor x0 = b->select(1, 0), x1 = b->select(1, 2);
+      fb = torch::stack({last - x1, b->select(1, 1), last - x0, b->select(1, 3)}, 1);
+    }
+    if (m) fm = flip_low_res(*m);
+    auto [fsparse, fdense] = model_->prompt_encoder->forward(fpoints, fb, fm);
+    auto [flow, fiou] = model_->mask_decoder->forward(features_flipped_, model_->prompt_encoder->get_dense_pe(),
+                                                      fsparse, fdense, multimask_output);
+    // At the original size the mirror is exact; the low-res one is for mask
+    // inputs and stability only.
+    up = 0.5 * (up + model_->postprocess_masks(flow, input_size_, original_size_).flip({-1}));
+    low_res = 0.5 * (low_res + flip_low_res(flow));
+    iou = 0.5 * (iou + fiou);
+  }
   Prediction out;
   out.masks = return_logits ? up : up > 0.0;
   out.iou_predictions = iou;
   out.low_res_logits = low_res;
   return out;
+}
+
+Tensor SamPredictor::flip_low_res(const Tensor& t) const {
+  const int64_t side = t.size(-1);
+  const int64_t w = std::min<int64_t>(
+      side, std::max<int64_t>(1, std::llround(double(input_size_.second) * side / model_->config.img_size)));
+  if (w == side) return t.flip({-1});
+  return torch::cat({t.narrow(-1, 0, w).flip({-1}), t.narrow(-1, w, side - w)}, -1);
 }
 
 }  // namespace rsam

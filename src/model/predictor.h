@@ -54,13 +54,18 @@ Prediction best_of(const Prediction& r, Pick pick = Pick::Score);
 
 class SamPredictor {
  public:
-  explicit SamPredictor(Sam model, Precision precision = Precision::FP32);
+  // flip: test-time augmentation. set_image also encodes the mirrored image;
+  // every decode runs on both views (the prompts mirrored) and averages the
+  // logits and predicted IoUs, the mirrored view's flipped back. Twice the
+  // encode, twice the decode; off by default, as in SAM.
+  explicit SamPredictor(Sam model, Precision precision = Precision::FP32, bool flip = false);
 
   // RGB, any size. Resizes the longest side to the model size exactly as the
   // reference (PIL bilinear), normalizes, pads, encodes.
   void set_image(const Image8& rgb);
   // Embedding computed elsewhere (e.g. a GleSAM enhancer); original_size is
-  // the image's (h, w).
+  // the image's (h, w). There is no mirrored view of it, so decodes against
+  // it are single-view even with flip on.
   void set_embedding(const torch::Tensor& embedding, std::pair<int64_t, int64_t> original_size);
 
   // One prompt set. Throws rsam::Error on prompts outside the image, NaNs,
@@ -93,6 +98,7 @@ class SamPredictor {
   std::pair<int64_t, int64_t> input_size() const { return input_size_; }
   const Sam& model() const { return model_; }
   Precision precision() const { return precision_; }
+  bool flip() const { return flip_; }
 
   // Encoder alone (preprocessed [B,3,S,S] in, embedding out) under the
   // predictor's precision; used by bench and training code.
@@ -107,9 +113,13 @@ class SamPredictor {
                                   const torch::Tensor& masks, bool multimask_output, bool return_logits) const;
   // Forward passes are logically const (eval mode, no state), but torch's
   // module API is not const-qualified.
+  // Mirrors a low-res [.., 4h, 4w] map's columns inside the image's part of
+  // the padded frame (exact when the resized width is a multiple of 4).
+  torch::Tensor flip_low_res(const torch::Tensor& t) const;
   mutable Sam model_;
   Precision precision_;
-  torch::Tensor features_;
+  bool flip_ = false;
+  torch::Tensor features_, features_flipped_;
   std::pair<int64_t, int64_t> original_size_{0, 0}, input_size_{0, 0};
 };
 

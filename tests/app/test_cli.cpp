@@ -549,6 +549,15 @@ TEST(Cli, OnePointReturnsTheBestOfThreeMasks) {
     EXPECT_EQ(j3["best"].get<int>(), most) << pt;
     EXPECT_EQ(j1["masks"][0], j3["masks"][most]) << pt;
   }
+  // --flip: the answer of two views (the library's flip, test_model); it
+  // says so, and the mirrored view moves the score.
+  const auto plain = nlohmann::json::parse(run(seg + " --box 70,50,170,150").out);
+  const auto flipped = run(seg + " --box 70,50,170,150 --flip");
+  ASSERT_EQ(flipped.code, 0) << flipped.err;
+  const auto jf = nlohmann::json::parse(flipped.out);
+  EXPECT_EQ(jf["flip"], true);
+  EXPECT_FALSE(plain.contains("flip"));
+  EXPECT_NE(jf["masks"][0]["score"].get<float>(), plain["masks"][0]["score"].get<float>());
 }
 
 TEST(Cli, DemoWritesThePictureAndIous) {

@@ -564,6 +564,59 @@ TEST_F(PredictorTest, RefineFeedsTheMaskBackAsTheMaskInput) {
   EXPECT_THROW(pred->refine(p, first, -1), rsam::Error);
 }
 
+// The flip predictor's answer is the plain predictor's on the image and on
+// its mirror image (the prompt mirrored, the answer flipped back), averaged:
+// points, boxes and mask inputs all mirrored where the encoder sees them.
+// The mirror is taken in the resized input's pixels, as the encoder sees
+// them; this image's resize scale is a power of two, so every coordinate
+// below is exact.
+TEST_F(PredictorTest, FlipAveragesTheImageAndItsMirrorImage) {
+  const int W = 128, H = 80;
+  rsam::Image8 img(W, H, 3), mirror(W, H, 3);
+  for (size_t i = 0; i < img.data.size(); ++i) img.data[i] = uint8_t(i * 7 + (i / 300) * 13);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x)
+      for (int c = 0; c < 3; ++c) mirror.data[(y * W + x) * 3 + c] = img.data[(y * W + W - 1 - x) * 3 + c];
+  rsam::SamPredictor flip(pred->model(), rsam::Precision::FP32, true), plain(pred->model());
+  flip.set_image(img);
+  EXPECT_TRUE(flip.flip());
+  // Column x of the S-wide resized input is S-1-x in the mirror image; in
+  // the original's coordinates x goes to X - x.
+  const int S = pred->model()->config.img_size;
+  ASSERT_EQ(W % S, 0);
+  const float X = float(W) * float(S - 1) / float(S);
+  rsam::Prompt p, m;
+  p.points = {{30, 20}, {70, 40}};
+  p.labels = {1, 0};
+  p.box = std::array<float, 4>{10, 5, 60, 50};
+  m.points = {{X - 30, 20}, {X - 70, 40}};
+  m.labels = p.labels;
+  m.box = std::array<float, 4>{X - 60, 5, X - 10, 50};
+  plain.set_image(img);
+  p.mask_input = plain.predict(p, false).low_res_logits;
+  m.mask_input = p.mask_input.flip({-1});
+  for (bool multi : {true, false}) {
+    plain.set_image(img);
+    const auto a = plain.predict(p, multi, true);
+    plain.set_image(mirror);
+    const auto b = plain.predict(m, multi, true);
+    const auto f = flip.predict(p, multi, true);
+    EXPECT_LE((f.masks - 0.5 * (a.masks + b.masks.flip({-1}))).abs().max().item<double>(), 1e-5);
+    EXPECT_LE((f.low_res_logits - 0.5 * (a.low_res_logits + b.low_res_logits.flip({-1}))).abs().max().item<double>(),
+              1e-5);
+    EXPECT_LE((f.iou_predictions - 0.5 * (a.iou_predictions + b.iou_predictions)).abs().max().item<double>(), 1e-6);
+    // Not the plain answer: the mirrored view counts.
+    EXPECT_GT((f.masks - a.masks).abs().max().item<double>(), 1e-3);
+    EXPECT_TRUE(torch::equal(flip.predict(p, multi).masks, f.masks > 0));
+  }
+  // An embedding set directly has no mirrored view: single-view decodes.
+  flip.set_embedding(pred->embedding(), {60, 100});
+  rsam::Prompt q;
+  q.points = {{20, 20}};
+  q.labels = {1};
+  EXPECT_TRUE(torch::equal(flip.predict(q).low_res_logits, pred->predict(q).low_res_logits));
+}
+
 TEST_F(PredictorTest, EmbeddingCanBeSetDirectly) {
   rsam::Prompt p;
   p.points = {{20, 20}};

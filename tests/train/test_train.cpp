@@ -440,6 +440,21 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
   EXPECT_FALSE(rsam::eval::load_results(results_json, stable_opts).has_value());  // another pick, other numbers
   stable_opts.pick = "largest";
   EXPECT_THROW(rsam::eval::evaluate(stable_opts), rsam::Error);
+  // --flip: every mask from two views (SamPredictor's flip, tested in
+  // test_model), so the scores move; a report of its own.
+  auto flip_opts = e;
+  flip_opts.flip = true;
+  flip_opts.report = (fs::path(::testing::TempDir()) / "rsam_eval_report_flip").string();
+  const auto flipped = rsam::eval::evaluate(flip_opts);
+  ASSERT_EQ(flipped.records.size(), again.records.size());
+  int changed = 0;
+  for (size_t i = 0; i < flipped.records.size(); ++i) changed += flipped.records[i].score != again.records[i].score;
+  EXPECT_GT(changed, 0) << "the mirrored view changed no score";
+  EXPECT_FALSE(rsam::eval::load_results(results_json, flip_opts).has_value());
+  EXPECT_TRUE(rsam::eval::load_results((fs::path(flip_opts.report) / "results.json").string(), flip_opts).has_value());
+  std::ifstream frf(fs::path(flip_opts.report) / "report.md");
+  const std::string freport((std::istreambuf_iterator<char>(frf)), std::istreambuf_iterator<char>());
+  EXPECT_NE(freport.find("--flip"), std::string::npos);
 }
 
 TEST(Train, BadOptionsAreErrors) {

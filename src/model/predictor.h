@@ -111,11 +111,11 @@ class SamPredictor {
   // Coordinates already in the resized input frame (official predict_torch).
   Prediction predict_batch_scaled(const torch::Tensor& pts, const torch::Tensor& labels, const torch::Tensor& boxes,
                                   const torch::Tensor& masks, bool multimask_output, bool return_logits) const;
-  // Forward passes are logically const (eval mode, no state), but torch's
-  // module API is not const-qualified.
   // Mirrors a low-res [.., 4h, 4w] map's columns inside the image's part of
   // the padded frame (exact when the resized width is a multiple of 4).
   torch::Tensor flip_low_res(const torch::Tensor& t) const;
+  // Forward passes are logically const (eval mode, no state), but torch's
+  // module API is not const-qualified.
   mutable Sam model_;
   Precision precision_;
   bool flip_ = false;

@@ -84,14 +84,13 @@ Tensor SamPredictor::encode(const Tensor& preprocessed) const {
 void SamPredictor::set_image(const Image8& rgb) {
   features_ = features_flipped_ = Tensor();
   auto x = prepare_image(rgb);
-  torch::NoGradGuard ng;
-  // Mirrored before the padding, so both views are padded on the right. The
-  // resize is symmetric, so this is the mirrored image resized.
-  Tensor flipped = flip_ ? encode(model_->preprocess(x.flip({3}))) : Tensor();
-  features_ = encode(model_->preprocess(x));
-  features_flipped_ = flipped;
   original_size_ = {rgb.height, rgb.width};
   input_size_ = {x.size(2), x.size(3)};
+  torch::NoGradGuard ng;
+  features_ = encode(model_->preprocess(x));
+  // Mirrored before the padding, so both views are padded on the right. The
+  // resize is symmetric, so this is the mirrored image resized.
+  if (flip_) features_flipped_ = encode(model_->preprocess(x.flip({3})));
 }
 
 void SamPredictor::set_embedding(const Tensor& embedding, std::pair<int64_t, int64_t> original_size) {

@@ -37,8 +37,9 @@ bool is_ambiguous(const Prompt& p);
 
 // How one mask is picked from several. Score: the decoder's predicted IoU,
 // as SAM's demo does. Stability: SAM's stability score (below), which the
-// automatic mask generator filters with; it needs no trained head, and on
-// rsam-tiny it picks better (docs/rsam-tiny.md).
+// automatic mask generator filters with; it needs no trained head. On
+// rsam-tiny it picked better on some held-out sets and not on the whole of
+// another (docs/rsam-tiny.md, One-point ranking), so Score is the default.
 enum class Pick { Score, Stability };
 Pick parse_pick(const std::string& s);  // "score" | "stability"
 // SAM's stability score per mask (calculate_stability_score): the pixels

@@ -1,4 +1,4 @@
-// `rsam train` and `rsam eval`: flag parsing over train/ and eval/.
+// `rsam train`, `rsam eval`, `rsam compare` and `rsam study`: flag parsing over train/ and eval/.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -10,8 +10,10 @@
 #include "app/commands.h"
 #include "data/dataset.h"
 #include "error.h"
+#include "eval/compare.h"
 #include "eval/evaluator.h"
 #include "eval/study.h"
+#include "io/fs.h"
 #include "train/distributed.h"
 #include "train/trainer.h"
 
@@ -171,6 +173,31 @@ void add_eval_command(CLI::App& app) {
           std::printf("%-12s %-22s %-12s IoU %.4f  Dice %.4f  (n=%d)\n", method.c_str(), corr.c_str(), prompt.c_str(),
                       m["iou"].get<double>(), m["dice"].get<double>(), m["n"].get<int>());
     if (!o->report.empty()) std::printf("report: %s/report.md\n", o->report.c_str());
+  });
+}
+
+void add_compare_command(CLI::App& app) {
+  struct Args {
+    std::string base, other, out;
+    eval::CompareOptions o;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = app.add_subcommand("compare", "Paired differences between two eval reports, with standard errors");
+  c->add_option("base", a->base, "Report directory of rsam eval (or its results.json): the baseline")->required();
+  c->add_option("other", a->other, "Report directory (or results.json) compared against it")->required();
+  c->add_option("--base-method", a->o.base_method, "The baseline's method when its report holds several");
+  c->add_option("--method", a->o.other_method, "The other report's method when it holds several");
+  c->add_option("--metric", a->o.metric, "Per-object metric compared")
+      ->check(CLI::IsMember({"iou", "dice", "boundary_iou", "pixel_accuracy"}))
+      ->capture_default_str();
+  c->add_flag("--json", a->json, "Print JSON instead of the Markdown table");
+  c->add_option("--out", a->out, "Also write the Markdown table to this file");
+  c->callback([a] {
+    const auto cmp = eval::compare_runs(eval::read_run(a->base), eval::read_run(a->other), a->o);
+    const auto md = eval::comparison_markdown(cmp, a->base, a->other);
+    if (!a->out.empty()) io::write_atomic(a->out, md.data(), md.size());
+    std::printf("%s", a->json ? (eval::comparison_json(cmp).dump(1) + "\n").c_str() : md.c_str());
   });
 }
 

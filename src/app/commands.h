@@ -25,6 +25,7 @@ void add_degrade_command(CLI::App& app);
 void add_adapter_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+void add_compare_command(CLI::App& app);
 
 void add_synth_command(CLI::App& app);
 void add_demo_command(CLI::App& app);

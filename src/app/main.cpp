@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   rsam::app::add_study_command(app);
   rsam::app::add_train_command(app);
   rsam::app::add_eval_command(app);
+  rsam::app::add_compare_command(app);
   try {
     // Page faults on re-allocated tensors cost more than the encode itself
     // at rsam-tiny's size (runtime.h). RSAM_CPU_CACHE=0 keeps torch's own

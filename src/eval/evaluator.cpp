@@ -221,10 +221,14 @@ EvalResult evaluate(const EvalOptions& o) {
         ++skipped;
         continue;
       }
-      // Prompts from the clean ground truth: identical for every corruption and method.
+      // Prompts from the clean ground truth: identical for every corruption and
+      // method, and for a prompt type whatever else --prompts lists (the type's
+      // text is in sample_prompt's seed; the key is what the first listed
+      // prompt always had, so those draws are unchanged), which keeps runs
+      // with different lists paired object by object (rsam compare).
       std::vector<data::SampledPrompt> prompts;
-      for (size_t k = 0; k < prompt_specs.size(); ++k)
-        prompts.push_back(data::sample_prompt(s.mask, prompt_specs[k], o.seed, degrade::derive_seed(i, k)));
+      for (const auto& spec : prompt_specs)
+        prompts.push_back(data::sample_prompt(s.mask, spec, o.seed, degrade::derive_seed(i, 0)));
       for (const auto& c : corruptions) {
         cv::Mat img = s.image;
         int sev = 0;
@@ -398,6 +402,10 @@ nlohmann::json options_json(const EvalOptions& o) {
       {"checkpoint", o.checkpoint}, {"adapters", o.adapters}, {"data", o.data}, {"corruptions", o.corruptions},
       {"severity", o.severity},     {"prompts", o.prompts},   {"seed", o.seed}, {"max_samples", o.max_samples},
       {"precision", o.precision},   {"refine", o.refine}};
+  // Since 2026-12-03 a prompt type draws the same prompt wherever it is
+  // listed; results written before (without this entry) drew the k-th listed
+  // type from key k, so they are not reused for the new draws.
+  j["prompt_draws"] = "by type";
   // Only when they differ from the default, so results cached before --pick
   // and --flip existed still match.
   if (o.pick != "score") j["pick"] = o.pick;
@@ -502,6 +510,22 @@ std::optional<EvalResult> load_results(const std::string& path, const EvalOption
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;  // truncated or foreign: evaluate again
   }
+}
+
+EvalRun read_run(const std::string& path) {
+  const std::string file = fs::is_directory(path) ? (fs::path(path) / "results.json").string() : path;
+  std::ifstream f(file);
+  if (!f) throw Error("cannot read '" + file + "' (give a report directory of rsam eval or its results.json)");
+  EvalRun run;
+  try {
+    const auto j = nlohmann::json::parse(f);
+    run.options = j.at("options");
+    for (const auto& x : j.at("records")) run.records.push_back(record_from_json(x));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("'" + file + "' is not an rsam eval results.json: " + e.what());
+  }
+  if (run.records.empty()) throw Error("'" + file + "' holds no record");
+  return run;
 }
 
 void write_report(const std::string& dir, const EvalOptions& o, const EvalResult& r) {

@@ -86,6 +86,15 @@ EvalResult merge_shards(std::vector<EvalResult> parts, const EvalOptions& opts);
 void write_records(const std::string& path, const std::vector<Record>& records);
 std::vector<Record> read_records(const std::string& path);
 
+// A finished evaluation as its report holds it: the options that decided
+// the numbers and every record. `path` is a report directory or its
+// results.json; rsam::Error (one line) if missing or not a report.
+struct EvalRun {
+  nlohmann::json options;
+  std::vector<Record> records;
+};
+EvalRun read_run(const std::string& path);
+
 // Summaries and reports from records (exposed for tests and merges).
 nlohmann::json summarize(const std::vector<Record>& records);
 nlohmann::json rank_oracle(const std::vector<Record>& records);

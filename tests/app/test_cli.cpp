@@ -443,6 +443,22 @@ TEST(Cli, EvalOnTwoProcessesWritesTheSameReport) {
   EXPECT_GT(lines(slurp(two + "/records.csv")), 20);
   // results.json names its options, which are the same: the whole file matches.
   EXPECT_EQ(slurp(one + "/results.json"), slurp(two + "/results.json"));
+  // rsam compare pairs two reports object by object (here the adapter of one
+  // against the base of the other), as a table or JSON.
+  const auto table = tmp("compare.md");
+  auto cmp =
+      run("compare " + one + " " + two + " --base-method sam --method rsam_cli_eval2_gara --json --out " + table);
+  ASSERT_EQ(cmp.code, 0) << cmp.err;
+  const auto j = nlohmann::json::parse(cmp.out);
+  ASSERT_EQ(j["rows"].size(), 4u);  // box and one point, clean and fog
+  for (const auto& row : j["rows"]) EXPECT_EQ(row["n"].get<int>(), 5) << row.dump();
+  EXPECT_NE(slurp(table).find("| box | fog | 5 |"), std::string::npos) << slurp(table);
+  for (const std::string c : {"compare " + one + " " + two,  // two methods, none named
+                              "compare /nonexistent " + two, "compare " + one + " " + two + " --method nope"}) {
+    auto bad = run(c);
+    EXPECT_EQ(bad.code, 1) << c;
+    EXPECT_EQ(lines(bad.err), 1) << c << "\n" << bad.err;
+  }
   auto bad = run("eval --checkpoint /nope.pth --data " + data + " --nproc 2 --quiet");
   EXPECT_EQ(bad.code, 1);
   EXPECT_EQ(lines(bad.err), 1) << bad.err;

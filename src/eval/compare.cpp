@@ -185,12 +185,19 @@ PairedComparison compare_runs(const EvalRun& base, const EvalRun& other, const C
       }
       if (!pairs.empty()) c.rows.push_back(row_of(p, label, pairs));
     };
-    set_row("robustseg (mean of 15)", degrade::robustseg_names());
-    set_row("lqseg (mean of 3)", degrade::expand("lqseg"));
+    const auto rs = degrade::robustseg_names(), lq = degrade::expand("lqseg");
+    set_row("robustseg (mean of 15)", rs);
+    set_row("lqseg (mean of 3)", lq);
     std::vector<std::string> degraded;
     for (const auto& s : shared)
       if (s != "clean") degraded.push_back(s);
-    set_row("degraded (mean)", degraded);
+    // Not when it is one of the sets above again.
+    auto same = [&](std::vector<std::string> x) {
+      auto y = degraded;
+      std::sort(x.begin(), x.end()), std::sort(y.begin(), y.end());
+      return x == y;
+    };
+    if (!same(rs) && !same(lq)) set_row("degraded (mean)", degraded);
   }
   if (paired == 0 && !c.skipped.empty())
     throw Error("the runs drew their random prompts differently (" + c.skipped.front() +

@@ -495,23 +495,6 @@ std::vector<Record> read_records(const std::string& path) {
   return out;
 }
 
-std::optional<EvalResult> load_results(const std::string& path, const EvalOptions& o) {
-  std::ifstream f(path);
-  if (!f) return std::nullopt;
-  try {
-    const auto j = nlohmann::json::parse(f);
-    if (j.at("options") != options_json(o)) return std::nullopt;
-    EvalResult r;
-    for (const auto& x : j.at("records")) r.records.push_back(record_from_json(x));
-    if (r.records.empty()) return std::nullopt;
-    r.summary = summarize(r.records);
-    if (o.oracle) r.oracle = rank_oracle(r.records);
-    return r;
-  } catch (const nlohmann::json::exception&) {
-    return std::nullopt;  // truncated or foreign: evaluate again
-  }
-}
-
 EvalRun read_run(const std::string& path) {
   const std::string file = fs::is_directory(path) ? (fs::path(path) / "results.json").string() : path;
   std::ifstream f(file);
@@ -526,6 +509,21 @@ EvalRun read_run(const std::string& path) {
   }
   if (run.records.empty()) throw Error("'" + file + "' holds no record");
   return run;
+}
+
+std::optional<EvalResult> load_results(const std::string& path, const EvalOptions& o) {
+  EvalRun run;
+  try {
+    run = read_run(path);
+  } catch (const Error&) {
+    return std::nullopt;  // missing, truncated, foreign or empty: evaluate again
+  }
+  if (run.options != options_json(o)) return std::nullopt;
+  EvalResult r;
+  r.records = std::move(run.records);
+  r.summary = summarize(r.records);
+  if (o.oracle) r.oracle = rank_oracle(r.records);
+  return r;
 }
 
 void write_report(const std::string& dir, const EvalOptions& o, const EvalResult& r) {

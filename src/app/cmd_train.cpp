@@ -58,6 +58,8 @@ void add_train_command(CLI::App& app) {
                 "Interactive rounds per object: a corrective click from the last mask's error, plus that mask");
   c->add_option("--rank-loss", o->rank_loss,
                 "Weight of a pairwise ranking loss on the predicted IoUs of a single point's three masks");
+  c->add_option("--occluded-weight", o->occluded_weight,
+                "Loss weight of an object whose mask is in several pieces (cut by another object)");
   c->add_option(
        "--iou-target", o->iou_target,
        "Where the IoU that the scores learn is measured: input (resolution, as evaluated) or lowres (mask grid)")

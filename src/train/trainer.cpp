@@ -310,6 +310,11 @@ Tensor encode_for_training(Sam& model, const Tensor& images, bool grad_checkpoin
   return enc->neck->forward(x.permute({0, 3, 1, 2}));
 }
 
+bool in_pieces(const cv::Mat& mask) {
+  cv::Mat labels;
+  return cv::connectedComponents(mask > 0, labels, 4, CV_32S) > 2;  // background + two parts
+}
+
 ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat& mask01,
                             const data::SampledPrompt& prompt, bool with_image) {
   const auto& cfg = model->config;
@@ -347,6 +352,7 @@ ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat&
     s.labels = torch::tensor(prompt.labels, torch::kInt32).view({1, -1}).to(model->device());
     s.ambiguous = prompt.points.size() == 1 && !prompt.has_box;
   }
+  s.pieces = in_pieces(mask01);
   if (prompt.has_box) {
     const auto& b = prompt.box;
     s.box = torch::tensor({float(b[0] * sx), float(b[1] * sy), float(b[2] * sx), float(b[3] * sy)})
@@ -379,6 +385,7 @@ void check_options(const TrainOptions& o) {
     throw Error("--batch, --accum and --masks-per-image must be >= 1");
   if (o.iterative_points < 0) throw Error("--iterative-points must be >= 0");
   if (!(o.rank_loss >= 0)) throw Error("--rank-loss must be >= 0");
+  if (!(o.occluded_weight > 0 && o.occluded_weight <= 100)) throw Error("--occluded-weight must be in (0, 100]");
   if (o.iou_target != "input" && o.iou_target != "lowres") throw Error("--iou-target must be input or lowres");
   if (!o.trainable.empty() && !o.full) throw Error("--trainable selects among all weights: it needs --full");
   if (!(o.lr > 0) || o.wd < 0) throw Error("--lr must be > 0 and --wd >= 0");
@@ -428,6 +435,7 @@ TrainResult train(const TrainOptions& o) {
   if (o.masks_per_image != 1) cfg["masks_per_image"] = o.masks_per_image;
   if (o.iterative_points != 0) cfg["iterative_points"] = o.iterative_points;
   if (o.rank_loss != 0) cfg["rank_loss"] = o.rank_loss;
+  if (o.occluded_weight != 1) cfg["occluded_weight"] = o.occluded_weight;
   if (!o.trainable.empty()) cfg["trainable"] = o.trainable;
   // Runs from before the option measured on the low-res grid: their configs lack the key.
   if (o.iou_target != "lowres") cfg["iou_target"] = o.iou_target;
@@ -560,6 +568,8 @@ TrainResult train(const TrainOptions& o) {
     opt->zero_grad();
     double loss_sum = 0, focal = 0, dice = 0, iou_mse = 0, iou_rank = 0, aux_sum = 0;
     int64_t n_items = 0, n_terms = 0;  // objects; loss terms (objects x rounds)
+    double n_weight = 0;               // the terms' summed weights (--occluded-weight)
+    int64_t n_pieces = 0;              // objects whose mask is in several pieces
     for (int a = 0; a < o.accum; ++a) {
       if (!loader.next(batch)) {
         exhausted = true;
@@ -588,6 +598,7 @@ TrainResult train(const TrainOptions& o) {
       }
       Tensor loss_acc;
       int64_t mb_terms = 0;
+      double mb_weight = 0;
       if (!samples.empty()) {
         // bf16 covers the encoder only; the decoder runs in fp32 as in the
         // predictor (it is cheap, and torch 1.13's CPU LayerNorm rejects a
@@ -601,8 +612,11 @@ TrainResult train(const TrainOptions& o) {
         }
         auto pe = model->prompt_encoder->get_dense_pe();
         auto iou_target = [&](const ModelSample& s) { return input_iou ? s.input_target : Tensor(); };
+        double w = 1;  // the weight of the object being decoded
         auto add_term = [&](const LossParts& t) {
-          loss_acc = loss_acc.defined() ? loss_acc + t.total : t.total;
+          const Tensor term = w == 1 ? t.total : t.total * w;
+          loss_acc = loss_acc.defined() ? loss_acc + term : term;
+          mb_weight += w;
           focal += t.focal;
           dice += t.dice;
           iou_mse += t.iou_mse;
@@ -611,6 +625,7 @@ TrainResult train(const TrainOptions& o) {
         };
         for (size_t i = 0; i < samples.size(); ++i) {
           const auto& s = samples[i];
+          w = s.pieces ? o.occluded_weight : 1.0;
           std::optional<std::pair<Tensor, Tensor>> pts;
           if (s.points.defined()) pts = std::make_pair(s.points, s.labels);
           std::optional<Tensor> box;
@@ -639,22 +654,25 @@ TrainResult train(const TrainOptions& o) {
         }
       }
       auto aux = adapted && !samples.empty() ? adapted->aux_loss() : torch::zeros({});
-      // Every mask weighs the same: the mean over this micro-batch's masks
-      // (on all ranks), averaged over the accumulated micro-batches.
-      int64_t all_terms = mb_terms;
+      // Every mask weighs the same (or --occluded-weight): the weighted mean
+      // over this micro-batch's masks (on all ranks), averaged over the
+      // accumulated micro-batches.
+      double all_weight = mb_weight;
       if (group) {
-        std::vector<Tensor> c{torch::tensor({double(mb_terms)}, torch::kFloat64)};
+        std::vector<Tensor> c{torch::tensor({mb_weight}, torch::kFloat64)};
         group->all_reduce_sum(c);
-        all_terms = int64_t(c[0].item<double>());
+        all_weight = c[0].item<double>();
       }
       if (loss_acc.defined()) {
-        auto loss = (loss_acc / double(std::max<int64_t>(1, all_terms) * o.accum)) + aux / double(o.accum * world);
+        auto loss = (loss_acc / (std::max(1.0, all_weight) * o.accum)) + aux / double(o.accum * world);
         loss.backward();
         loss_sum += loss_acc.item<double>();
       }
       aux_sum += aux.item<double>();
       n_items += int64_t(samples.size());
       n_terms += mb_terms;
+      n_weight += mb_weight;
+      for (const auto& s : samples) n_pieces += s.pieces;
     }
     if (group) {
       // One sum for the gradients (a rank with no object adds zeros), one
@@ -666,20 +684,21 @@ TrainResult train(const TrainOptions& o) {
         grads.push_back(p.grad());
       }
       group->all_reduce_sum(grads);
-      std::vector<Tensor> m{
-          torch::tensor({loss_sum, focal, dice, iou_mse, iou_rank, aux_sum / world, double(n_items), double(n_terms)},
-                        torch::kFloat64)};
+      std::vector<Tensor> m{torch::tensor({loss_sum, focal, dice, iou_mse, iou_rank, aux_sum / world, double(n_items),
+                                           double(n_terms), n_weight, double(n_pieces)},
+                                          torch::kFloat64)};
       group->all_reduce_sum(m);
       auto v = m[0].accessor<double, 1>();
       loss_sum = v[0], focal = v[1], dice = v[2], iou_mse = v[3], iou_rank = v[4], aux_sum = v[5];
-      n_items = int64_t(v[6]), n_terms = int64_t(v[7]);
+      n_items = int64_t(v[6]), n_terms = int64_t(v[7]), n_weight = v[8];
+      n_pieces = int64_t(v[9]);
     }
     if (n_items == 0) break;
     if (!std::isfinite(loss_sum)) throw Error("loss became NaN/Inf at step " + std::to_string(step) + "; lower --lr");
     if (o.clip > 0) torch::nn::utils::clip_grad_norm_(plist, o.clip);
     opt->step();
     ++step;
-    last_loss = loss_sum / double(n_terms);
+    last_loss = loss_sum / n_weight;  // the weighted mean the step minimised
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     const double ips = double((step - first) * per_step) / std::max(secs, 1e-9);
     const double eta = double(total - step) * secs / double(std::max<int64_t>(1, step - first));
@@ -693,6 +712,7 @@ TrainResult train(const TrainOptions& o) {
                      {"lr", lr},
                      {"img_per_s", ips},
                      {"masks", n_items},
+                     {"masks_in_pieces", n_pieces},
                      {"skipped", loader.skipped()}};
     if (lead) metrics << j.dump() << "\n" << std::flush;
     curve.emplace_back(step, last_loss);

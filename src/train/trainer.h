@@ -28,9 +28,12 @@ struct TrainOptions {
   std::string prompts = "points:3,box";  // one is drawn per sample (mix)
   int64_t steps = 0, epochs = 0;         // one of them
   int batch = 1, accum = 1;
-  int masks_per_image = 1;           // objects decoded per image encoding (datasets with several per image)
-  int iterative_points = 0;          // SAM's interactive rounds: corrective clicks + the previous mask, per object
-  double rank_loss = 0;              // weight of train::iou_rank_loss over a single point's three candidates
+  int masks_per_image = 1;   // objects decoded per image encoding (datasets with several per image)
+  int iterative_points = 0;  // SAM's interactive rounds: corrective clicks + the previous mask, per object
+  double rank_loss = 0;      // weight of train::iou_rank_loss over a single point's three candidates
+  // Weight of an object whose mask is in several pieces (another object cuts
+  // it) in the per-mask mean: the objects rsam-tiny fits worst (docs/rsam-tiny.md).
+  double occluded_weight = 1;
   std::string iou_target = "input";  // where the IoU the scores learn is measured: input (as evaluated) | lowres
   std::string optimizer = "adam";    // adam | adamw
   double lr = 1e-4, wd = 1e-5, clip = 1.0;
@@ -79,7 +82,10 @@ struct ModelSample {
   torch::Tensor image, target, points, labels, box;  // points [1,K,2], labels [1,K], box [1,4]; undefined if absent
   torch::Tensor input_target;                        // the mask at input resolution, padding cut [nh,nw], uint8 0/1
   bool ambiguous = false;                            // a single point: train the best of 3 masks
+  bool pieces = false;                               // the mask has two or more 4-connected parts
 };
+// Whether a 0/1 (or 0/255) mask has two or more 4-connected parts.
+bool in_pieces(const cv::Mat& mask);
 // With with_image false, `image` is left undefined (another object of an
 // image already laid out: only its target and prompt are needed).
 ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat& mask01,

@@ -612,9 +612,8 @@ TrainResult train(const TrainOptions& o) {
         }
         auto pe = model->prompt_encoder->get_dense_pe();
         auto iou_target = [&](const ModelSample& s) { return input_iou ? s.input_target : Tensor(); };
-        double w = 1;  // the weight of the object being decoded
-        auto add_term = [&](const LossParts& t) {
-          const Tensor term = w == 1 ? t.total : t.total * w;
+        auto add_term = [&](const LossParts& t, double w) {  // w: the object's weight (x 1.0 is exact)
+          const Tensor term = t.total * w;
           loss_acc = loss_acc.defined() ? loss_acc + term : term;
           mb_weight += w;
           focal += t.focal;
@@ -625,7 +624,7 @@ TrainResult train(const TrainOptions& o) {
         };
         for (size_t i = 0; i < samples.size(); ++i) {
           const auto& s = samples[i];
-          w = s.pieces ? o.occluded_weight : 1.0;
+          const double w = s.pieces ? o.occluded_weight : 1.0;
           std::optional<std::pair<Tensor, Tensor>> pts;
           if (s.points.defined()) pts = std::make_pair(s.points, s.labels);
           std::optional<Tensor> box;
@@ -633,7 +632,7 @@ TrainResult train(const TrainOptions& o) {
           auto [sparse, dense] = model->prompt_encoder->forward(pts, box, std::nullopt);
           auto [low, iou] = model->mask_decoder->forward(emb.narrow(0, image_of[i], 1), pe, sparse, dense, s.ambiguous);
           auto parts = sam_loss(low[0], iou[0], s.target, iou_target(s), loss_opts);
-          add_term(parts);
+          add_term(parts, w);
           // Interactive rounds (SAM, sec. A): the previous mask (no gradient
           // through it) and a corrective click go back in; one mask out.
           Tensor prev = low[0][parts.best];
@@ -648,7 +647,7 @@ TrainResult train(const TrainOptions& o) {
             auto [sp, dn] = model->prompt_encoder->forward(std::make_pair(points, labels), box,
                                                            prev.detach().view({1, 1, prev.size(0), prev.size(1)}));
             auto [low_r, iou_r] = model->mask_decoder->forward(emb.narrow(0, image_of[i], 1), pe, sp, dn, false);
-            add_term(sam_loss(low_r[0], iou_r[0], s.target, iou_target(s), loss_opts));
+            add_term(sam_loss(low_r[0], iou_r[0], s.target, iou_target(s), loss_opts), w);
             prev = low_r[0][0];
           }
         }

@@ -793,7 +793,6 @@ TEST(Train, OccludedWeightReweightsObjectsInPieces) {
     return "coco:" + (dir / name / "annotations.json").string() + "," + (dir / name / "images").string();
   };
   rsam::train::TrainOptions o;
-  o.init = "";
   o.checkpoint = kData + "tiny_a.pth";
   o.full = true;
   o.corruption = "none";

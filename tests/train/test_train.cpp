@@ -792,18 +792,12 @@ TEST(Train, OccludedWeightReweightsObjectsInPieces) {
     rsam::data::write_synth((dir / name).string(), 2, so);
     return "coco:" + (dir / name / "annotations.json").string() + "," + (dir / name / "images").string();
   };
-  rsam::train::TrainOptions o;
-  o.checkpoint = kData + "tiny_a.pth";
+  auto o = short_run("", 1, "rsam_train_occluded_out");
   o.full = true;
   o.corruption = "none";
   o.prompts = "box";
-  o.steps = 1;
-  o.batch = 2;
   o.masks_per_image = 12;
   o.lr = 1e-3;
-  o.quiet = true;
-  o.threads = 1;
-  o.workers = 0;
   auto run = [&](const std::string& data, double w, const std::string& out) {
     o.data = data;
     o.occluded_weight = w;

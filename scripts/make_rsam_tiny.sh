@@ -101,4 +101,7 @@ $RSAM train --checkpoint models/rsam-tiny.safetensors --adapter models/rsam-tiny
   --corruption robustseg,lqseg --severity random --clean-ratio 0.2 --prompts points:1,points:3,box \
   --steps 400 --batch 8 --masks-per-image 6 --optimizer adamw --lr 1e-3 --wd 1e-4 --warmup 20 --precision "$PRECISION" --seed 2 \
   --nproc 2 --workers 1 --save-every 50 --out "$W/gara" --resume
-cp "$W/gara/adapter.safetensors" models/rsam-tiny-gara.safetensors
+# Copied under a temporary name and renamed, so that a kill never leaves a
+# truncated adapter where rsam segment looks for it.
+cp "$W/gara/adapter.safetensors" models/rsam-tiny-gara.safetensors.tmp
+mv models/rsam-tiny-gara.safetensors.tmp models/rsam-tiny-gara.safetensors

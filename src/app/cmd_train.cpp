@@ -60,6 +60,8 @@ void add_train_command(CLI::App& app) {
                 "Weight of a pairwise ranking loss on the predicted IoUs of a single point's three masks");
   c->add_option("--occluded-weight", o->occluded_weight,
                 "Loss weight of an object whose mask is in several pieces (cut by another object)");
+  c->add_option("--consistency", o->consistency,
+                "Weight of the MSE between the adapted embedding and the frozen base's embedding of the clean image");
   c->add_option(
        "--iou-target", o->iou_target,
        "Where the IoU that the scores learn is measured: input (resolution, as evaluated) or lowres (mask grid)")

@@ -310,6 +310,16 @@ Tensor encode_for_training(Sam& model, const Tensor& images, bool grad_checkpoin
   return enc->neck->forward(x.permute({0, 3, 1, 2}));
 }
 
+Tensor model_input(const Sam& model, const cv::Mat& rgb) {
+  const auto [nh, nw] = preprocess_shape(rgb.rows, rgb.cols, model->config.img_size);
+  auto resized = resize_bilinear_pil(to_image8(rgb), nw, nh);
+  auto t = torch::from_blob(resized.data.data(), {nh, nw, 3}, torch::kUInt8)
+               .permute({2, 0, 1})
+               .to(torch::kFloat32)
+               .unsqueeze(0);
+  return model->preprocess(t.to(model->device()))[0];
+}
+
 bool in_pieces(const cv::Mat& mask) {
   cv::Mat labels;
   return cv::connectedComponents(mask > 0, labels, 4, CV_32S) > 2;  // background + two parts
@@ -322,14 +332,7 @@ ModelSample to_model_sample(const Sam& model, const cv::Mat& rgb, const cv::Mat&
   const int oh = rgb.rows, ow = rgb.cols;
   const auto [nh, nw] = preprocess_shape(oh, ow, S);
   ModelSample s;
-  if (with_image) {
-    auto resized = resize_bilinear_pil(to_image8(rgb), nw, nh);
-    auto t = torch::from_blob(resized.data.data(), {nh, nw, 3}, torch::kUInt8)
-                 .permute({2, 0, 1})
-                 .to(torch::kFloat32)
-                 .unsqueeze(0);
-    s.image = model->preprocess(t.to(model->device()))[0];
-  }
+  if (with_image) s.image = model_input(model, rgb);
   // Target: the mask laid out like the image, then averaged down to the
   // decoder's low-res grid (soft values at edges).
   cv::Mat m;
@@ -386,6 +389,9 @@ void check_options(const TrainOptions& o) {
   if (o.iterative_points < 0) throw Error("--iterative-points must be >= 0");
   if (!(o.rank_loss >= 0)) throw Error("--rank-loss must be >= 0");
   if (!(o.occluded_weight > 0 && o.occluded_weight <= 100)) throw Error("--occluded-weight must be in (0, 100]");
+  if (!(o.consistency >= 0 && o.consistency <= 1000)) throw Error("--consistency must be in [0, 1000]");
+  if (o.consistency > 0 && o.full)
+    throw Error("--consistency needs an adapter: it holds the adapted model to the frozen base, which --full trains");
   if (o.iou_target != "input" && o.iou_target != "lowres") throw Error("--iou-target must be input or lowres");
   if (!o.trainable.empty() && !o.full) throw Error("--trainable selects among all weights: it needs --full");
   if (!(o.lr > 0) || o.wd < 0) throw Error("--lr must be > 0 and --wd >= 0");
@@ -436,6 +442,7 @@ TrainResult train(const TrainOptions& o) {
   if (o.iterative_points != 0) cfg["iterative_points"] = o.iterative_points;
   if (o.rank_loss != 0) cfg["rank_loss"] = o.rank_loss;
   if (o.occluded_weight != 1) cfg["occluded_weight"] = o.occluded_weight;
+  if (o.consistency != 0) cfg["consistency"] = o.consistency;
   if (!o.trainable.empty()) cfg["trainable"] = o.trainable;
   // Runs from before the option measured on the low-res grid: their configs lack the key.
   if (o.iou_target != "lowres") cfg["iou_target"] = o.iou_target;
@@ -470,6 +477,15 @@ TrainResult train(const TrainOptions& o) {
     if (o.train_decoder) acfg["train_decoder"] = true;
     adapted.emplace(model, acfg, o.seed);
     params = adapted->trainable();
+  }
+  // The frozen base, for --consistency: a second copy, so that no adapter
+  // (nor a base tensor a method unfreezes) changes what it computes.
+  std::optional<Sam> teacher;
+  if (o.consistency > 0) {
+    teacher = load_sam(o.checkpoint).model;
+    (*teacher)->to(model->device());
+    (*teacher)->eval();
+    for (auto& p : (*teacher)->parameters(true)) p.set_requires_grad(false);
   }
   std::vector<Tensor> plist;
   for (auto& [k, t] : params) plist.push_back(t);
@@ -566,7 +582,7 @@ TrainResult train(const TrainOptions& o) {
         static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
     }
     opt->zero_grad();
-    double loss_sum = 0, focal = 0, dice = 0, iou_mse = 0, iou_rank = 0, aux_sum = 0;
+    double loss_sum = 0, focal = 0, dice = 0, iou_mse = 0, iou_rank = 0, aux_sum = 0, cons_sum = 0;
     int64_t n_items = 0, n_terms = 0;  // objects; loss terms (objects x rounds)
     double n_weight = 0;               // the terms' summed weights (--occluded-weight)
     int64_t n_pieces = 0;              // objects whose mask is in several pieces
@@ -576,8 +592,8 @@ TrainResult train(const TrainOptions& o) {
         break;
       }
       std::vector<ModelSample> samples;
-      std::vector<int64_t> image_of;  // samples[k] decodes image image_of[k]
-      std::vector<Tensor> imgs;
+      std::vector<int64_t> image_of;    // samples[k] decodes image image_of[k]
+      std::vector<Tensor> imgs, clean;  // clean: the images uncorrupted (--consistency)
       for (size_t b = 0; b < batch.size(); ++b) {
         // Every rank reads the whole batch (so skips agree) and keeps its
         // share: together the ranks train on exactly one process's batch.
@@ -586,6 +602,7 @@ TrainResult train(const TrainOptions& o) {
         samples.push_back(to_model_sample(model, it.image, it.sample.mask, it.prompt));
         imgs.push_back(samples.back().image);
         image_of.push_back(int64_t(imgs.size()) - 1);
+        if (teacher) clean.push_back(it.corruption == "clean" ? imgs.back() : model_input(model, it.sample.image));
         // More objects of the same image share its (expensive) encoding, as
         // SAM's own training decodes many masks per image.
         for (size_t j : more_masks(*ds, it, o.masks_per_image - 1, o.seed)) {
@@ -596,7 +613,7 @@ TrainResult train(const TrainOptions& o) {
           image_of.push_back(int64_t(imgs.size()) - 1);
         }
       }
-      Tensor loss_acc;
+      Tensor loss_acc, cons;
       int64_t mb_terms = 0;
       double mb_weight = 0;
       if (!samples.empty()) {
@@ -609,6 +626,19 @@ TrainResult train(const TrainOptions& o) {
           set_autocast(false, model->device().is_cuda());
           at::autocast::clear_cache();
           emb = emb.to(torch::kFloat32);
+        }
+        if (teacher) {
+          Tensor target;
+          {
+            torch::NoGradGuard ng;
+            if (bf16) set_autocast(true, model->device().is_cuda());
+            target = (*teacher)->image_encoder->forward(torch::stack(clean)).to(torch::kFloat32);
+            if (bf16) {
+              set_autocast(false, model->device().is_cuda());
+              at::autocast::clear_cache();
+            }
+          }
+          cons = torch::mse_loss(emb, target);
         }
         auto pe = model->prompt_encoder->get_dense_pe();
         auto iou_target = [&](const ModelSample& s) { return input_iou ? s.input_target : Tensor(); };
@@ -664,9 +694,12 @@ TrainResult train(const TrainOptions& o) {
       }
       if (loss_acc.defined()) {
         auto loss = (loss_acc / (std::max(1.0, all_weight) * o.accum)) + aux / double(o.accum * world);
+        // A mean over this rank's images; the ranks' gradients are summed.
+        if (cons.defined()) loss = loss + cons * (o.consistency / double(o.accum * world));
         loss.backward();
         loss_sum += loss_acc.item<double>();
       }
+      if (cons.defined()) cons_sum += cons.item<double>();
       aux_sum += aux.item<double>();
       n_items += int64_t(samples.size());
       n_terms += mb_terms;
@@ -684,13 +717,13 @@ TrainResult train(const TrainOptions& o) {
       }
       group->all_reduce_sum(grads);
       std::vector<Tensor> m{torch::tensor({loss_sum, focal, dice, iou_mse, iou_rank, aux_sum / world, double(n_items),
-                                           double(n_terms), n_weight, double(n_pieces)},
+                                           double(n_terms), n_weight, double(n_pieces), cons_sum / world},
                                           torch::kFloat64)};
       group->all_reduce_sum(m);
       auto v = m[0].accessor<double, 1>();
       loss_sum = v[0], focal = v[1], dice = v[2], iou_mse = v[3], iou_rank = v[4], aux_sum = v[5];
       n_items = int64_t(v[6]), n_terms = int64_t(v[7]), n_weight = v[8];
-      n_pieces = int64_t(v[9]);
+      n_pieces = int64_t(v[9]), cons_sum = v[10];
     }
     if (n_items == 0) break;
     if (!std::isfinite(loss_sum)) throw Error("loss became NaN/Inf at step " + std::to_string(step) + "; lower --lr");
@@ -713,6 +746,7 @@ TrainResult train(const TrainOptions& o) {
                      {"masks", n_items},
                      {"masks_in_pieces", n_pieces},
                      {"skipped", loader.skipped()}};
+    if (teacher) j["consistency"] = cons_sum / o.accum;  // the embeddings' mean squared difference
     if (lead) metrics << j.dump() << "\n" << std::flush;
     curve.emplace_back(step, last_loss);
     if (!quiet) {

@@ -34,6 +34,11 @@ struct TrainOptions {
   // Weight of an object whose mask is in several pieces (another object cuts
   // it) in the per-mask mean: the objects rsam-tiny fits worst (docs/rsam-tiny.md).
   double occluded_weight = 1;
+  // Weight of RobustSAM's consistency term (adapters only): the mean squared
+  // difference between the adapted model's embedding of the input (corrupted
+  // or not) and the frozen base's embedding of the same image clean, so the
+  // adapter learns to undo the corruption and to leave clean images alone.
+  double consistency = 0;
   std::string iou_target = "input";  // where the IoU the scores learn is measured: input (as evaluated) | lowres
   std::string optimizer = "adam";    // adam | adamw
   double lr = 1e-4, wd = 1e-5, clip = 1.0;
@@ -84,6 +89,9 @@ struct ModelSample {
   bool ambiguous = false;                            // a single point: train the best of 3 masks
   bool pieces = false;                               // the mask has two or more 4-connected parts
 };
+// An RGB image as the model takes it: longest side resized with PIL's
+// bilinear filter, normalized, padded; [3,S,S] on the model's device.
+torch::Tensor model_input(const Sam& model, const cv::Mat& rgb);
 // Whether a 0/1 (or 0/255) mask has two or more 4-connected parts.
 bool in_pieces(const cv::Mat& mask);
 // With with_image false, `image` is left undefined (another object of an

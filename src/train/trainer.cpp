@@ -620,23 +620,20 @@ TrainResult train(const TrainOptions& o) {
         // bf16 covers the encoder only; the decoder runs in fp32 as in the
         // predictor (it is cheap, and torch 1.13's CPU LayerNorm rejects a
         // bf16 input with fp32 weights).
-        if (bf16) set_autocast(true, model->device().is_cuda());
-        auto emb = encode_for_training(model, torch::stack(imgs), o.grad_checkpoint);
-        if (bf16) {
+        auto encode = [&](auto&& run) -> Tensor {
+          if (!bf16) return run();
+          set_autocast(true, model->device().is_cuda());
+          Tensor e = run();
           set_autocast(false, model->device().is_cuda());
           at::autocast::clear_cache();
-          emb = emb.to(torch::kFloat32);
-        }
+          return e.to(torch::kFloat32);
+        };
+        auto emb = encode([&] { return encode_for_training(model, torch::stack(imgs), o.grad_checkpoint); });
         if (teacher) {
           Tensor target;
           {
-            torch::NoGradGuard ng;
-            if (bf16) set_autocast(true, model->device().is_cuda());
-            target = (*teacher)->image_encoder->forward(torch::stack(clean)).to(torch::kFloat32);
-            if (bf16) {
-              set_autocast(false, model->device().is_cuda());
-              at::autocast::clear_cache();
-            }
+            torch::NoGradGuard ng;  // the target: no graph for the frozen pass
+            target = encode([&] { return (*teacher)->image_encoder->forward(torch::stack(clean)); });
           }
           cons = torch::mse_loss(emb, target);
         }

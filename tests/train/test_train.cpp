@@ -585,10 +585,10 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
   int lone = 0;
   for (size_t i = 0; i < stable.records.size(); ++i) {
     const auto &a = again.records[i], &b = stable.records[i];
-    if (a.prompt != "points:1") {
-      EXPECT_EQ(b.m.iou, a.m.iou);
-      continue;
-    }
+    // A box gets one mask: nothing to pick. clicks:N starts from a lone
+    // point whose mask is picked the same way, so its rounds may move.
+    if (a.prompt == "box") EXPECT_EQ(b.m.iou, a.m.iou);
+    if (a.prompt != "points:1") continue;
     ++lone;
     EXPECT_EQ(b.candidate_iou, a.candidate_iou);
     ASSERT_EQ(b.candidate_stability.size(), 3u);

@@ -95,12 +95,15 @@ $RSAM convert "$W/base12/model.safetensors" "$W/stage12.safetensors"
 # objects), and a training step at 1024 costs ~4x one at 768 here.
 $RSAM convert "$W/stage12.safetensors" models/rsam-tiny.safetensors --img-size 1024
 # GaRA (ranks scaled to the 128-wide encoder) on Robust-Seg + LQ corruptions,
-# trained on the shipped 1024-pixel weights (400 steps in bf16, ~1 h here;
-# the adapter trained at 768 and carried over recovered less).
+# trained on the shipped 1024-pixel weights (400 steps in bf16, ~1.5 h here;
+# the adapter trained at 768 and carried over recovered less), its embedding
+# held to the frozen base's embedding of the clean image (--consistency 4:
+# better than without over Robust-Seg and LQ with every prompt, and cheaper on
+# clean boxes; docs/rsam-tiny.md, Quality).
 $RSAM train --checkpoint models/rsam-tiny.safetensors --adapter models/rsam-tiny-gara.json --data "$TRAIN" \
   --corruption robustseg,lqseg --severity random --clean-ratio 0.2 --prompts points:1,points:3,box \
   --steps 400 --batch 8 --masks-per-image 6 --optimizer adamw --lr 1e-3 --wd 1e-4 --warmup 20 --precision "$PRECISION" --seed 2 \
-  --nproc 2 --workers 1 --save-every 50 --out "$W/gara" --resume
+  --nproc 2 --workers 1 --save-every 50 --consistency 4 --out "$W/gara" --resume
 # Copied under a temporary name and renamed, so that a kill never leaves a
 # truncated adapter where rsam segment looks for it.
 cp "$W/gara/adapter.safetensors" models/rsam-tiny-gara.safetensors.tmp

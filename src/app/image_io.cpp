@@ -5,11 +5,14 @@
 
 #include "error.h"
 #include "io/fs.h"
+#include "io/image_bytes.h"
 
 namespace rsam::app {
 
 Image8 read_rgb(const std::string& path) {
   const auto bytes = io::read_file(path);
+  const std::string problem = io::image_bytes_problem(bytes.data(), bytes.size());
+  if (!problem.empty()) throw Error("cannot decode image '" + path + "': " + problem);
   cv::Mat m;
   try {
     m = cv::imdecode(cv::Mat(1, int(bytes.size()), CV_8UC1, const_cast<uint8_t*>(bytes.data())),

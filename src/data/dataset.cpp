@@ -15,6 +15,7 @@
 #include "data/rle.h"
 #include "error.h"
 #include "io/fs.h"
+#include "io/image_bytes.h"
 
 namespace rsam::data {
 
@@ -101,6 +102,8 @@ cv::Mat decode_file(const std::string& path, int flags) {
   } catch (const Error&) {
     throw Error("dataset: cannot read '" + path + "'");
   }
+  const std::string problem = io::image_bytes_problem(bytes.data(), bytes.size());
+  if (!problem.empty()) throw Error("dataset: cannot decode image '" + path + "': " + problem);
   cv::Mat m;
   try {
     // imdecode rather than imread: a truncated or odd file must become an

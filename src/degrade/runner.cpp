@@ -19,6 +19,7 @@
 #include "degrade/corruption.h"
 #include "degrade/rng.h"
 #include "error.h"
+#include "io/image_bytes.h"
 
 namespace fs = std::filesystem;
 
@@ -42,13 +43,20 @@ std::vector<uchar> encode_png(const cv::Mat& img, bool rgb) {
   return buf;
 }
 
-// Reads an image as 8-bit RGB; empty Mat if unreadable. imread is avoided
-// so that a path with odd bytes or a truncated file cannot abort the run.
+// A cut JPEG would decode as grey-padded success: refuse it by name.
+void check_complete(const fs::path& path, const std::vector<uchar>& bytes) {
+  const std::string problem = rsam::io::image_bytes_problem(bytes.data(), bytes.size());
+  if (!problem.empty()) throw rsam::Error("cannot decode '" + path.string() + "': " + problem);
+}
+
+// Reads an image as 8-bit RGB; empty Mat if undecodable, rsam::Error if cut
+// short. imread is avoided so that a path with odd bytes cannot abort the run.
 cv::Mat read_rgb(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return {};
   std::vector<uchar> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (bytes.empty()) return {};
+  check_complete(path, bytes);
   cv::Mat bgr;
   try {
     bgr = cv::imdecode(bytes, cv::IMREAD_COLOR);
@@ -65,6 +73,7 @@ cv::Mat read_mask(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   std::vector<uchar> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (bytes.empty()) return {};
+  check_complete(path, bytes);
   try {
     return cv::imdecode(bytes, cv::IMREAD_GRAYSCALE);
   } catch (const cv::Exception&) {

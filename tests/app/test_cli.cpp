@@ -160,6 +160,16 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
   const std::string img = " --image " + kData + "images/square64.png";
   const auto garbage = tmp("garbage.png");
   std::ofstream(garbage) << "not an image";
+  // The test image re-encoded and cut to 3/4: libjpeg would pad the JPEG with
+  // grey and succeed, libpng would print its own line before ours.
+  const cv::Mat square = cv::imread(kData + "images/square64.png");
+  ASSERT_FALSE(square.empty());
+  for (const std::string ext : {".png", ".jpg"}) {
+    std::vector<uchar> buf;
+    ASSERT_TRUE(cv::imencode(ext, square, buf));
+    const auto cut = tmp("cut" + ext);
+    std::ofstream(cut, std::ios::binary).write(reinterpret_cast<const char*>(buf.data()), long(buf.size() * 3 / 4));
+  }
   const std::vector<std::string> cases = {
       "segment" + ck + img + " --point 500,10",                        // outside the image
       "segment" + ck + img + " --point nan,10",                        // NaN
@@ -169,6 +179,8 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
       "segment" + ck + img,                                            // no prompt
       "segment" + ck + " --image /nonexistent.png --point 1,1",        // missing image
       "segment" + ck + " --image " + garbage + " --point 1,1",         // corrupt image
+      "segment" + ck + " --image " + tmp("cut.png") + " --point 1,1",  // truncated PNG
+      "segment" + ck + " --image " + tmp("cut.jpg") + " --point 1,1",  // truncated JPEG
       "segment --checkpoint /nonexistent.pth" + img + " --point 1,1",  // missing checkpoint
       "segment --checkpoint " + garbage + img + " --point 1,1",        // corrupt checkpoint
       "segment" + ck + img + " --point 1,1 --mask-input " + kData + "expected/tiny_a_square64_embedding.npy",
@@ -183,6 +195,8 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
     EXPECT_EQ(lines(r.err), 1) << c << "\n" << r.err;
     EXPECT_EQ(r.err.rfind("rsam: error: ", 0), 0u) << r.err;
   }
+  EXPECT_NE(run("segment" + ck + " --image " + tmp("cut.jpg") + " --point 1,1").err.find("truncated JPEG"),
+            std::string::npos);
   // A bad cache setting is caught before any command runs.
   for (const std::string v : {"abc", "-1", "2x", "''"}) {
     auto r = run("info " + kData + "tiny_a.pth", "RSAM_CPU_CACHE=" + v + " ");

@@ -1,5 +1,6 @@
 // Datasets: folder (binary and instance maps), plain directory, paired, COCO
 // on the pycocotools fixtures, SA-1B layout, and the failure modes.
+#include <algorithm>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 #include "data/rle.h"
 #include "data_test_util.h"
 #include "error.h"
+#include "io/image_bytes.h"
 
 namespace rsam::data {
 namespace {
@@ -122,6 +124,66 @@ TEST(FolderDataset, MaskOfAnotherSizeIsAnError) {
   write_rgb(im + "/a.png", make_rgb(10, 10, 0));
   cv::imwrite(mk + "/a.png", rect_mask(11, 10, {0, 0, 2, 2}));
   EXPECT_THROW(open_dataset("folder:" + im + "," + mk)->get(0), Error);
+}
+
+std::vector<uchar> encode(const std::string& ext, const cv::Mat& img, const std::vector<int>& params = {}) {
+  std::vector<uchar> buf;
+  EXPECT_TRUE(cv::imencode(ext, img, buf, params)) << ext;
+  return buf;
+}
+
+// libjpeg pads a cut JPEG with grey and reports success, so the container
+// check is what stands between a half-downloaded file and a wrong mask.
+TEST(ImageBytes, WholeImagesPassAndEveryCutIsCaught) {
+  const cv::Mat img = make_rgb(48, 40, 5);
+  struct Case {
+    std::string name;
+    std::vector<uchar> bytes;
+    size_t min_cut;  // shorter prefixes are not recognisable as the format
+  };
+  const std::vector<Case> cases = {
+      {"jpg", encode(".jpg", img), 2},
+      {"progressive jpg", encode(".jpg", img, {cv::IMWRITE_JPEG_PROGRESSIVE, 1}), 2},
+      {"restart-interval jpg", encode(".jpg", img, {cv::IMWRITE_JPEG_RST_INTERVAL, 1}), 2},
+      {"png", encode(".png", img), 1},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const auto& b = c.bytes;
+    EXPECT_EQ(io::image_bytes_problem(b.data(), b.size()), "");
+    auto trailing = b;
+    trailing.insert(trailing.end(), {0, 1, 2, 3});
+    EXPECT_EQ(io::image_bytes_problem(trailing.data(), trailing.size()), "");
+    std::vector<size_t> missed;  // cut lengths that passed as complete or got another verdict
+    for (size_t n = c.min_cut; n < b.size(); ++n)
+      if (io::image_bytes_problem(b.data(), n).find("truncated") == std::string::npos) missed.push_back(n);
+    EXPECT_TRUE(missed.empty()) << missed.size() << " of " << b.size() - c.min_cut << " cuts missed, first at "
+                                << missed.front() << " of " << b.size();
+  }
+  // A flipped bit inside the image data of a PNG breaks its chunk's CRC.
+  auto png = encode(".png", img);
+  const auto idat = std::search(png.begin(), png.end(), std::begin("IDAT"), std::end("IDAT") - 1);
+  ASSERT_NE(idat, png.end());
+  idat[8] ^= 0x10;
+  EXPECT_NE(io::image_bytes_problem(png.data(), png.size()).find("bad CRC in chunk IDAT"), std::string::npos);
+  // Other formats are left to the decoder.
+  const auto bmp = encode(".bmp", img);
+  EXPECT_EQ(io::image_bytes_problem(bmp.data(), bmp.size() / 2), "");
+
+  // Through a dataset: the cut JPEG is an error naming the cause, not a grey image.
+  TempDir t;
+  const std::string im = t.mkdir("im"), mk = t.mkdir("mk");
+  const auto jpg = encode(".jpg", img);
+  test::write_bytes(im + "/cut.jpg", std::string(jpg.begin(), jpg.begin() + long(jpg.size() / 2)));
+  cv::imwrite(mk + "/cut.png", rect_mask(48, 40, {2, 3, 4, 5}));
+  const auto ds = open_dataset("folder:" + im + "," + mk);
+  ASSERT_EQ(ds->size(), 1u);
+  try {
+    ds->get(0);
+    FAIL() << "expected rsam::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated JPEG"), std::string::npos) << e.what();
+  }
 }
 
 TEST(CocoDataset, FixturesMatchPycocotools) {

@@ -2,6 +2,7 @@
 // resume, failures, jobs, preview and listing.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -72,6 +73,11 @@ void make_tree(const fs::path& root) {
 TEST(Runner, MirrorsTheTreeWritesAManifestAndReportsFailures) {
   TempDir t;
   make_tree(t.path);
+  // A JPEG cut in half: libjpeg would decode it grey-padded and succeed.
+  std::vector<uchar> jpg;
+  ASSERT_TRUE(cv::imencode(".jpg", testing::make_scene(48, 40, 4).rgb, jpg));
+  std::ofstream(t.path / "in/cut.jpg", std::ios::binary)
+      .write(reinterpret_cast<const char*>(jpg.data()), std::streamsize(jpg.size() / 2));
   RunOptions o;
   o.input = (t.path / "in").string();
   o.output = (t.path / "out").string();
@@ -80,13 +86,16 @@ TEST(Runner, MirrorsTheTreeWritesAManifestAndReportsFailures) {
   o.masks = (t.path / "masks").string();
   std::ostringstream log;
   o.log = &log;
-  const RunSummary s = run(o);
-  EXPECT_EQ(s.images, 4u);
+  RunSummary s = run(o);
+  EXPECT_EQ(s.images, 5u);
   EXPECT_EQ(s.written, 3u);
-  EXPECT_EQ(s.failed, 1u);
-  ASSERT_EQ(s.failures.size(), 1u);
-  EXPECT_NE(s.failures[0].find("broken.jpg"), std::string::npos);
-  EXPECT_NE(log.str().find("1 failed"), std::string::npos);
+  EXPECT_EQ(s.failed, 2u);
+  ASSERT_EQ(s.failures.size(), 2u);
+  std::sort(s.failures.begin(), s.failures.end());
+  EXPECT_NE(s.failures[0].find("broken.jpg"), std::string::npos) << s.failures[0];
+  EXPECT_NE(s.failures[1].find("cut.jpg"), std::string::npos) << s.failures[1];
+  EXPECT_NE(s.failures[1].find("truncated JPEG"), std::string::npos) << s.failures[1];
+  EXPECT_NE(log.str().find("2 failed"), std::string::npos);
   for (const char* rel : {"brightness/a.png", "brightness/sub/b.png", "brightness/sub/deep/c.png",
                           "masks/brightness/a.png", "masks/brightness/sub/deep/c.png"})
     EXPECT_TRUE(fs::exists(t.path / "out" / rel)) << rel;

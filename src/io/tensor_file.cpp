@@ -384,7 +384,17 @@ SafetensorsFile load_safetensors_bytes(const uint8_t* data, size_t size) {
   if (size < 8) throw Error("safetensors: file too small for the header length");
   uint64_t n = 0;
   for (int b = 7; b >= 0; --b) n = n << 8 | data[b];
-  if (n > size - 8) throw Error("safetensors: header length " + std::to_string(n) + " exceeds the file");
+  if (n > size - 8) {
+    // A torch.save file where safetensors is expected (an adapter, say)
+    // reads as an absurd header length; name it instead. Only here: a
+    // valid header length can begin with these bytes.
+    if (std::memcmp(data, "PK\x03\x04", 4) == 0 || (data[0] == 0x80 && data[1] >= 2 && data[1] <= 5))
+      throw Error(
+          "safetensors: this looks like a torch.save (.pth) file, not safetensors (rsam convert turns one into the "
+          "other)");
+    throw Error("safetensors: header length " + std::to_string(n) +
+                " exceeds the file (not safetensors, or cut short)");
+  }
   const char* text = reinterpret_cast<const char*>(data + 8);
   check_json_depth(text, static_cast<size_t>(n));
   std::vector<std::string> order;

@@ -109,6 +109,16 @@ TEST(Safetensors, HeaderValidation) {
   EXPECT_NE(st_error(std::string(100, '[') + std::string(100, ']'), 0).find("deeply"), std::string::npos);
   EXPECT_NE(st_error(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", 8),
             "<no error>");
+  // torch.save files (zip and legacy pickle) are named as such.
+  for (const char* pth : {"sd_zip.pth", "sd_legacy.pth"}) {
+    const auto b = fixture(pth);
+    try {
+      load_safetensors_bytes(b.data(), b.size());
+      ADD_FAILURE() << pth << " loaded as safetensors";
+    } catch (const rsam::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("looks like a torch.save (.pth) file"), std::string::npos) << e.what();
+    }
+  }
   const auto huge_len = std::vector<uint8_t>{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, '{', '}'};
   EXPECT_THROW(load_safetensors_bytes(huge_len.data(), huge_len.size()), rsam::Error);
 }

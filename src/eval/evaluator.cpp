@@ -218,6 +218,9 @@ EvalResult evaluate(const EvalOptions& o) {
         continue;
       }
       if (cv::countNonZero(s.mask) == 0) {
+        // Said, as for an unreadable sample: a degenerate polygon or one wholly
+        // outside its image would otherwise vanish from the counts unexplained.
+        if (!o.quiet) std::cerr << "skipped sample " << i << ": its mask is empty (no pixel inside the image)\n";
         ++skipped;
         continue;
       }

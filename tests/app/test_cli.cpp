@@ -489,6 +489,15 @@ TEST(Cli, EvalWritesAReport) {
   auto bad = run("eval --checkpoint " + kData + "tiny_a.pth --data folder:/nope,/nope --quiet");
   EXPECT_EQ(bad.code, 1);
   EXPECT_EQ(lines(bad.err), 1) << bad.err;
+  // A polygon with no area: the sample is skipped and the reason said.
+  const auto coco = tmp("empty_mask.json");
+  std::ofstream(coco) << R"({"images":[{"id":1,"file_name":"square64.png","width":64,"height":64}],)"
+                      << R"("annotations":[{"id":1,"image_id":1,"segmentation":[[0,0,5,0]],"bbox":[0,0,5,1]}]})";
+  auto empty = run("eval --checkpoint " + kData + "tiny_a.pth --data coco:" + coco + "," + kData +
+                   "images --corruption clean --prompts box --threads 1");
+  EXPECT_EQ(empty.code, 1);
+  EXPECT_NE(empty.err.find("skipped sample 0: its mask is empty"), std::string::npos) << empty.err;
+  EXPECT_NE(empty.err.find("rsam: error: no sample"), std::string::npos) << empty.err;
 }
 
 // The bundled default: `rsam segment --image IMG --point X,Y` with no other

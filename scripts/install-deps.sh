@@ -6,7 +6,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev            # LibTorch 1.13 (CPU)
   libopenblas0-pthread    # without it torch's fp32 matmul uses the reference BLAS (~30x slower)
-  libopencv-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
+  libopencv-dev libpng-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
   libgloo-dev             # headers of the Gloo backend torch links, for multi-process training
   mate-backgrounds        # real photographs for the synthetic scenes (rsam synth --photos auto)
 )

@@ -16,4 +16,11 @@ namespace rsam::io {
 // "truncated JPEG (no end-of-image marker)".
 std::string image_bytes_problem(const uint8_t* data, size_t size);
 
+// The format and size a picture's header claims, read without decoding.
+struct ImageHeader {
+  std::string format;  // "png", "jpeg", "bmp", "tiff", "webp", "pnm"; empty if unrecognised
+  uint64_t width = 0, height = 0;  // 0 if the header does not say (or lies past the end)
+};
+ImageHeader image_header(const uint8_t* data, size_t size);
+
 }  // namespace rsam::io

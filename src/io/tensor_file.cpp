@@ -1,6 +1,7 @@
 #include "io/tensor_file.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -302,22 +303,14 @@ void check_tensor(const std::string& key, const TensorData& t) {
 void save_pth_impl(const std::string& path, const StateDict& sd, bool force_zip64) {
   for (const auto& [key, t] : sd) check_tensor(key, t);
   const std::vector<uint8_t> pkl = detail::pickle_state_dict(sd);
-  write_atomic_with(path, [&](const std::string& tmp) {
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (f == nullptr) throw Error("cannot create " + tmp);
-    try {
-      detail::ZipWriter zip(f, force_zip64);
-      zip.add("archive/data.pkl", pkl.data(), pkl.size());
-      zip.add("archive/byteorder", reinterpret_cast<const uint8_t*>("little"), 6);
-      for (size_t i = 0; i < sd.size(); ++i)
-        zip.add("archive/data/" + std::to_string(i), sd[i].second.data.data(), sd[i].second.data.size());
-      zip.add("archive/version", reinterpret_cast<const uint8_t*>("3\n"), 2);
-      zip.finish();
-    } catch (...) {
-      std::fclose(f);
-      throw;
-    }
-    if (std::fclose(f) != 0) throw Error("cannot write " + tmp);
+  write_atomic_with(path, [&](std::FILE* f) {
+    detail::ZipWriter zip(f, force_zip64);
+    zip.add("archive/data.pkl", pkl.data(), pkl.size());
+    zip.add("archive/byteorder", reinterpret_cast<const uint8_t*>("little"), 6);
+    for (size_t i = 0; i < sd.size(); ++i)
+      zip.add("archive/data/" + std::to_string(i), sd[i].second.data.data(), sd[i].second.data.size());
+    zip.add("archive/version", reinterpret_cast<const uint8_t*>("3\n"), 2);
+    zip.finish();
   });
 }
 
@@ -486,15 +479,13 @@ void save_safetensors(const std::string& path, const StateDict& sd, const std::m
     text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data buffer 8-byte aligned
     uint8_t len[8];
     for (int b = 0; b < 8; ++b) len[b] = uint8_t(uint64_t(text.size()) >> (8 * b));
-    write_atomic_with(path, [&](const std::string& tmp) {
-      std::FILE* f = std::fopen(tmp.c_str(), "wb");
-      if (f == nullptr) throw Error("cannot create " + tmp);
+    write_atomic_with(path, [&](std::FILE* f) {
       bool ok = std::fwrite(len, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
       for (const auto& kv : sd) {
         const auto& d = kv.second.data;
         ok = ok && (d.empty() || std::fwrite(d.data(), 1, d.size(), f) == d.size());
       }
-      if (std::fclose(f) != 0 || !ok) throw Error("cannot write " + tmp);
+      if (!ok) throw Error("cannot write " + path + ": " + std::strerror(errno));
     });
   });
 }

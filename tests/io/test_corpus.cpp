@@ -51,9 +51,11 @@ TEST(FuzzCorpus, Image) {
     SCOPED_TRACE(f);
     const auto bytes = read_file(f);
     const std::string problem = image_bytes_problem(bytes.data(), bytes.size());
+    const ImageHeader header = image_header(bytes.data(), bytes.size());
     const std::string name = f.substr(f.rfind('/') + 1);
     if (name.rfind("whole_", 0) == 0) {
       EXPECT_EQ(problem, "");
+      EXPECT_GT(header.width * header.height, 0u) << header.format;
       ++whole;
     } else if (name.rfind("cut_", 0) == 0) {
       EXPECT_NE(problem.find("truncated"), std::string::npos) << problem;

@@ -5,21 +5,20 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
-#include <set>
 #include <sstream>
 #include <thread>
 
-#include <unistd.h>
-
 #include <opencv2/core/utility.hpp>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "degrade/corruption.h"
 #include "degrade/rng.h"
 #include "error.h"
-#include "io/image_bytes.h"
+#include "io/fs.h"
+#include "io/image_codec.h"
+#include "io/text.h"
 
 namespace fs = std::filesystem;
 
@@ -35,50 +34,58 @@ std::string lower(std::string s) {
 
 const char* const kImageExtensions[] = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"};
 
-std::vector<uchar> encode_png(const cv::Mat& img, bool rgb) {
-  cv::Mat out = img;
-  if (rgb) cv::cvtColor(img, out, cv::COLOR_RGB2BGR);
-  std::vector<uchar> buf;
-  if (!cv::imencode(".png", out, buf)) throw rsam::Error("degrade: PNG encoding failed");
-  return buf;
-}
+// For one-line messages: file names are bytes, not necessarily UTF-8.
+std::string printable(const std::string& s) { return rsam::io::escape_bytes(s); }
 
-// A cut JPEG would decode as grey-padded success: refuse it by name.
-void check_complete(const fs::path& path, const std::vector<uchar>& bytes) {
-  const std::string problem = rsam::io::image_bytes_problem(bytes.data(), bytes.size());
-  if (!problem.empty()) throw rsam::Error("cannot decode '" + path.string() + "': " + problem);
-}
-
-// Reads an image as 8-bit RGB; empty Mat if undecodable, rsam::Error if cut
-// short. imread is avoided so that a path with odd bytes cannot abort the run.
-cv::Mat read_rgb(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return {};
-  std::vector<uchar> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (bytes.empty()) return {};
-  check_complete(path, bytes);
-  cv::Mat bgr;
-  try {
-    bgr = cv::imdecode(bytes, cv::IMREAD_COLOR);
-  } catch (const cv::Exception&) {
-    return {};
-  }
-  if (bgr.empty()) return {};
-  cv::Mat rgb;
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-  return rgb;
-}
-
+// Instance masks are label maps: read as stored, so a 16-bit mask keeps its
+// ids (converting it to 8 bits would scramble them). 8-bit colour masks are
+// read as grey, as they always were.
 cv::Mat read_mask(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<uchar> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (bytes.empty()) return {};
-  check_complete(path, bytes);
-  try {
-    return cv::imdecode(bytes, cv::IMREAD_GRAYSCALE);
-  } catch (const cv::Exception&) {
-    return {};
+  const std::vector<uint8_t> bytes = io::read_file(path.string());
+  cv::Mat m = io::decode_image(bytes.data(), bytes.size(), io::ImageRead::Unchanged, path.string());
+  if (m.depth() == CV_8U && m.channels() != 1)
+    m = io::decode_image(bytes.data(), bytes.size(), io::ImageRead::Gray, path.string());
+  if ((m.depth() != CV_8U && m.depth() != CV_16U) || m.channels() != 1)
+    throw rsam::Error("mask '" + printable(path.string()) + "' is not a single-channel 8- or 16-bit image");
+  return m;
+}
+
+// The corruptions move 8-bit label maps by nearest-neighbour sampling and
+// per-pixel majority only, never blending, so a 16-bit mask is warped exactly
+// through an 8-bit index of its distinct ids (0 kept as 0) and mapped back.
+Result corrupt(const Corruption& c, const cv::Mat& rgb, uint64_t seed, const cv::Mat& mask) {
+  if (mask.empty() || mask.depth() == CV_8U) return c.run(rgb, seed, mask);
+  std::vector<uint8_t> seen(65536, 0);
+  seen[0] = 1;
+  for (int y = 0; y < mask.rows; ++y) {
+    const uint16_t* p = mask.ptr<uint16_t>(y);
+    for (int x = 0; x < mask.cols; ++x) seen[p[x]] = 1;
   }
+  std::vector<uint16_t> ids;
+  std::vector<uint8_t> index_of(65536, 0);
+  for (size_t v = 0; v < seen.size(); ++v)
+    if (seen[v]) {
+      index_of[v] = static_cast<uint8_t>(ids.size());
+      ids.push_back(static_cast<uint16_t>(v));
+    }
+  if (ids.size() > 256)
+    throw rsam::Error("--warp-masks can move a 16-bit mask with at most 255 instance ids, this one has " +
+                      std::to_string(ids.size() - 1) + " (without --warp-masks masks are copied unchanged)");
+  cv::Mat index(mask.size(), CV_8U);
+  for (int y = 0; y < mask.rows; ++y) {
+    const uint16_t* p = mask.ptr<uint16_t>(y);
+    uint8_t* q = index.ptr<uint8_t>(y);
+    for (int x = 0; x < mask.cols; ++x) q[x] = index_of[p[x]];
+  }
+  Result r = c.run(rgb, seed, index);
+  cv::Mat back(mask.size(), CV_16U);
+  for (int y = 0; y < mask.rows; ++y) {
+    const uint8_t* p = r.mask.ptr<uint8_t>(y);
+    uint16_t* q = back.ptr<uint16_t>(y);
+    for (int x = 0; x < mask.cols; ++x) q[x] = ids[p[x]];
+  }
+  r.mask = back;
+  return r;
 }
 
 // The mask of `rel` (relative image path) under `root`: same directory and
@@ -99,28 +106,42 @@ struct Item {
   std::string rel;  // generic (forward-slash) path relative to the input root
 };
 
-std::vector<Item> collect_inputs(const fs::path& input, const fs::path& output) {
+struct Inputs {
   std::vector<Item> items;
+  std::vector<std::string> skipped;  // folders left out: an earlier degrade's output
+};
+
+Inputs collect_inputs(const fs::path& input, const fs::path& output) {
+  Inputs found;
   std::error_code ec;
   if (fs::is_regular_file(input, ec)) {
-    items.push_back({input, input.filename().generic_string()});
-    return items;
+    found.items.push_back({input, input.filename().generic_string()});
+    return found;
   }
-  if (!fs::is_directory(input, ec)) throw rsam::Error("degrade: input '" + input.string() + "' does not exist");
+  if (!fs::is_directory(input, ec))
+    throw rsam::Error("degrade: input '" + printable(input.string()) + "' does not exist");
   const fs::path out_abs = fs::weakly_canonical(output, ec);
   for (auto it = fs::recursive_directory_iterator(input, fs::directory_options::skip_permission_denied, ec);
        it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) break;
-    // Never read our own outputs when the output folder sits inside the input.
-    if (it->is_directory(ec) && fs::weakly_canonical(it->path(), ec) == out_abs) {
-      it.disable_recursion_pending();
+    // Lexical, never fs::relative: a link 'in/a.png -> ../src/a.png' is
+    // 'a.png', not the target's path (which named an output outside --output).
+    const std::string rel = it->path().lexically_relative(input).generic_string();
+    if (it->is_directory(ec)) {
+      // Never read our own outputs, nor an earlier degrade's (a folder
+      // holding a manifest), when they sit inside the input.
+      const bool ours = fs::weakly_canonical(it->path(), ec) == out_abs;
+      if (ours || fs::exists(it->path() / "manifest.jsonl", ec)) {
+        if (!ours) found.skipped.push_back(rel);
+        it.disable_recursion_pending();
+      }
       continue;
     }
     if (!it->is_regular_file(ec) || !is_image_path(it->path().string())) continue;
-    items.push_back({it->path(), fs::relative(it->path(), input, ec).generic_string()});
+    found.items.push_back({it->path(), rel});
   }
-  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.rel < b.rel; });
-  return items;
+  std::sort(found.items.begin(), found.items.end(), [](const Item& a, const Item& b) { return a.rel < b.rel; });
+  return found;
 }
 
 std::string output_rel(const std::string& corruption, const std::string& rel) {
@@ -129,14 +150,69 @@ std::string output_rel(const std::string& corruption, const std::string& rel) {
   return p.generic_string();
 }
 
-std::string done_key(const std::string& output, uint64_t seed, const json& params) {
-  return output + "|" + std::to_string(seed) + "|" + params.dump();
+// Refusals that need the list of inputs, made before anything is written: a
+// name the JSON manifest cannot hold (it used to be written, then counted as
+// failed on every run), and two inputs that would share an output.
+void check_names(const std::vector<Item>& items, const std::string& input) {
+  for (const Item& item : items) {
+    if (!rsam::io::is_utf8(item.rel))
+      throw rsam::Error("degrade: the file name '" + printable(item.rel) + "' in '" + printable(input) +
+                        "' is not valid UTF-8 and cannot be recorded in the manifest; rename it");
+  }
+  std::map<std::string, const std::string*> by_output;
+  for (const Item& item : items) {
+    const std::string out = output_rel("", item.rel);
+    const auto [at, fresh] = by_output.emplace(out, &item.rel);
+    if (!fresh)
+      throw rsam::Error("degrade: '" + printable(*at->second) + "' and '" + printable(item.rel) + "' in '" +
+                        printable(input) + "' would both be written as '" + printable(out) +
+                        "' (outputs are PNG files named by stem); rename one of them");
+  }
 }
 
-// Completed outputs recorded in an existing manifest. A line torn by a kill
-// does not parse and is ignored; its output is simply redone.
-std::set<std::string> load_manifest(const fs::path& path) {
-  std::set<std::string> done;
+bool lies_inside(const fs::path& path, const fs::path& root) {
+  std::error_code ec;
+  const fs::path p = fs::weakly_canonical(path, ec), r = fs::weakly_canonical(root, ec);
+  const auto mismatch = std::mismatch(r.begin(), r.end(), p.begin(), p.end());
+  return mismatch.first == r.end();
+}
+
+// --output must not be --input or --masks (its outputs would be degraded
+// again on the next run), and when a source tree lies inside --output no
+// output may land on a source (--input OUT/fog --output OUT).
+void check_folders(const RunOptions& o, const std::vector<Item>& items, const std::vector<std::string>& names) {
+  const std::pair<std::string, std::string> sources[] = {{"--input", o.input}, {"--masks", o.masks}};
+  for (const auto& [flag, path] : sources)
+    if (io::same_file(o.output, path))
+      throw rsam::Error("degrade: --output '" + printable(o.output) + "' is " + flag + " itself (" + printable(path) +
+                        "); write the outputs to another folder");
+  const bool sources_inside = lies_inside(o.input, o.output) || (!o.masks.empty() && lies_inside(o.masks, o.output));
+  if (!sources_inside) return;
+  for (const Item& item : items) {
+    const fs::path mask = o.masks.empty() ? fs::path() : find_mask(o.masks, item.rel);
+    for (const std::string& name : names) {
+      const fs::path out = fs::path(o.output) / output_rel(name, item.rel);
+      const fs::path out_mask = fs::path(o.output) / output_rel("masks/" + name, item.rel);
+      const std::pair<fs::path, fs::path> pairs[] = {{out, item.abs}, {out_mask, mask}};
+      for (const auto& [written, source] : pairs)
+        if (io::same_file(written.string(), source.string()))
+          throw rsam::Error("degrade: the output '" + printable(written.string()) + "' would overwrite its source '" +
+                            printable(source.string()) + "'; choose an --output outside the sources");
+    }
+  }
+}
+
+// How a manifest line's mask was made: "" (none), "copied" or "warped". Part
+// of what makes an output "the same job".
+std::string done_key(uint64_t seed, const json& params, const std::string& mask) {
+  return std::to_string(seed) + "|" + params.dump() + "|" + mask;
+}
+
+// Each output's done key from its LATEST line in an existing manifest: an
+// earlier line (seed 1, then seed 2 over it) describes bytes that are gone. A
+// line torn by a kill does not parse and is ignored; its output is redone.
+std::map<std::string, std::string> load_manifest(const fs::path& path) {
+  std::map<std::string, std::string> latest;
   std::ifstream in(path);
   std::string line;
   while (std::getline(in, line)) {
@@ -144,37 +220,26 @@ std::set<std::string> load_manifest(const fs::path& path) {
     if (j.is_discarded() || !j.is_object() || !j.contains("output") || !j.contains("seed") || !j.contains("params"))
       continue;
     if (!j["output"].is_string() || !j["seed"].is_number_unsigned()) continue;
-    done.insert(done_key(j["output"].get<std::string>(), j["seed"].get<uint64_t>(), j["params"]));
+    std::string mask;
+    if (j.contains("mask_warped") && j["mask_warped"].is_boolean()) mask = j["mask_warped"].get<bool>() ? "warped" : "copied";
+    latest[j["output"].get<std::string>()] = done_key(j["seed"].get<uint64_t>(), j["params"], mask);
   }
-  return done;
+  return latest;
 }
 
-// Appends JSON lines, one writer at a time, flushed per line.
+// Appends JSON lines, one writer at a time, each line whole.
 class Manifest {
  public:
-  explicit Manifest(const fs::path& path) {
-    bool needs_newline = false;
-    {
-      std::ifstream in(path, std::ios::binary | std::ios::ate);
-      if (in && in.tellg() > 0) {
-        in.seekg(-1, std::ios::end);
-        needs_newline = in.get() != '\n';
-      }
-    }
-    out_.open(path, std::ios::app | std::ios::binary);
-    if (!out_) throw rsam::Error("degrade: cannot write manifest '" + path.string() + "'");
-    if (needs_newline) out_ << '\n';
-  }
+  explicit Manifest(const fs::path& path) : file_(path.string()) {}
   void append(const json& j) {
+    const std::string line = j.dump();
     std::lock_guard<std::mutex> lock(mu_);
-    out_ << j.dump() << '\n';
-    out_.flush();
-    if (!out_) throw rsam::Error("degrade: writing the manifest failed");
+    file_.write_line(line);
   }
 
  private:
   std::mutex mu_;
-  std::ofstream out_;
+  io::AppendFile file_;
 };
 
 // Restores cv::getNumThreads() on scope exit.
@@ -182,6 +247,81 @@ struct CvThreadsGuard {
   int saved = cv::getNumThreads();
   ~CvThreadsGuard() { cv::setNumThreads(saved); }
 };
+
+struct Pending {
+  const Corruption* c;
+  uint64_t seed;
+  bool warp;                     // the mask moves with the image
+  std::string out_rel, mask_rel;  // mask_rel empty without --masks
+};
+
+// What one run shares between its workers.
+struct Context {
+  const RunOptions& o;
+  const std::vector<std::unique_ptr<Corruption>>& corruptions;
+  std::map<std::string, std::string> latest;  // output -> done key of its latest manifest line
+  Manifest& manifest;
+};
+
+// What is left to do for one image, decided before it is read, so a resumed
+// run over finished images costs a manifest lookup per output.
+std::vector<Pending> plan(const Context& cx, const Item& item, size_t& skipped) {
+  std::vector<Pending> pending;
+  for (const auto& c : cx.corruptions) {
+    Pending t{c.get(), item_seed(cx.o.seed, item.rel, c->name(), c->severity()),
+              !cx.o.masks.empty() && cx.o.warp_masks && spec(c->name()).geometric, output_rel(c->name(), item.rel), {}};
+    if (!cx.o.masks.empty()) t.mask_rel = output_rel("masks/" + c->name(), item.rel);
+    const std::string mask_state = cx.o.masks.empty() ? "" : t.warp ? "warped" : "copied";
+    std::error_code e;
+    const bool exists = fs::exists(io::join_inside(cx.o.output, t.out_rel), e) &&
+                        (t.mask_rel.empty() || fs::exists(io::join_inside(cx.o.output, t.mask_rel), e));
+    const auto line = cx.latest.find(t.out_rel);
+    if (exists && line != cx.latest.end() && line->second == done_key(t.seed, c->params(), mask_state)) {
+      ++skipped;
+      continue;
+    }
+    pending.push_back(std::move(t));
+  }
+  return pending;
+}
+
+// Writes `image` at `rel` under the output folder, which it is checked to lie
+// in (a link inside the output cannot send it elsewhere).
+void write_output(const std::string& root, const std::string& rel, const cv::Mat& image, bool rgb) {
+  write_file_atomic(io::join_inside(root, rel), io::encode_image(image, rel, rgb));
+}
+
+// Reads the image (and its mask) and writes its pending outputs, counting
+// them in `written`; throws on the first failure.
+void make_outputs(const Context& cx, const Item& item, const std::vector<Pending>& pending, size_t& written) {
+  const cv::Mat rgb = io::read_image(item.abs.string(), io::ImageRead::Rgb);
+  cv::Mat mask;
+  if (!cx.o.masks.empty()) {
+    const fs::path mp = find_mask(cx.o.masks, item.rel);
+    if (mp.empty()) throw rsam::Error("no mask found under '" + printable(cx.o.masks) + "'");
+    mask = read_mask(mp);
+    if (mask.size() != rgb.size()) throw rsam::Error("mask size differs from the image's");
+  }
+  for (const auto& t : pending) {
+    Result r = corrupt(*t.c, rgb, t.seed, t.warp ? mask : cv::Mat());
+    write_output(cx.o.output, t.out_rel, r.image, true);
+    if (!mask.empty()) write_output(cx.o.output, t.mask_rel, t.warp ? r.mask : mask, false);
+    json line = {{"source", item.rel},
+                 {"output", t.out_rel},
+                 {"corruption", t.c->name()},
+                 {"severity", t.c->severity()},
+                 {"seed", t.seed},
+                 {"run_seed", cx.o.seed},
+                 {"params", t.c->params()},
+                 {"drawn", r.drawn}};
+    if (!mask.empty()) {
+      line["mask"] = t.mask_rel;
+      line["mask_warped"] = t.warp;
+    }
+    cx.manifest.append(line);
+    ++written;
+  }
+}
 
 }  // namespace
 
@@ -198,53 +338,55 @@ uint64_t item_seed(uint64_t run_seed, const std::string& relative_path, const st
 }
 
 void write_file_atomic(const std::string& path, const std::vector<uchar>& bytes) {
-  static std::atomic<uint64_t> counter{0};
   const fs::path target(path);
   std::error_code ec;
   if (target.has_parent_path()) {
     fs::create_directories(target.parent_path(), ec);
     if (ec) throw rsam::Error("degrade: cannot create directory '" + target.parent_path().string() + "': " + ec.message());
   }
-  const fs::path tmp = target.string() + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    out.close();
-    if (!out) {
-      fs::remove(tmp, ec);
-      throw rsam::Error("degrade: cannot write '" + path + "'");
-    }
-  }
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw rsam::Error("degrade: cannot rename into '" + path + "'");
-  }
+  rsam::io::write_atomic(path, bytes.data(), bytes.size());
 }
 
-RunSummary run(const RunOptions& o) {
+namespace {
+
+// Checks the options and the input tree, then takes the output folder:
+// everything that can be refused is refused before anything is written.
+Inputs prepare(const RunOptions& o, const std::vector<std::string>& names) {
   if (o.input.empty()) throw rsam::Error("degrade: no input given");
   if (o.output.empty()) throw rsam::Error("degrade: no output directory given");
   if (o.severity < kMinSeverity || o.severity > kMaxSeverity)
     throw rsam::Error("degrade: severity must be in 1..5, got " + std::to_string(o.severity));
   if (o.jobs < 1) throw rsam::Error("degrade: jobs must be at least 1");
+  std::error_code ec;
+  if (!o.masks.empty() && !fs::is_directory(o.masks, ec))
+    throw rsam::Error("degrade: mask directory '" + printable(o.masks) + "' does not exist");
+  Inputs found = collect_inputs(o.input, o.output);
+  if (found.items.empty()) throw rsam::Error("degrade: no images found in '" + printable(o.input) + "'");
+  check_names(found.items, o.input);
+  check_folders(o, found.items, names);
+  fs::create_directories(o.output, ec);
+  if (ec) throw rsam::Error("degrade: cannot create output directory '" + printable(o.output) + "': " + ec.message());
+  return found;
+}
+
+}  // namespace
+
+RunSummary run(const RunOptions& o) {
   const std::vector<std::string> names = expand(o.corruption);
   std::vector<std::unique_ptr<Corruption>> corruptions;
   for (const auto& n : names) corruptions.push_back(create(n, o.severity));
-  const fs::path mask_root = o.masks;
-  std::error_code ec;
-  if (!o.masks.empty() && !fs::is_directory(mask_root, ec))
-    throw rsam::Error("degrade: mask directory '" + o.masks + "' does not exist");
+  const Inputs found = prepare(o, names);
+  const std::vector<Item>& items = found.items;
+  // Held for the whole run: a second degrade into this folder would
+  // interleave its outputs and manifest lines with ours.
+  const io::FolderLock lock(o.output);
+  if (o.log)
+    for (const auto& dir : found.skipped)
+      *o.log << "degrade: skipping '" << printable(dir) << "' (holds a manifest.jsonl: an earlier degrade's output)\n";
 
-  const fs::path out_root = o.output;
-  fs::create_directories(out_root, ec);
-  if (ec) throw rsam::Error("degrade: cannot create output directory '" + o.output + "': " + ec.message());
-  const std::vector<Item> items = collect_inputs(o.input, out_root);
-  if (items.empty()) throw rsam::Error("degrade: no images found in '" + o.input + "'");
-
-  const fs::path manifest_path = out_root / "manifest.jsonl";
-  const std::set<std::string> done = load_manifest(manifest_path);
+  const fs::path manifest_path = fs::path(o.output) / "manifest.jsonl";
   Manifest manifest(manifest_path);
+  const Context cx{o, corruptions, load_manifest(manifest_path), manifest};
 
   RunSummary summary;
   summary.images = items.size();
@@ -253,63 +395,14 @@ RunSummary run(const RunOptions& o) {
   std::atomic<size_t> next{0}, finished{0};
 
   auto process = [&](const Item& item) {
-    // Work out what is left for this image before reading it, so a resumed
-    // run over finished images costs a manifest lookup per output.
-    struct Pending {
-      const Corruption* c;
-      uint64_t seed;
-      std::string out_rel, mask_rel;
-    };
-    std::vector<Pending> pending;
-    size_t skipped = 0;
-    for (const auto& c : corruptions) {
-      Pending t{c.get(), item_seed(o.seed, item.rel, c->name(), c->severity()), output_rel(c->name(), item.rel), {}};
-      if (!o.masks.empty()) t.mask_rel = output_rel("masks/" + c->name(), item.rel);
-      std::error_code e;
-      const bool exists = fs::exists(out_root / t.out_rel, e) && (t.mask_rel.empty() || fs::exists(out_root / t.mask_rel, e));
-      if (exists && done.count(done_key(t.out_rel, t.seed, c->params()))) {
-        ++skipped;
-        continue;
-      }
-      pending.push_back(std::move(t));
-    }
     std::string failure;
-    size_t written = 0;
-    if (!pending.empty()) {
-      try {
-        const cv::Mat rgb = read_rgb(item.abs);
-        if (rgb.empty()) throw rsam::Error("unreadable image");
-        cv::Mat mask;
-        if (!o.masks.empty()) {
-          const fs::path mp = find_mask(mask_root, item.rel);
-          if (mp.empty()) throw rsam::Error("no mask found under '" + o.masks + "'");
-          mask = read_mask(mp);
-          if (mask.empty()) throw rsam::Error("unreadable mask '" + mp.string() + "'");
-          if (mask.size() != rgb.size()) throw rsam::Error("mask size differs from the image's");
-        }
-        for (const auto& t : pending) {
-          const bool warp = !mask.empty() && o.warp_masks && spec(t.c->name()).geometric;
-          Result r = t.c->run(rgb, t.seed, warp ? mask : cv::Mat());
-          write_file_atomic((out_root / t.out_rel).string(), encode_png(r.image, true));
-          if (!mask.empty()) write_file_atomic((out_root / t.mask_rel).string(), encode_png(warp ? r.mask : mask, false));
-          json line = {{"source", item.rel},
-                       {"output", t.out_rel},
-                       {"corruption", t.c->name()},
-                       {"severity", t.c->severity()},
-                       {"seed", t.seed},
-                       {"run_seed", o.seed},
-                       {"params", t.c->params()},
-                       {"drawn", r.drawn}};
-          if (!mask.empty()) {
-            line["mask"] = t.mask_rel;
-            line["mask_warped"] = warp;
-          }
-          manifest.append(line);
-          ++written;
-        }
-      } catch (const std::exception& e) {
-        failure = item.rel + ": " + e.what();
-      }
+    size_t written = 0, skipped = 0;
+    std::vector<Pending> pending;
+    try {
+      pending = plan(cx, item, skipped);
+      if (!pending.empty()) make_outputs(cx, item, pending, written);
+    } catch (const std::exception& e) {
+      failure = item.rel + ": " + e.what();
     }
     const size_t n = ++finished;
     std::lock_guard<std::mutex> lock(mu);
@@ -401,10 +494,11 @@ cv::Mat contact_sheet(const cv::Mat& rgb, const std::vector<std::string>& names,
 
 void preview(const PreviewOptions& o) {
   if (o.output.empty()) throw rsam::Error("degrade: --preview needs --out SHEET.png");
-  const cv::Mat rgb = read_rgb(o.image);
-  if (rgb.empty()) throw rsam::Error("degrade: cannot read image '" + o.image + "'");
+  io::check_outputs({{"--out", o.output}}, {{"the image", o.image}});
+  io::check_image_name(o.output, false);
+  const cv::Mat rgb = io::read_image(o.image, io::ImageRead::Rgb);
   const cv::Mat sheet = contact_sheet(rgb, expand(o.corruption), o.severity, o.seed, o.tile);
-  write_file_atomic(o.output, encode_png(sheet, true));
+  write_file_atomic(o.output, io::encode_image(sheet, o.output, true));
 }
 
 // ------------------------------------------------------------ listing

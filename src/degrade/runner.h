@@ -36,14 +36,21 @@ struct RunSummary {
 
 // Output layout under `output`:
 //   <corruption>/<relative dir>/<stem>.png        degraded image (always PNG: lossless)
-//   masks/<corruption>/<relative dir>/<stem>.png  its mask, if --masks was given
+//   masks/<corruption>/<relative dir>/<stem>.png  its mask, if --masks was given (16-bit masks stay 16-bit)
 //   manifest.jsonl                                one JSON object per output
-// Every file is written to a temporary name and renamed into place. A rerun
-// skips outputs the manifest lists with the same seed and parameters whose
-// files exist, so a killed run resumes where it stopped. Outputs are the same
-// for any `jobs`; only the manifest's line order varies.
-// Throws rsam::Error for unusable options (missing input, bad name or
-// severity, no images); unreadable images are counted in `failed` instead.
+// The relative path is the input's own path inside `input` (a symlinked
+// input is named by the link, never by its target), and every output is
+// checked to lie inside `output`. Every file is written to a temporary name
+// and renamed into place. A rerun skips an output whose files exist and
+// whose LATEST manifest line has the same seed, parameters and mask
+// handling, so a killed run resumes where it stopped. Outputs are the same
+// for any `jobs`; only the manifest's line order varies. The output folder is
+// locked for the run (a second run into it is refused); folders inside
+// `input` that hold a manifest.jsonl (an earlier degrade's output) are skipped.
+// Throws rsam::Error, before writing anything, for unusable options (missing
+// input, bad name or severity, no images, output == input), input names that
+// are not UTF-8 or that share an output (a.png, a.jpg); unreadable images are
+// counted in `failed` instead.
 RunSummary run(const RunOptions& options);
 
 // The seed one output is made with: a function of the run seed, the source's
@@ -68,7 +75,8 @@ struct PreviewOptions {
   uint64_t seed = 0;
   int tile = 256;
 };
-void preview(const PreviewOptions& options);  // rsam::Error if the image is unreadable
+// rsam::Error if the image is unreadable or `output` is the image itself.
+void preview(const PreviewOptions& options);
 
 // Every corruption with its group, summary, flags and parameter levels.
 nlohmann::json list_json();

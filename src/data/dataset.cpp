@@ -9,13 +9,12 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "data/rle.h"
 #include "error.h"
 #include "io/fs.h"
-#include "io/image_bytes.h"
+#include "io/image_codec.h"
 
 namespace rsam::data {
 
@@ -95,31 +94,20 @@ std::map<std::string, fs::path> by_stem(const std::string& dir, const std::vecto
 const std::vector<std::string> kMaskExts = {".png", ".bmp", ".tif", ".tiff", ".pgm", ".jpg", ".jpeg"};
 const std::vector<std::string> kImageExts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"};
 
-cv::Mat decode_file(const std::string& path, int flags) {
-  std::vector<uint8_t> bytes;
+// Through the one codec (truncation and the pixel limit are checked before
+// decoding); its errors name the file, the prefix names the layer.
+cv::Mat decode_file(const std::string& path, io::ImageRead mode) {
   try {
-    bytes = io::read_file(path);
-  } catch (const Error&) {
-    throw Error("dataset: cannot read '" + path + "'");
+    return io::read_image(path, mode);
+  } catch (const Error& e) {
+    throw Error(std::string("dataset: ") + e.what());
   }
-  const std::string problem = io::image_bytes_problem(bytes.data(), bytes.size());
-  if (!problem.empty()) throw Error("dataset: cannot decode image '" + path + "': " + problem);
-  cv::Mat m;
-  try {
-    // imdecode rather than imread: a truncated or odd file must become an
-    // rsam::Error, never an abort.
-    if (!bytes.empty()) m = cv::imdecode(bytes, flags);
-  } catch (const cv::Exception&) {
-    m.release();
-  }
-  if (m.empty()) throw Error("dataset: cannot decode image '" + path + "'");
-  return m;
 }
 
 // Binary mask: any nonzero channel is object. JPEG masks carry compression
 // noise around 0 and 255, so they are thresholded at 128 instead.
 cv::Mat read_binary_mask(const std::string& path) {
-  cv::Mat m = decode_file(path, cv::IMREAD_UNCHANGED);
+  cv::Mat m = decode_file(path, io::ImageRead::Unchanged);
   if (m.channels() > 1) {
     std::vector<cv::Mat> ch;
     cv::split(m, ch);
@@ -133,7 +121,7 @@ cv::Mat read_binary_mask(const std::string& path) {
 }
 
 cv::Mat read_label_map(const std::string& path) {
-  cv::Mat m = decode_file(path, cv::IMREAD_UNCHANGED);
+  cv::Mat m = decode_file(path, io::ImageRead::Unchanged);
   if (m.channels() != 1 || (m.depth() != CV_8U && m.depth() != CV_16U))
     throw Error("dataset: instance mask '" + path + "' is not an 8- or 16-bit single-channel image");
   return m;
@@ -280,7 +268,11 @@ class CocoDataset : public Dataset {
           name = split(im.at("coco_url").get<std::string>(), '/').back();  // LVIS
         images_.push_back({(fs::path(images_dir) / name).string(), fs::path(name).stem().string(),
                            im.at("height").get<int>(), im.at("width").get<int>()});
-        image_index[im.at("id").get<int64_t>()] = images_.size() - 1;
+        // A repeated id would silently move the first image's annotations
+        // onto the second.
+        const int64_t id = im.at("id").get<int64_t>();
+        if (!image_index.emplace(id, images_.size() - 1).second)
+          throw Error("dataset: '" + annotations + "' lists image id " + std::to_string(id) + " twice");
       }
       for (auto& ann : doc.at("annotations")) {
         if (!crowd && ann.value("iscrowd", 0) != 0) {
@@ -437,11 +429,16 @@ class Sa1bDataset : public Dataset {
 
 }  // namespace
 
-cv::Mat read_rgb(const std::string& path) {
-  cv::Mat m = decode_file(path, cv::IMREAD_COLOR);  // grey and alpha images come back as BGR
-  cv::Mat rgb;
-  cv::cvtColor(m, rgb, cv::COLOR_BGR2RGB);
-  return rgb;
+cv::Mat read_rgb(const std::string& path) { return decode_file(path, io::ImageRead::Rgb); }
+
+std::vector<std::string> dataset_files(const std::string& spec) {
+  const size_t colon = spec.find(':');
+  std::vector<std::string> out;
+  for (const auto& item : split(colon == std::string::npos ? spec : spec.substr(colon + 1), ',')) {
+    std::error_code ec;
+    if (fs::is_regular_file(item, ec)) out.push_back(item);
+  }
+  return out;
 }
 
 std::unique_ptr<Dataset> open_dataset(const std::string& spec) {

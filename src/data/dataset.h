@@ -75,6 +75,10 @@ class Dataset {
 // rsam::Error for an unknown kind, a missing directory or annotation file.
 std::unique_ptr<Dataset> open_dataset(const std::string& spec);
 
+// The existing regular files a spec names (a COCO annotation file, ...):
+// what an output must not be written over.
+std::vector<std::string> dataset_files(const std::string& spec);
+
 // Reads an image as CV_8UC3 RGB (grey and RGBA are converted);
 // rsam::Error naming the file if it cannot be read.
 cv::Mat read_rgb(const std::string& path);

@@ -8,7 +8,6 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "data/dataset.h"
@@ -16,6 +15,7 @@
 #include "degrade/rng.h"
 #include "error.h"
 #include "io/fs.h"
+#include "io/image_codec.h"
 
 namespace rsam::data {
 namespace fs = std::filesystem;
@@ -401,6 +401,49 @@ SynthScene SynthWorld::scene(uint64_t index) const {
   return sc;
 }
 
+namespace {
+
+std::string stem(size_t i) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%06zu", i);
+  return std::string(b);
+}
+
+bool holds_files(const fs::path& dir) {
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (!io::is_temp_name(it->path().filename().string())) return true;
+  return false;
+}
+
+// The options go to synth.json before any scene, so a run killed half-way
+// still says what its scenes were made with; every later run into the
+// folder must match them, or two worlds would mix in one set.
+void claim_options(const std::string& out, const nlohmann::json& meta) {
+  const fs::path root(out), file = root / "synth.json";
+  std::error_code ec;
+  if (fs::exists(file, ec)) {
+    auto old = nlohmann::json::parse(io::read_file(file.string()), nullptr, false);
+    for (const char* k : {"size", "seed", "min_objects", "max_objects", "photos"})
+      if (old.is_discarded() || !old.contains(k) || old[k] != meta[k])
+        throw Error("synth: " + out + " holds scenes made with other options (" + k + "); use a new --out");
+    return;
+  }
+  if (holds_files(root / "images") || holds_files(root / "masks"))
+    throw Error("synth: " + out + " holds scenes without a synth.json saying how they were made; use a new --out");
+  io::write_text(file.string(), meta.dump(2) + "\n");
+}
+
+void make_dirs(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir, ec))
+    throw Error("synth: cannot make folder '" + dir.string() + "'" +
+                (ec ? ": " + ec.message() : ": a file is in the way"));
+}
+
+}  // namespace
+
 SynthSummary write_synth(const std::string& out, size_t count, const SynthOptions& opts, int jobs,
                          const std::function<void(size_t, size_t)>& progress) {
   if (count == 0) throw Error("synth: --count must be >= 1");
@@ -411,20 +454,14 @@ SynthSummary write_synth(const std::string& out, size_t count, const SynthOption
                       {"min_objects", opts.min_objects},
                       {"max_objects", opts.max_objects},
                       {"photos", world.photo_paths()}};
-  if (fs::exists(root / "synth.json")) {
-    // Resuming into a set made with other options would mix two worlds.
-    auto old = nlohmann::json::parse(io::read_file((root / "synth.json").string()), nullptr, false);
-    for (const char* k : {"size", "seed", "min_objects", "max_objects", "photos"})
-      if (old.is_discarded() || !old.contains(k) || old[k] != meta[k])
-        throw Error("synth: " + out + " holds scenes made with other options (" + k + "); use a new --out");
-  }
-  fs::create_directories(images);
-  fs::create_directories(masks);
-  auto stem = [](size_t i) {
-    char b[32];
-    std::snprintf(b, sizeof b, "%06zu", i);
-    return std::string(b);
-  };
+  make_dirs(root);
+  // Held to the end: two synths into one folder would interleave.
+  const io::FolderLock lock(out);
+  claim_options(out, meta);
+  make_dirs(images);
+  make_dirs(masks);
+  io::remove_stale_temps(images.string());
+  io::remove_stale_temps(masks.string());
   std::vector<std::vector<SynthObject>> objects(count);
   std::atomic<size_t> next{0}, done{0};
   std::mutex mu;
@@ -436,13 +473,8 @@ SynthSummary write_synth(const std::string& out, size_t count, const SynthOption
         objects[i] = sc.objects;
         const auto ip = (images / (stem(i) + ".png")).string(), mp = (masks / (stem(i) + ".png")).string();
         if (!fs::exists(ip) || !fs::exists(mp)) {
-          std::vector<uint8_t> buf;
-          cv::Mat bgr;
-          cv::cvtColor(sc.image, bgr, cv::COLOR_RGB2BGR);
-          cv::imencode(".png", bgr, buf);
-          io::write_atomic(ip, buf.data(), buf.size());
-          cv::imencode(".png", sc.ids, buf);
-          io::write_atomic(mp, buf.data(), buf.size());
+          io::write_image(ip, sc.image, true);
+          io::write_image(mp, sc.ids, false);
         }
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lk(mu);
@@ -477,8 +509,8 @@ SynthSummary write_synth(const std::string& out, size_t count, const SynthOption
         {{"id", i + 1}, {"file_name", stem(i) + ".png"}, {"width", opts.size}, {"height", opts.size}});
     if (objects[i].empty()) continue;
     // RLEs come from the written mask, so annotations and masks agree by construction.
-    cv::Mat ids = cv::imread((masks / (stem(i) + ".png")).string(), cv::IMREAD_UNCHANGED);
-    if (ids.empty() || ids.type() != CV_8UC1) throw Error("synth: cannot read back " + stem(i) + ".png");
+    const cv::Mat ids = io::read_image((masks / (stem(i) + ".png")).string(), io::ImageRead::Unchanged);
+    if (ids.type() != CV_8UC1) throw Error("synth: cannot read back " + stem(i) + ".png");
     for (const auto& o : objects[i]) {
       const Rle rle = rle_encode(ids == o.id);
       const auto kind = size_t(std::find(kinds.begin(), kinds.end(), o.kind) - kinds.begin()) + 1;
@@ -492,12 +524,10 @@ SynthSummary write_synth(const std::string& out, size_t count, const SynthOption
       ++sum.objects;
     }
   }
-  const std::string text = coco.dump();
-  io::write_atomic((root / "annotations.json").string(), text.data(), text.size());
+  io::write_text((root / "annotations.json").string(), coco.dump());
   meta["count"] = count;
   meta["objects"] = sum.objects;
-  const std::string mt = meta.dump(2) + "\n";
-  io::write_atomic((root / "synth.json").string(), mt.data(), mt.size());
+  io::write_text((root / "synth.json").string(), meta.dump(2) + "\n");
   return sum;
 }
 

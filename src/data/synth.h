@@ -71,8 +71,11 @@ struct SynthSummary {
 // OUT/annotations.json (COCO instances, compressed RLE, one category per
 // kind) and OUT/synth.json (options and photo list), every file atomically.
 // Readable as `coco:OUT/annotations.json,OUT/images` or
-// `folder:OUT/images,OUT/masks,instances`. Scenes whose files already exist
-// are not rewritten (a killed run resumes); the JSON files always are.
+// `folder:OUT/images,OUT/masks,instances`. synth.json is written first, so a
+// killed run resumes: scenes whose files exist are not rewritten, the
+// annotations always are. A folder whose synth.json names other options, or
+// that holds scenes without one, is an rsam::Error; so is a folder another
+// run is writing (io::FolderLock).
 SynthSummary write_synth(const std::string& out, size_t count, const SynthOptions& opts, int jobs = 1,
                          const std::function<void(size_t done, size_t total)>& progress = nullptr);
 

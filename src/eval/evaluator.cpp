@@ -1,11 +1,18 @@
 #include "eval/evaluator.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <torch/torch.h>
+#include <unistd.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -21,6 +28,8 @@
 #include "degrade/rng.h"
 #include "error.h"
 #include "io/fs.h"
+#include "io/text.h"
+#include "io/image_codec.h"
 #include "model/checkpoint.h"
 #include "model/predictor.h"
 #include "model/runtime.h"
@@ -177,15 +186,53 @@ std::vector<std::string> method_labels(const std::vector<std::string>& adapters)
     std::string l = method_label(a);
     const std::string folder = fs::path(a).parent_path().filename().string();
     if (uses[l] > 1 && l != "sam" && !folder.empty()) l = folder + "/" + l;
+    l = utf8_escaped(l);
     if (!seen.insert(l).second) throw Error("two adapters share the name '" + l + "'");
     out.push_back(l);
   }
   return out;
 }
 
+std::string utf8_escaped(const std::string& s) { return io::escape_bytes(s, /*controls=*/false); }
+
+std::unique_ptr<io::FolderLock> check_report(const EvalOptions& o, bool lock) {
+  if (o.report.empty()) return nullptr;
+  const std::string& dir = o.report;
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) throw Error("--report '" + dir + "' is a file, not a folder");
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("cannot make the --report folder '" + dir + "': " + ec.message());
+  std::vector<io::NamedPath> outputs, inputs{{"the checkpoint", o.checkpoint}};
+  for (const char* f : {"results.json", "records.csv", "report.md", "iou_per_corruption.png"})
+    outputs.push_back({std::string("the report's ") + f, (fs::path(dir) / f).string()});
+  for (const auto& a : o.adapters)
+    if (a != "none") inputs.push_back({"the adapter", a});
+  for (const auto& f : data::dataset_files(o.data)) inputs.push_back({"the dataset file", f});
+  io::check_outputs(outputs, inputs);
+  // Writable, tested with the lock file itself (root passes access(2) even
+  // where nothing can be created, as in /proc).
+  const std::string probe = (fs::path(dir) / ".rsam.lock").string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("cannot write in the --report folder '" + dir + "': " + std::strerror(errno));
+  ::close(fd);
+  if (!lock) return nullptr;
+  return std::make_unique<io::FolderLock>(dir);  // also removes what killed runs left there
+}
+
+std::string make_shard_dir(const std::string& report) {
+  std::string parent = report;
+  if (parent.empty()) {
+    const char* t = std::getenv("TMPDIR");
+    parent = t != nullptr && *t != '\0' ? t : "/tmp";
+  }
+  io::remove_stale_temps(parent);
+  return io::make_temp_dir(parent, "eval");
+}
+
 EvalResult evaluate(const EvalOptions& o) {
   if (o.checkpoint.empty() || o.data.empty()) throw Error("--checkpoint and --data are required");
   if (o.shards < 1 || o.shard < 0 || o.shard >= o.shards) throw Error("eval: shard must be in 0..shards-1");
+  check_report(o, false);
   set_threads(o.threads);
   const auto corruptions = expand_corruptions(o.corruptions);
   const auto prompt_specs = data::parse_prompts(o.prompts);
@@ -288,7 +335,7 @@ EvalResult evaluate(const EvalOptions& o) {
           }
           Record rec;
           rec.method = label;
-          rec.sample = s.id;
+          rec.sample = utf8_escaped(s.id);
           rec.index = i;
           rec.corruption = c;
           rec.prompt = prompt_specs[k].text;
@@ -329,12 +376,6 @@ EvalResult evaluate(const EvalOptions& o) {
   if (!o.report.empty()) write_report(o.report, o, res);
   return res;
 }
-
-namespace {
-
-void write_text(const std::string& path, const std::string& text) { io::write_atomic(path, text.data(), text.size()); }
-
-}  // namespace
 
 void bar_chart(const std::string& path, const nlohmann::json& summary, const std::string& prompt) {
   std::vector<std::string> methods, corrs;
@@ -391,9 +432,7 @@ void bar_chart(const std::string& path, const nlohmann::json& summary, const std
     cv::putText(img, methods[m].substr(0, 14), {left + int(m) * 110 + 14, 18}, cv::FONT_HERSHEY_PLAIN, 0.9,
                 cv::Scalar(0, 0, 0));
   }
-  std::vector<uint8_t> png;
-  cv::imencode(".png", img, png);
-  io::write_atomic(path, png.data(), png.size());
+  io::write_image(path, img, false);
 }
 
 namespace {
@@ -401,17 +440,25 @@ namespace {
 // The options that decide an evaluation's numbers (threads, paths of the
 // report and verbosity do not).
 nlohmann::json options_json(const EvalOptions& o) {
-  nlohmann::json j = {
-      {"checkpoint", o.checkpoint}, {"adapters", o.adapters}, {"data", o.data}, {"corruptions", o.corruptions},
-      {"severity", o.severity},     {"prompts", o.prompts},   {"seed", o.seed}, {"max_samples", o.max_samples},
-      {"precision", o.precision},   {"refine", o.refine}};
+  std::vector<std::string> adapters;
+  for (const auto& a : o.adapters) adapters.push_back(utf8_escaped(a));
+  nlohmann::json j = {{"checkpoint", utf8_escaped(o.checkpoint)},
+                      {"adapters", adapters},
+                      {"data", utf8_escaped(o.data)},
+                      {"corruptions", utf8_escaped(o.corruptions)},
+                      {"severity", utf8_escaped(o.severity)},
+                      {"prompts", utf8_escaped(o.prompts)},
+                      {"seed", o.seed},
+                      {"max_samples", o.max_samples},
+                      {"precision", utf8_escaped(o.precision)},
+                      {"refine", o.refine}};
   // Since 2026-12-03 a prompt type draws the same prompt wherever it is
   // listed; results written before (without this entry) drew the k-th listed
   // type from key k, so they are not reused for the new draws.
   j["prompt_draws"] = "by type";
   // Only when they differ from the default, so results cached before --pick
   // and --flip existed still match.
-  if (o.pick != "score") j["pick"] = o.pick;
+  if (o.pick != "score") j["pick"] = utf8_escaped(o.pick);
   if (o.flip) j["flip"] = true;
   return j;
 }
@@ -483,7 +530,7 @@ EvalResult merge_shards(std::vector<EvalResult> parts, const EvalOptions& o) {
 void write_records(const std::string& path, const std::vector<Record>& records) {
   nlohmann::json recs = nlohmann::json::array();
   for (const auto& x : records) recs.push_back(record_json(x));
-  write_text(path, recs.dump());
+  io::write_text(path, recs.dump());
 }
 
 std::vector<Record> read_records(const std::string& path) {
@@ -530,7 +577,9 @@ std::optional<EvalResult> load_results(const std::string& path, const EvalOption
 }
 
 void write_report(const std::string& dir, const EvalOptions& o, const EvalResult& r) {
-  fs::create_directories(dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("cannot make the --report folder '" + dir + "': " + ec.message());
   const nlohmann::json opts = options_json(o);
   nlohmann::json recs = nlohmann::json::array();
   std::ostringstream csv;
@@ -551,10 +600,10 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
     if (x.single_mask_iou >= 0) csv << x.single_mask_iou;
     csv << "\n";
   }
-  write_text(
+  io::write_text(
       (fs::path(dir) / "results.json").string(),
       nlohmann::json{{"options", opts}, {"summary", r.summary}, {"oracle", r.oracle}, {"records", recs}}.dump(1));
-  write_text((fs::path(dir) / "records.csv").string(), csv.str());
+  io::write_text((fs::path(dir) / "records.csv").string(), csv.str());
 
   // Markdown in the papers' layout: rows corruptions, columns prompt types.
   std::ostringstream md;
@@ -680,7 +729,7 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
     md << b;
   }
   md << "![IoU per corruption](iou_per_corruption.png)\n";
-  write_text((fs::path(dir) / "report.md").string(), md.str());
+  io::write_text((fs::path(dir) / "report.md").string(), md.str());
   if (!prompts.empty()) bar_chart((fs::path(dir) / "iou_per_corruption.png").string(), r.summary, prompts.back().text);
 }
 

@@ -6,11 +6,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "data/metrics.h"
+#include "io/fs.h"
 
 namespace rsam::eval {
 
@@ -70,7 +72,29 @@ struct EvalResult {
   nlohmann::json oracle;   // when requested
 };
 
+// Writes the report too when opts.report is set, after checking its folder
+// before any loading (check_report).
 EvalResult evaluate(const EvalOptions& opts);
+
+// The report folder, checked before any data or model is loaded so that a
+// bad --report fails in a second, not after the scoring: created if missing;
+// rsam::Error (one line) when a file is in its place, it cannot be made or
+// written, or a report file would land on an input (checkpoint, adapter,
+// dataset file). With `lock`, also held against other runs until the
+// returned lock is dropped (the process that writes the report takes it;
+// worker processes of --nproc must not). Nothing to do for an empty report.
+std::unique_ptr<io::FolderLock> check_report(const EvalOptions& opts, bool lock);
+
+// Where the --nproc workers leave their shares: a fresh folder named
+// ".rsam-eval-<pid>-XXXXXX" inside the report folder, or
+// "$TMPDIR/rsam-eval-<pid>-XXXXXX" without one. Folders of that naming whose
+// process is gone (a killed eval) are removed first.
+std::string make_shard_dir(const std::string& report);
+
+// JSON holds UTF-8 only: `s` unchanged when it is valid UTF-8, else each
+// invalid byte written as the four characters "\xNN". Sample ids and paths
+// from the file system go through it before they reach a report.
+std::string utf8_escaped(const std::string& s);
 
 // Each method's name in reports: "sam" for "none", else the file's stem.
 // Files with the same stem (every `rsam train` writes adapter.safetensors)

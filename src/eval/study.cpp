@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <set>
@@ -35,7 +36,7 @@ int64_t pow2(double x, int64_t lo) {
   return std::max(lo, p);
 }
 
-void write_text(const std::string& path, const std::string& s) { io::write_atomic(path, s.data(), s.size()); }
+using io::write_text;
 
 struct Stat {
   std::vector<double> v;
@@ -88,6 +89,162 @@ std::vector<std::pair<std::string, std::string>> default_study_methods(int width
   return m;
 }
 
+namespace {
+
+using Methods = std::vector<std::pair<std::string, std::string>>;  // name -> adapter config JSON text
+
+// The options that decide a run's weights (not where it is written or how
+// many threads ran it), kept beside the run as NAME.options.json.
+json run_options(const train::TrainOptions& t, const std::string& cfg) {
+  return {{"checkpoint", utf8_escaped(t.checkpoint)},
+          {"data", utf8_escaped(t.data)},
+          {"adapter", json::parse(cfg)},
+          {"corruption", utf8_escaped(t.corruption)},
+          {"severity", t.severity},
+          {"clean_ratio", t.clean_ratio},
+          {"prompts", t.prompts},
+          {"steps", t.steps},
+          {"batch", t.batch},
+          {"masks_per_image", t.masks_per_image},
+          {"optimizer", t.optimizer},
+          {"lr", t.lr},
+          {"wd", t.wd},
+          {"warmup", t.warmup},
+          {"seed", t.seed}};
+}
+
+// A run is reused (finished) or resumed (started) only with the options it
+// was made with: new options over old adapters would report numbers that
+// belong to neither.
+void check_run(const fs::path& options_file, const json& want, bool finished, const std::string& run) {
+  std::error_code ec;
+  if (!fs::exists(options_file, ec)) {
+    if (finished)
+      throw Error("study: run " + run + " has no record of its options (made by an older rsam); delete " + run +
+                  ".* to train it again, or use a new --out");
+    return;
+  }
+  const auto bytes = io::read_file(options_file.string());
+  const json have = json::parse(bytes.begin(), bytes.end(), nullptr, false);
+  if (have == want) return;
+  std::string what = "unreadable " + options_file.filename().string();
+  if (have.is_object()) {
+    what = "other keys";
+    for (auto& [k, v] : want.items())
+      if (!have.contains(k) || have[k] != v) {
+        what = k + " " + (have.contains(k) ? have[k].dump() : std::string("unset")) + ", now " + v.dump();
+        break;
+      }
+  }
+  throw Error("study: run " + run + " was made with other options (" + what + "); use a new --out, or delete " + run +
+              ".* and " + run + "/ to train it again");
+}
+
+// A seed's evaluation results, whole or in shares, once one of its runs is
+// (re)trained: they scored the adapters that were there before.
+void forget_evaluation(const fs::path& seed_dir) {
+  std::error_code ec;
+  fs::remove(seed_dir / "report" / "results.json", ec);
+  for (fs::directory_iterator it(seed_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string f = it->path().filename().string();
+    if (f.rfind("shard", 0) == 0 && it->path().extension() == ".json") fs::remove(it->path(), ec);
+  }
+}
+
+train::TrainOptions run_recipe(const StudyOptions& o, const std::string& cfg_path, int s, const fs::path& run) {
+  train::TrainOptions t;
+  t.checkpoint = o.checkpoint;
+  t.data = o.train_data;
+  t.adapter = cfg_path;
+  t.corruption = o.train_corruption;
+  t.severity = "random";
+  t.clean_ratio = 0.2;
+  t.prompts = "points:1,points:3,box";
+  t.steps = o.steps;
+  t.batch = o.batch;
+  t.masks_per_image = o.masks_per_image;
+  t.optimizer = "adamw";
+  t.lr = o.lr;
+  t.wd = 1e-4;
+  t.warmup = std::max<int64_t>(1, o.steps / 10);
+  t.seed = uint64_t(1000 + s);
+  t.out = run.string();
+  t.resume = true;
+  t.save_every = std::max<int64_t>(10, o.steps / 4);
+  t.threads = o.threads;
+  t.workers = 1;
+  t.quiet = true;
+  t.distributed = false;  // under --nproc each rank trains runs of its own
+  return t;
+}
+
+// 1. Every method for every seed (this process's share under --nproc).
+// Finished runs made with the same options are kept. Returns the training
+// seconds of the runs timed in one go, by method.
+std::map<std::string, Stat> train_runs(const StudyOptions& o, const Methods& methods,
+                                       const std::function<void(const std::string&)>& log) {
+  const fs::path out(o.out);
+  std::map<std::string, Stat> train_secs;
+  int64_t run_index = -1;
+  for (int s = 0; s < o.seeds; ++s) {
+    const fs::path sd = out / ("s" + std::to_string(s));
+    fs::create_directories(sd);
+    for (const auto& [name, cfg] : methods) {
+      ++run_index;
+      if (o.phase == "eval" || (o.phase == "train" && run_index % o.shards != o.shard)) continue;
+      const fs::path done = sd / (name + ".safetensors");
+      const fs::path secs_file = sd / (name + ".seconds");
+      const fs::path options_file = sd / (name + ".options.json");
+      const std::string cfg_path = (out / "configs" / (name + ".json")).string();
+      const train::TrainOptions t = run_recipe(o, cfg_path, s, sd / name);
+      const json want = run_options(t, cfg);
+      check_run(options_file, want, fs::exists(done), (sd / name).string());
+      if (fs::exists(done)) {
+        if (fs::exists(secs_file)) {
+          const auto b = io::read_file(secs_file.string());
+          train_secs[name].v.push_back(std::stod(std::string(b.begin(), b.end())));
+        }
+        continue;
+      }
+      write_text(cfg_path, json::parse(cfg).dump(2) + "\n");
+      write_text(options_file.string(), want.dump(2) + "\n");  // first: a killed run is checked on resume
+      forget_evaluation(sd);
+      log("study: training " + name + " seed " + std::to_string(s));
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto r = train::train(t);
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const auto bytes = io::read_file(r.weights_path);
+      if (r.start_step == 0) {  // a resumed run's time covers only its last part: not recorded
+        write_text(secs_file.string(), std::to_string(secs));
+        train_secs[name].v.push_back(secs);
+      }
+      io::write_atomic(done.string(), bytes.data(), bytes.size());
+      if (!std::isfinite(r.last_loss)) throw Error("study: " + name + " diverged");
+    }
+  }
+  return train_secs;
+}
+
+}  // namespace
+
+std::unique_ptr<io::FolderLock> lock_study(const StudyOptions& o) {
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  if (ec || !fs::is_directory(o.out, ec))
+    throw Error("study: cannot make the --out folder '" + o.out + "'" + (ec ? ": " + ec.message() : ""));
+  // The report and its chart must not land on what the study reads.
+  const fs::path doc(o.doc);
+  std::vector<io::NamedPath> inputs{{"the checkpoint", o.checkpoint}};
+  for (const auto& spec : {o.train_data, o.val_data})
+    for (const auto& f : data::dataset_files(spec)) inputs.push_back({"the dataset file", f});
+  for (const auto& m : o.methods)
+    if (const auto eq = m.find('='); eq != std::string::npos) inputs.push_back({"a method config", m.substr(eq + 1)});
+  io::check_outputs({{"--doc", o.doc},
+                     {"the chart", (doc.parent_path() / (doc.stem().string() + "_iou_per_corruption.png")).string()}},
+                    inputs);
+  return std::make_unique<io::FolderLock>(o.out);
+}
+
 void run_study(const StudyOptions& o) {
   if (o.checkpoint.empty() || o.train_data.empty() || o.val_data.empty())
     throw Error("study: --checkpoint, --train and --val are required");
@@ -98,7 +255,7 @@ void run_study(const StudyOptions& o) {
   Sam base = load_sam(o.checkpoint).model;
   const int width = base->config.encoder_embed_dim;
 
-  std::vector<std::pair<std::string, std::string>> methods;
+  Methods methods;
   if (o.methods.empty()) {
     methods = default_study_methods(width);
   } else {
@@ -117,63 +274,7 @@ void run_study(const StudyOptions& o) {
     throw Error("study: phase must be train or eval, not '" + o.phase + "'");
   if (o.shards < 1 || o.shard < 0 || o.shard >= o.shards) throw Error("study: shard must be in 0..shards-1");
 
-  // 1. Train every method for every seed (finished runs are kept).
-  std::map<std::string, Stat> train_secs;
-  int64_t run_index = -1;
-  for (int s = 0; s < o.seeds; ++s) {
-    const fs::path sd = out / ("s" + std::to_string(s));
-    fs::create_directories(sd);
-    for (const auto& [name, cfg] : methods) {
-      ++run_index;
-      if (o.phase == "eval" || (o.phase == "train" && run_index % o.shards != o.shard)) continue;
-      const fs::path done = sd / (name + ".safetensors");
-      const fs::path secs_file = sd / (name + ".seconds");
-      if (fs::exists(done)) {
-        if (fs::exists(secs_file)) {
-          const auto b = io::read_file(secs_file.string());
-          train_secs[name].v.push_back(std::stod(std::string(b.begin(), b.end())));
-        }
-        continue;
-      }
-      const std::string cfg_path = (out / "configs" / (name + ".json")).string();
-      write_text(cfg_path, json::parse(cfg).dump(2) + "\n");
-      train::TrainOptions t;
-      t.checkpoint = o.checkpoint;
-      t.data = o.train_data;
-      t.adapter = cfg_path;
-      t.corruption = o.train_corruption;
-      t.severity = "random";
-      t.clean_ratio = 0.2;
-      t.prompts = "points:1,points:3,box";
-      t.steps = o.steps;
-      t.batch = o.batch;
-      t.masks_per_image = o.masks_per_image;
-      t.optimizer = "adamw";
-      t.lr = o.lr;
-      t.wd = 1e-4;
-      t.warmup = std::max<int64_t>(1, o.steps / 10);
-      t.seed = uint64_t(1000 + s);
-      t.out = (sd / name).string();
-      t.resume = true;
-      t.save_every = std::max<int64_t>(10, o.steps / 4);
-      t.threads = o.threads;
-      t.workers = 1;
-      t.quiet = true;
-      t.distributed = false;  // under --nproc each rank trains runs of its own
-      log("study: training " + name + " seed " + std::to_string(s));
-      const auto t0 = std::chrono::steady_clock::now();
-      const auto r = train::train(t);
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const auto bytes = io::read_file(r.weights_path);
-      if (r.start_step == 0) {  // a resumed run's time covers only its last part: not recorded
-        write_text(secs_file.string(), std::to_string(secs));
-        train_secs[name].v.push_back(secs);
-      }
-      io::write_atomic(done.string(), bytes.data(), bytes.size());
-      if (!std::isfinite(r.last_loss)) throw Error("study: " + name + " diverged");
-    }
-  }
-
+  std::map<std::string, Stat> train_secs = train_runs(o, methods, log);
   if (o.phase == "train") return;
 
   // 2. Evaluate each seed's adapters (and the base) on identical inputs.

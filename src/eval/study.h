@@ -5,8 +5,11 @@
 // Markdown report with charts. Resumable: finished runs are kept.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "io/fs.h"
 
 namespace rsam::eval {
 
@@ -43,6 +46,14 @@ struct StudyOptions {
 // (name -> adapter config JSON text).
 std::vector<std::pair<std::string, std::string>> default_study_methods(int width);
 
+// Each run keeps the options that decided its weights (OUT/s<seed>/NAME.options.json,
+// written before it trains); a run made with other options is an rsam::Error
+// (one line naming the first difference), never reused or silently retrained.
 void run_study(const StudyOptions& opts);
+
+// Makes OUT, checks that --doc and its chart land on no input, and holds OUT
+// against other runs until the lock is dropped. Taken by the process that
+// writes the report, not by the workers of --nproc.
+std::unique_ptr<io::FolderLock> lock_study(const StudyOptions& opts);
 
 }  // namespace rsam::eval

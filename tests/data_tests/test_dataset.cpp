@@ -11,6 +11,7 @@
 #include "data_test_util.h"
 #include "error.h"
 #include "io/image_bytes.h"
+#include "io/image_codec.h"
 
 namespace rsam::data {
 namespace {
@@ -219,6 +220,50 @@ TEST(CocoDataset, BadFilesAreErrors) {
   const auto ds = open_dataset("coco:" + (t / "ok.json") + "," + t.str());
   ASSERT_EQ(ds->size(), 1u);
   EXPECT_THROW(ds->get(0), Error);
+}
+
+// Issue 37: a repeated image id moved the first image's annotations onto the
+// second without a word.
+TEST(CocoDataset, DuplicatedImageIdIsRefusedByName) {
+  TempDir t;
+  write_rgb(t / "a.png", make_rgb(4, 4, 0));
+  write_rgb(t / "b.png", make_rgb(4, 4, 1));
+  test::write_bytes(t / "dup.json",
+                    R"({"images":[{"id":7,"file_name":"a.png","height":4,"width":4},)"
+                    R"({"id":7,"file_name":"b.png","height":4,"width":4}],)"
+                    R"("annotations":[{"id":5,"image_id":7,"segmentation":[[0,0,3,0,3,3]]}]})");
+  try {
+    open_dataset("coco:" + (t / "dup.json") + "," + t.str());
+    FAIL() << "expected rsam::Error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("image id 7 twice"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+}
+
+// Issue 37: every picture a dataset reads goes through the one codec, so the
+// pixel limit (a decompression bomb's defence) applies to images and masks.
+TEST(FolderDataset, ImagesAndMasksObeyThePixelLimit) {
+  TempDir t;
+  const std::string im = t.mkdir("im"), mk = t.mkdir("mk");
+  write_rgb(im + "/a.png", make_rgb(48, 40, 0));
+  cv::imwrite(mk + "/a.png", rect_mask(48, 40, {2, 3, 4, 5}));
+  const auto ds = open_dataset("folder:" + im + "," + mk);
+  ASSERT_EQ(ds->size(), 1u);
+  EXPECT_NO_THROW(ds->get(0));
+  io::set_max_image_pixels(48 * 40 - 1);
+  try {
+    ds->get(0);
+    ADD_FAILURE() << "expected rsam::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("above the limit"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(ds->get_mask(0), Error);
+  EXPECT_THROW(read_rgb(im + "/a.png"), Error);
+  io::set_max_image_pixels(48 * 40);
+  EXPECT_NO_THROW(ds->get(0));
+  io::set_max_image_pixels(100'000'000);
 }
 
 TEST(Sa1bDataset, CountsAnnotationsAndDecodesRle) {

@@ -15,6 +15,8 @@
 #include "data/dataset.h"
 #include "data/synth.h"
 #include "error.h"
+#include "io/fs.h"
+#include "io/image_codec.h"
 
 namespace fs = std::filesystem;
 using namespace rsam::data;
@@ -167,5 +169,79 @@ TEST(Synth, PhotoFolderIsUsedWhenGiven) {
   SynthWorld w(o);
   ASSERT_EQ(w.photo_paths().size(), 1u);
   EXPECT_FALSE(same(w.scene(0).image, SynthWorld(small()).scene(0).image));
+  fs::remove_all(dir);
+}
+
+// Issue 37: a run killed before its end left scenes and no synth.json, so a
+// re-run with another seed added its boxes and JSON to the first seed's
+// images. The options are now written before any scene and checked.
+TEST(Synth, KilledRunKeepsItsOptionsAndRefusesOthers) {
+  const auto dir = temp_dir("killed");
+  struct Kill {};
+  // Stopped after the first scene, as a kill would.
+  EXPECT_THROW(write_synth(dir.string(), 6, small(1), 1, [](size_t, size_t) { throw Kill{}; }), Kill);
+  ASSERT_TRUE(fs::exists(dir / "images" / "000000.png"));
+  ASSERT_FALSE(fs::exists(dir / "annotations.json"));
+  std::ifstream meta(dir / "synth.json");
+  ASSERT_TRUE(meta.good()) << "the options go first";
+  try {
+    write_synth(dir.string(), 6, small(2), 1);
+    FAIL() << "expected rsam::Error";
+  } catch (const rsam::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("other options (seed)"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir / "annotations.json"));
+  // The same options complete the set, identical to one made in one go.
+  write_synth(dir.string(), 6, small(1), 1);
+  const auto whole = temp_dir("whole");
+  write_synth(whole.string(), 6, small(1), 1);
+  for (const char* f : {"annotations.json", "synth.json", "images/000000.png", "masks/000005.png"}) {
+    std::ifstream a(dir / f, std::ios::binary), b(whole / f, std::ios::binary);
+    std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
+    EXPECT_FALSE(sa.empty()) << f;
+    EXPECT_EQ(sa, sb) << f;
+  }
+  // Scenes with no record of their options (an older rsam's killed run) are refused too.
+  fs::remove(dir / "synth.json");
+  EXPECT_THROW(write_synth(dir.string(), 6, small(1), 1), rsam::Error);
+  fs::remove_all(dir);
+  fs::remove_all(whole);
+}
+
+// Issue 37: two synths into one folder at once interleaved silently.
+TEST(Synth, FolderInUseIsRefused) {
+  const auto dir = temp_dir("locked");
+  fs::create_directories(dir);
+  {
+    const rsam::io::FolderLock other(dir.string());
+    try {
+      write_synth(dir.string(), 2, small(), 1);
+      FAIL() << "expected rsam::Error";
+    } catch (const rsam::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("in use by another rsam run"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dir / "images"));
+  }
+  EXPECT_NO_THROW(write_synth(dir.string(), 2, small(), 1));
+  fs::remove_all(dir);
+}
+
+// Issue 37: photos are read through the one codec (pixel limit, truncation).
+TEST(Synth, PhotosObeyThePixelLimit) {
+  const auto dir = temp_dir("bigphoto");
+  fs::create_directories(dir);
+  cv::Mat photo(120, 160, CV_8UC3, cv::Scalar(10, 200, 30));
+  cv::imwrite((dir / "p.png").string(), photo);
+  auto o = small();
+  o.photos = dir.string();
+  rsam::io::set_max_image_pixels(160 * 120 - 1);
+  try {
+    SynthWorld w(o);
+    ADD_FAILURE() << "expected rsam::Error";
+  } catch (const rsam::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("p.png"), std::string::npos) << e.what();
+  }
+  rsam::io::set_max_image_pixels(100'000'000);
+  EXPECT_NO_THROW(SynthWorld{o});
   fs::remove_all(dir);
 }

@@ -1,5 +1,7 @@
 #include "adapt/adapter.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <iomanip>
 #include <set>
@@ -96,12 +98,145 @@ torch::Tensor gumbel_sigmoid_gate(const torch::Tensor& logits, double tau, bool 
   return hard + soft - soft.detach();  // straight-through
 }
 
+ConfigKey int_key(const std::string& name, int64_t min, int64_t max) {
+  return {name, ConfigKey::Kind::Int, double(min), double(max), false, {}};
+}
+ConfigKey number_key(const std::string& name, double min, double max, bool above_min) {
+  return {name, ConfigKey::Kind::Number, min, max, above_min, {}};
+}
+ConfigKey bool_key(const std::string& name) { return {name, ConfigKey::Kind::Bool, 0, 0, false, {}}; }
+ConfigKey choice_key(const std::string& name, std::vector<std::string> choices) {
+  return {name, ConfigKey::Kind::Choice, 0, 0, false, std::move(choices)};
+}
+ConfigKey int_list_key(const std::string& name, int64_t min, int64_t max) {
+  return {name, ConfigKey::Kind::IntList, double(min), double(max), false, {}};
+}
+
+namespace {
+
+std::string fmt_number(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+// An integer written as one (8, or 8.0), not a fraction to truncate.
+bool integral(const nlohmann::json& v) {
+  if (v.is_number_integer()) return true;
+  if (!v.is_number_float()) return false;
+  const double d = v.get<double>();
+  return std::isfinite(d) && d == std::floor(d);
+}
+
+// "must be ..." for a key's type and range, as the error message says it.
+std::string expected(const ConfigKey& k) {
+  using K = ConfigKey::Kind;
+  if (k.kind == K::Bool) return "true or false";
+  if (k.kind == K::Choice) {
+    std::string s = "one of";
+    for (size_t i = 0; i < k.choices.size(); ++i) s += (i ? ", " : " ") + k.choices[i];
+    return s;
+  }
+  const bool lo = std::isfinite(k.min), hi = std::isfinite(k.max);
+  std::string what = k.kind == K::Number ? "a finite number"
+                     : k.kind == K::Int  ? "an integer"
+                                         : "a non-empty list of integers";
+  if (k.kind != K::Number && lo && hi) return what + " in " + fmt_number(k.min) + ".." + fmt_number(k.max);
+  if (lo) what += std::string(k.above_min ? " > " : " >= ") + fmt_number(k.min);
+  if (lo && hi) what += " and";
+  if (hi) what += " <= " + fmt_number(k.max);
+  return what;
+}
+
+bool in_range(const ConfigKey& k, double v) {
+  return std::isfinite(v) && (k.above_min ? v > k.min : v >= k.min) && v <= k.max;
+}
+
+bool valid_value(const ConfigKey& k, const nlohmann::json& v) {
+  using K = ConfigKey::Kind;
+  switch (k.kind) {
+    case K::Bool:
+      return v.is_boolean();
+    case K::Choice:
+      return v.is_string() && std::find(k.choices.begin(), k.choices.end(), v.get<std::string>()) != k.choices.end();
+    case K::Int:
+      return integral(v) && in_range(k, v.get<double>());
+    case K::Number:
+      return v.is_number() && in_range(k, v.get<double>());
+    case K::IntList:
+      if (!v.is_array() || v.empty()) return false;
+      for (const auto& e : v)
+        if (!integral(e) || !in_range(k, e.get<double>())) return false;
+      return true;
+  }
+  return false;
+}
+
+// The keys every method takes, and those of the methods that wrap layers.
+std::vector<ConfigKey> common_keys(const MethodInfo& info) {
+  std::vector<ConfigKey> keys{{"method", ConfigKey::Kind::Choice, 0, 0, false, {info.name}}, bool_key("train_decoder")};
+  if (info.factory) {
+    keys.push_back({"targets", ConfigKey::Kind::Choice, 0, 0, false, {}});  // checked by hand: a list of globs
+    keys.push_back({"split", ConfigKey::Kind::Int, 1, double(kMaxAdapterSize), false, {}});  // or "auto"
+  }
+  return keys;
+}
+
+}  // namespace
+
+void check_config(const nlohmann::json& cfg, const std::string& source) {
+  const std::string where = "adapter config '" + source + "': ";
+  if (!cfg.is_object()) throw Error(where + "not a JSON object");
+  if (!cfg.contains("method") || !cfg["method"].is_string()) throw Error(where + "needs a \"method\" string");
+  const auto& info = method_info(cfg["method"].get<std::string>());
+  std::vector<ConfigKey> keys = common_keys(info);
+  keys.insert(keys.end(), info.keys.begin(), info.keys.end());
+  for (const auto& [name, value] : cfg.items()) {
+    auto k = std::find_if(keys.begin(), keys.end(), [&](const ConfigKey& c) { return c.name == name; });
+    if (k == keys.end()) {
+      std::vector<std::string> names;
+      for (const auto& c : keys) names.push_back(c.name);
+      std::sort(names.begin(), names.end());
+      std::string allowed;
+      for (const auto& n : names) allowed += (allowed.empty() ? "" : ", ") + n;
+      throw Error(where + "unknown key \"" + name + "\" for method " + info.name + " (allowed: " + allowed + ")");
+    }
+    bool ok = false;
+    std::string want;
+    if (name == "method") {
+      ok = true;
+    } else if (name == "targets") {
+      ok = value.is_array() && !value.empty() &&
+           std::all_of(value.begin(), value.end(), [](const nlohmann::json& t) { return t.is_string(); });
+      want = "a non-empty list of layer-name patterns";
+    } else if (name == "split") {
+      ok = (value.is_string() && value.get<std::string>() == "auto") || valid_value(*k, value);
+      want = "\"auto\" or " + expected(*k);
+    } else {
+      ok = valid_value(*k, value);
+      want = expected(*k);
+    }
+    if (!ok) throw Error(where + "\"" + name + "\" must be " + want + " (got " + value.dump() + ")");
+  }
+  if (info.check) {
+    try {
+      info.check(cfg);
+    } catch (const Error& e) {
+      throw Error(where + e.what());
+    }
+  }
+}
+
 nlohmann::json load_config(const std::string& method_or_file) {
-  if (method_or_file.find('.') == std::string::npos && method_or_file.find('/') == std::string::npos)
-    return {{"method", method_or_file}};
+  if (method_or_file.find('.') == std::string::npos && method_or_file.find('/') == std::string::npos) {
+    nlohmann::json j{{"method", method_or_file}};
+    check_config(j, method_or_file);
+    return j;
+  }
   const auto bytes = io::read_file(method_or_file);
   auto j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) throw Error("adapter config '" + method_or_file + "' is not a JSON object");
+  check_config(j, method_or_file);
   return j;
 }
 

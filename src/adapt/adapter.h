@@ -8,11 +8,14 @@
 //    "split": "auto",            // qkv: q, k, v adapted separately (3); else 1
 //    "train_decoder": false,
 //    ...method parameters (rank, alpha, r_low, r_high, tau, ...)}
+// Each method declares its keys (MethodInfo::keys): load_config refuses any
+// other key, a value of the wrong type, or one out of range.
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <functional>
 #include <map>
 #include <set>
@@ -46,6 +49,25 @@ struct Adapter : LinearAdapter {
 
 using AdapterFactory = std::function<std::shared_ptr<Adapter>(const nlohmann::json& cfg, const LayerInfo& layer)>;
 
+// One parameter of a method's JSON config: its type and range. A config is
+// checked against its method's keys before anything is built, so a typo or
+// a fractional rank is an error instead of a silent default or truncation.
+struct ConfigKey {
+  enum class Kind { Int, Number, Bool, Choice, IntList };
+  std::string name;
+  Kind kind = Kind::Number;
+  double min = -HUGE_VAL, max = HUGE_VAL;  // Int, Number, and each IntList item
+  bool above_min = false;                  // min itself excluded (tau > 0)
+  std::vector<std::string> choices;        // Kind::Choice
+};
+// The sizes of a component (ranks, hidden widths): 1 up to this.
+constexpr int64_t kMaxAdapterSize = 65536;
+ConfigKey int_key(const std::string& name, int64_t min = 1, int64_t max = kMaxAdapterSize);
+ConfigKey number_key(const std::string& name, double min = -HUGE_VAL, double max = HUGE_VAL, bool above_min = false);
+ConfigKey bool_key(const std::string& name);
+ConfigKey choice_key(const std::string& name, std::vector<std::string> choices);
+ConfigKey int_list_key(const std::string& name, int64_t min = 1, int64_t max = kMaxAdapterSize);
+
 struct MethodInfo {
   std::string name, description;
   std::vector<std::string> default_targets;  // empty: the method wraps nothing
@@ -53,6 +75,12 @@ struct MethodInfo {
   AdapterFactory factory;  // null for methods that only unfreeze base tensors
   // For methods that unfreeze base tensors (bitfit, decoder_only): selects them.
   std::function<bool(const std::string& param_name)> trains_base;
+  // The method's own config keys; "method" and "train_decoder" (every
+  // method) and "targets" and "split" (methods with a factory) come on top.
+  std::vector<ConfigKey> keys;
+  // Checks across keys (r_low <= r_high), on a config whose keys passed:
+  // throws rsam::Error with the message's tail ("r_low must not exceed r_high").
+  std::function<void(const nlohmann::json& cfg)> check;
 };
 
 void register_method(MethodInfo info);
@@ -110,8 +138,14 @@ class AdaptedSam {
 // `old_base` or a tensor's shape differs between the two.
 void rebase_adapter(Sam old_base, Sam new_base, const std::string& in, const std::string& out);
 
-// A method name ("gara": its defaults) or a JSON config file's contents.
+// A method name ("gara": its defaults) or a JSON config file's contents,
+// checked with check_config.
 nlohmann::json load_config(const std::string& method_or_file);
+// rsam::Error, naming `source` (a file or method name), when the config is
+// not an object with a known "method", holds a key that method does not
+// take (the allowed ones are listed), or a value of the wrong type or out of
+// range: integers must be integers, ranks positive, tau > 0.
+void check_config(const nlohmann::json& cfg, const std::string& source);
 
 // 64-bit content hash of every base tensor (hex), recorded in adapter files.
 // Tensors the adapter itself trains (BitFit biases, a fine-tuned decoder)

@@ -52,26 +52,46 @@ struct Bottleneck : Adapter {
   torch::nn::Linear down{nullptr}, up{nullptr};
 };
 
-RegisterAdapter reg_ssf({"ssf", "SSF: per-channel scale and shift after every encoder linear layer (mergeable)",
-                         {"image_encoder.blocks.*"}, true,
-                         [](const nlohmann::json&, const LayerInfo& l) { return std::make_shared<SSF>(l); }, nullptr});
+RegisterAdapter reg_ssf({"ssf",
+                         "SSF: per-channel scale and shift after every encoder linear layer (mergeable)",
+                         {"image_encoder.blocks.*"},
+                         true,
+                         [](const nlohmann::json&, const LayerInfo& l) { return std::make_shared<SSF>(l); },
+                         nullptr,
+                         {},
+                         nullptr});
 
 RegisterAdapter reg_adapter({"adapter",
                              "Adapter: bottleneck MLP (bottleneck size) after attention and MLP outputs of each block",
-                             {"image_encoder.blocks.*.attn.proj", "image_encoder.blocks.*.mlp.lin2"}, false,
+                             {"image_encoder.blocks.*.attn.proj", "image_encoder.blocks.*.mlp.lin2"},
+                             false,
                              [](const nlohmann::json& c, const LayerInfo& l) {
                                return std::make_shared<Bottleneck>(c, l);
                              },
+                             nullptr,
+                             {int_key("bottleneck")},
                              nullptr});
 
-RegisterAdapter reg_bitfit({"bitfit", "BitFit: trains only the image encoder's bias terms", {}, true, nullptr,
+RegisterAdapter reg_bitfit({"bitfit",
+                            "BitFit: trains only the image encoder's bias terms",
+                            {},
+                            true,
+                            nullptr,
                             [](const std::string& k) {
                               return k.rfind("image_encoder.", 0) == 0 && k.size() > 5 &&
                                      k.compare(k.size() - 5, 5, ".bias") == 0;
-                            }});
+                            },
+                            {},
+                            nullptr});
 
-RegisterAdapter reg_decoder({"decoder_only", "Decoder-only: trains the mask decoder, encoder frozen", {}, true, nullptr,
-                             [](const std::string& k) { return k.rfind("mask_decoder.", 0) == 0; }});
+RegisterAdapter reg_decoder({"decoder_only",
+                             "Decoder-only: trains the mask decoder, encoder frozen",
+                             {},
+                             true,
+                             nullptr,
+                             [](const std::string& k) { return k.rfind("mask_decoder.", 0) == 0; },
+                             {},
+                             nullptr});
 
 }  // namespace
 

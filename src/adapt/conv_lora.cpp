@@ -125,13 +125,19 @@ struct ConvLoRA : Adapter {
 RegisterAdapter reg({"conv_lora",
                      "Conv-LoRA: LoRA with a top-1 MoE of multi-scale 3x3 convolutions in the bottleneck on the fused "
                      "qkv; rank, alpha, experts, balance_weight",
-                     {"image_encoder.blocks.*.attn.qkv"}, false,
+                     {"image_encoder.blocks.*.attn.qkv"},
+                     false,
                      [](const nlohmann::json& c, const LayerInfo& l) {
                        LayerInfo fused = l;
                        fused.split = 1;  // applied to the fused qkv projection, as the reference
                        return std::make_shared<ConvLoRA>(c, fused);
                      },
-                     nullptr});
+                     nullptr,
+                     {int_key("rank"), number_key("alpha"), int_key("experts"), number_key("balance_weight", 0)},
+                     [](const nlohmann::json& c) {
+                       if (c.contains("split"))
+                         throw Error("\"split\" does not apply to conv_lora, which adapts the fused projection whole");
+                     }});
 
 }  // namespace
 

@@ -117,9 +117,13 @@ struct LoRA : Adapter {
   Tensor A, B;
 };
 
-RegisterAdapter reg_lora({"lora", "LoRA: fixed-rank update B A on each target, q/k/v separately (rank, alpha, dropout)",
-                          {"image_encoder.blocks.*.attn.qkv"}, true,
+RegisterAdapter reg_lora({"lora",
+                          "LoRA: fixed-rank update B A on each target, q/k/v separately (rank, alpha, dropout)",
+                          {"image_encoder.blocks.*.attn.qkv"},
+                          true,
                           [](const nlohmann::json& c, const LayerInfo& l) { return std::make_shared<LoRA>(c, l); },
+                          nullptr,
+                          {int_key("rank"), number_key("alpha"), number_key("dropout", 0, 1)},
                           nullptr});
 
 // ---- GaRA ------------------------------------------------------------------
@@ -255,12 +259,25 @@ struct GaRA : Adapter {
   Tensor last_space, last_low, last_high;
 };
 
+// The lower space must not be the larger one (the defaults count when a key is absent).
+void check_gara(const nlohmann::json& cfg) {
+  const int64_t lo = cfg.value("r_low", int64_t(16)), hi = cfg.value("r_high", int64_t(256));
+  if (lo > hi)
+    throw Error("\"r_low\" (" + std::to_string(lo) + ") must not exceed \"r_high\" (" + std::to_string(hi) +
+                (cfg.contains("r_high") ? "" : ", the default") + ")");
+}
+
 RegisterAdapter reg_gara({"gara",
                           "GaRA: rank-1 components gated per image, hierarchical (space gate, then components); "
                           "r_low, r_high, tau, scale, gate_hidden, space_gate",
-                          {"image_encoder.blocks.*.attn.qkv"}, false,
+                          {"image_encoder.blocks.*.attn.qkv"},
+                          false,
                           [](const nlohmann::json& c, const LayerInfo& l) { return std::make_shared<GaRA>(c, l); },
-                          nullptr});
+                          nullptr,
+                          {int_key("r_low"), int_key("r_high"), number_key("tau", 0, HUGE_VAL, /*above_min=*/true),
+                           number_key("scale"), int_key("gate_hidden"), number_key("gate_init"), bool_key("space_gate"),
+                           choice_key("inference_path", {"auto", "fold", "lowrank"})},
+                          check_gara});
 
 // ---- MoE-LoRA --------------------------------------------------------------
 
@@ -333,9 +350,15 @@ struct MoELoRA : Adapter {
   Tensor last_choice;
 };
 
-RegisterAdapter reg_moe({"moe_lora", "MoE-LoRA: fixed-rank LoRA experts, one chosen per image by a shared gate; ranks, tau",
-                         {"image_encoder.blocks.*.attn.qkv"}, false,
+RegisterAdapter reg_moe({"moe_lora",
+                         "MoE-LoRA: fixed-rank LoRA experts, one chosen per image by a shared gate; ranks, tau",
+                         {"image_encoder.blocks.*.attn.qkv"},
+                         false,
                          [](const nlohmann::json& c, const LayerInfo& l) { return std::make_shared<MoELoRA>(c, l); },
+                         nullptr,
+                         {int_list_key("ranks"), number_key("tau", 0, HUGE_VAL, /*above_min=*/true),
+                          number_key("scale"), int_key("gate_hidden"),
+                          choice_key("inference_path", {"auto", "fold", "lowrank"})},
                          nullptr});
 
 }  // namespace

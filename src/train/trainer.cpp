@@ -1,17 +1,22 @@
 #include "train/trainer.h"
 
 #include <ATen/autocast_mode.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "adapt/adapter.h"
@@ -223,7 +228,16 @@ void save_checkpoint(const std::string& path, const Checkpoint& c,
   torch::serialize::OutputArchive opt_ar;
   opt.save(opt_ar);
   ar.write("optimizer", opt_ar);
-  io::write_atomic_with(path, [&](const std::string& tmp) { ar.save_to(tmp); });
+  // A failed write is recorded, not reported to torch: its zip writer then
+  // throws from a destructor, which would end the process with a backtrace.
+  int failed = 0;
+  io::write_atomic_with(path, [&](std::FILE* f) {
+    ar.save_to([&](const void* data, size_t n) -> size_t {
+      if (failed == 0 && std::fwrite(data, 1, n, f) != n) failed = errno != 0 ? errno : EIO;
+      return n;
+    });
+    if (failed != 0) throw Error("cannot write " + path + ": " + std::strerror(failed));
+  });
 }
 
 // Restores this rank's generator; a checkpoint from a run with fewer ranks
@@ -240,7 +254,9 @@ Checkpoint load_checkpoint(const std::string& path, const std::vector<std::pair<
   c10::IValue cfg;
   ar.read("config", cfg);
   if (!cfg.isString() || cfg.toStringRef() != config)
-    throw Error("'" + path + "' was written by a run with other options; use a new --out or drop --resume");
+    throw Error("'" + path +
+                "' was written by a run with other options: resume it with the same options, or "
+                "overwrite it or use another output folder");
   Checkpoint c;
   // A fresh tensor per read: read() into a defined tensor would set_() it.
   Tensor step_t, loader_t, rng_t;
@@ -290,6 +306,150 @@ double validate(Sam& model, const std::string& spec, int64_t max_samples, uint64
     }
   }
   return acc.count() ? acc.mean().iou : -1.0;
+}
+
+// The options that decide the result, as config.json and the checkpoint
+// record them; a resume must use the same.
+nlohmann::json run_config(const TrainOptions& o) {
+  nlohmann::json cfg{{"checkpoint", o.checkpoint},
+                     {"init", o.init},
+                     {"data", o.data},
+                     {"adapter", o.full ? "full" : o.adapter},
+                     {"train_decoder", o.train_decoder},
+                     {"corruption", o.corruption},
+                     {"severity", o.severity},
+                     {"clean_ratio", o.clean_ratio},
+                     {"prompts", o.prompts},
+                     {"steps", o.steps},
+                     {"epochs", o.epochs},
+                     {"batch", o.batch},
+                     {"accum", o.accum},
+                     {"optimizer", o.optimizer},
+                     {"lr", o.lr},
+                     {"wd", o.wd},
+                     {"clip", o.clip},
+                     {"warmup", o.warmup},
+                     {"min_lr_ratio", o.min_lr_ratio},
+                     {"precision", o.precision},
+                     {"grad_checkpoint", o.grad_checkpoint},
+                     {"seed", o.seed}};
+  if (o.masks_per_image != 1) cfg["masks_per_image"] = o.masks_per_image;
+  if (o.iterative_points != 0) cfg["iterative_points"] = o.iterative_points;
+  if (o.rank_loss != 0) cfg["rank_loss"] = o.rank_loss;
+  if (o.occluded_weight != 1) cfg["occluded_weight"] = o.occluded_weight;
+  if (o.consistency != 0) cfg["consistency"] = o.consistency;
+  if (!o.trainable.empty()) cfg["trainable"] = o.trainable;
+  // Runs from before the option measured on the low-res grid: their configs lack the key.
+  if (o.iou_target != "lowres") cfg["iou_target"] = o.iou_target;
+  if (!o.full) cfg["adapter_config"] = adapt::load_config(o.adapter);
+  return cfg;
+}
+
+// ---- the output folder -----------------------------------------------------
+
+// Every file a run writes into its folder; the first five mark the folder as
+// holding a run (loss.png alone is only a picture).
+const char* const kRunFiles[] = {"config.json",         "checkpoint.pt",     "metrics.jsonl",
+                                 "adapter.safetensors", "model.safetensors", "loss.png"};
+constexpr size_t kRunMarkers = 5;
+
+std::string run_file(const TrainOptions& o, const char* name) { return (fs::path(o.out) / name).string(); }
+
+bool present(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;  // a link counts, even a dangling one
+}
+
+// No file the run writes (or --overwrite removes) may be one of its inputs.
+void check_not_inputs(const TrainOptions& o) {
+  std::vector<io::NamedPath> outputs, inputs{{"the checkpoint", o.checkpoint}};
+  // Named as adapt::load_config and init_sam tell a file from a method or preset.
+  if (!o.full && o.adapter.find_first_of("./") != std::string::npos)
+    inputs.push_back({"the adapter config", o.adapter});
+  if (!o.init.empty() && o.init != "vit_b" && o.init != "vit_l" && o.init != "vit_h")
+    inputs.push_back({"the init config", o.init});
+  for (const char* f : kRunFiles) outputs.push_back({"the output", run_file(o, f)});
+  io::check_outputs(outputs, inputs);
+}
+
+// The first top-level key whose value differs between two configs.
+std::string first_difference(const nlohmann::json& a, const nlohmann::json& b) {
+  for (const auto& [k, v] : a.items())
+    if (!b.contains(k) || b[k] != v) return k;
+  for (const auto& [k, v] : b.items())
+    if (!a.contains(k)) return k;
+  return "";
+}
+
+// A folder holding another run is refused (its config beside other weights
+// would describe neither), unless the same run is resumed or it is replaced.
+void check_folder_run(const TrainOptions& o, const nlohmann::json& cfg) {
+  std::string found;
+  for (size_t i = 0; i < kRunMarkers; ++i)
+    if (present(run_file(o, kRunFiles[i]))) found += (found.empty() ? "" : ", ") + std::string(kRunFiles[i]);
+  if (found.empty() || o.overwrite) return;
+  if (!o.resume)
+    throw Error("'" + o.out + "' already holds a training run (" + found +
+                "): resume it (--resume, same options), replace it (--overwrite) or use another folder");
+  // config.json names the options the run started with, before any checkpoint.
+  const std::string path = run_file(o, "config.json");
+  if (!present(path)) return;
+  const auto bytes = io::read_file(path);
+  const auto old = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, /*allow_exceptions=*/false);
+  if (old == cfg) return;
+  const std::string key = old.is_object() ? first_difference(old, cfg) : "";
+  throw Error("'" + o.out + "' holds a run started with other options (" +
+              (key.empty() ? std::string("config.json") : "'" + key + "' differs from config.json") +
+              "): resume it with the same options, or replace it (--overwrite)");
+}
+
+// Rank 0's hold on the output folder: checked, created, locked for the run,
+// checked again under the lock, and emptied of the old run's files with overwrite.
+void open_out(const TrainOptions& o, const nlohmann::json& cfg, std::optional<io::FolderLock>& lock) {
+  check_not_inputs(o);
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  if (!fs::is_directory(o.out))
+    throw Error("cannot create the output folder '" + o.out + "': " + (ec ? ec.message() : "not a folder"));
+  lock.emplace(o.out);
+  check_folder_run(o, cfg);
+  if (!o.overwrite) return;
+  for (const char* f : kRunFiles) {
+    const std::string p = run_file(o, f);
+    if (::unlink(p.c_str()) != 0 && errno != ENOENT)
+      throw Error("cannot remove " + p + " of the run being overwritten: " + std::strerror(errno));
+  }
+}
+
+// Before every save: non-finite weights would replace good ones on disk.
+void check_finite(const std::vector<std::pair<std::string, Tensor>>& params, int64_t step) {
+  torch::NoGradGuard ng;
+  for (const auto& [name, t] : params)
+    if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>())
+      throw Error("training diverged: the weights hold NaN or Inf after step " + std::to_string(step) + " (first: '" +
+                  name + "'), so they were not saved; lower the learning rate");
+}
+
+// The finished run's checkpoint, then its weights. Each is written whole or
+// not at all (io::write_atomic), and the weights are tried even when the
+// checkpoint fails (a full disk): they are the result, and smaller. With the
+// checkpoint written and the weights not, resuming the run writes them again.
+void save_result(const std::function<void()>& checkpoint, const std::function<void()>& weights,
+                 const std::string& weights_path) {
+  std::string ckpt_error;
+  try {
+    checkpoint();
+  } catch (const Error& e) {
+    ckpt_error = e.what();
+  }
+  try {
+    weights();
+  } catch (const Error& e) {
+    if (!ckpt_error.empty()) throw Error(ckpt_error + "; nor could the weights be written");
+    throw Error(std::string(e.what()) +
+                " (the finished run's checkpoint is saved: resume the run to write them again)");
+  }
+  if (!ckpt_error.empty()) throw Error(ckpt_error + " (the trained weights are saved in " + weights_path + ")");
 }
 
 }  // namespace
@@ -379,6 +539,41 @@ bool corrective_click(const Tensor& logits, const Tensor& target, int img_size, 
   return true;
 }
 
+namespace {
+
+std::string got(double v) {
+  std::ostringstream os;
+  os << v;
+  return " (got " + os.str() + ")";
+}
+
+// The numbers NaN or Inf would turn into a silent wrong run: the learning
+// rate (an all-NaN adapter), the clip (NaN compares false: no clipping), the
+// schedule (a negative warm-up). Named as the options are, not as flags.
+// Adam moves a weight by up to the learning rate per step, so a rate above 1
+// is no training, and far above it overflows float weights.
+void check_ranges(const TrainOptions& o) {
+  if (!(o.lr > 0 && o.lr <= 1)) throw Error("the learning rate must be a finite number in (0, 1]" + got(o.lr));
+  if (!std::isfinite(o.wd) || o.wd < 0) throw Error("the weight decay must be a finite number >= 0" + got(o.wd));
+  if (!std::isfinite(o.clip) || o.clip < 0)
+    throw Error("the gradient clip must be a finite number >= 0, 0 for none" + got(o.clip));
+  if (o.warmup < 0) throw Error("the warm-up steps must be >= 0" + got(double(o.warmup)));
+  if (!(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1))
+    throw Error("the final learning-rate ratio must be in [0, 1]" + got(o.min_lr_ratio));
+  if (!(o.clean_ratio >= 0 && o.clean_ratio <= 1))
+    throw Error("the clean ratio must be in [0, 1]" + got(o.clean_ratio));
+  if (!std::isfinite(o.rank_loss)) throw Error("the rank-loss weight must be finite" + got(o.rank_loss));
+  if (o.steps < 0 || o.epochs < 0) throw Error("the steps and epochs must be >= 0");
+  if (o.save_every < 0)
+    throw Error("the checkpoint interval must be >= 0, 0 for the end only" + got(double(o.save_every)));
+  if (o.val_samples < 1) throw Error("the validation samples must be >= 1" + got(double(o.val_samples)));
+  if (o.workers < 0) throw Error("the data-loading workers must be >= 0" + got(double(o.workers)));
+  if (o.out.empty()) throw Error("the output folder is empty");
+  if (o.resume && o.overwrite) throw Error("resume and overwrite exclude each other: continue the run or replace it");
+}
+
+}  // namespace
+
 void check_options(const TrainOptions& o) {
   if (o.checkpoint.empty() == o.init.empty()) throw Error("give exactly one of --checkpoint or --init");
   if (!o.init.empty() && !o.full) throw Error("--init (random weights) needs --full");
@@ -394,13 +589,26 @@ void check_options(const TrainOptions& o) {
     throw Error("--consistency needs an adapter: it holds the adapted model to the frozen base, which --full trains");
   if (o.iou_target != "input" && o.iou_target != "lowres") throw Error("--iou-target must be input or lowres");
   if (!o.trainable.empty() && !o.full) throw Error("--trainable selects among all weights: it needs --full");
-  if (!(o.lr > 0) || o.wd < 0) throw Error("--lr must be > 0 and --wd >= 0");
   if (o.optimizer != "adam" && o.optimizer != "adamw") throw Error("--optimizer must be adam or adamw");
   parse_precision(o.precision);
+  check_ranges(o);
+}
+
+void check_output_folder(const TrainOptions& o) {
+  check_not_inputs(o);
+  if (present(o.out) && !fs::is_directory(o.out)) throw Error("the output folder '" + o.out + "' is not a folder");
+  if (fs::is_directory(o.out)) check_folder_run(o, run_config(o));
 }
 
 TrainResult train(const TrainOptions& o) {
   check_options(o);
+  const nlohmann::json cfg = run_config(o);
+  const std::string cfg_text = cfg.dump();
+  // Rank 0 holds the output folder for the whole run. It takes it before
+  // the rendezvous, so a refused run ends while the other ranks still wait
+  // there (silently, until the launcher stops them).
+  std::optional<io::FolderLock> lock;
+  if (!o.distributed || rank_from_env() == 0) open_out(o, cfg, lock);
   const bool bf16 = parse_precision(o.precision) == Precision::BF16;
   // Data-parallel ranks (torchrun's environment; `rsam train --nproc`): each
   // takes its share of every batch, the gradients are summed, and every rank
@@ -408,46 +616,12 @@ TrainResult train(const TrainOptions& o) {
   const auto group = o.distributed ? ProcessGroup::from_env() : nullptr;
   const int rank = group ? group->rank() : 0, world = group ? group->size() : 1;
   const bool lead = rank == 0;
+  if (lead && !lock) open_out(o, cfg, lock);
   const bool quiet = o.quiet || !lead;
   int threads = o.threads;
   if (threads <= 0 && group) threads = threads_per_process(group->local_size());
   set_threads(threads);
   if (const auto w = bf16_warning(); bf16 && lead && !w.empty()) std::cerr << w << "\n";
-  if (lead) fs::create_directories(o.out);
-
-  // The options that decide the result; a resume must use the same.
-  nlohmann::json cfg{{"checkpoint", o.checkpoint},
-                     {"init", o.init},
-                     {"data", o.data},
-                     {"adapter", o.full ? "full" : o.adapter},
-                     {"train_decoder", o.train_decoder},
-                     {"corruption", o.corruption},
-                     {"severity", o.severity},
-                     {"clean_ratio", o.clean_ratio},
-                     {"prompts", o.prompts},
-                     {"steps", o.steps},
-                     {"epochs", o.epochs},
-                     {"batch", o.batch},
-                     {"accum", o.accum},
-                     {"optimizer", o.optimizer},
-                     {"lr", o.lr},
-                     {"wd", o.wd},
-                     {"clip", o.clip},
-                     {"warmup", o.warmup},
-                     {"min_lr_ratio", o.min_lr_ratio},
-                     {"precision", o.precision},
-                     {"grad_checkpoint", o.grad_checkpoint},
-                     {"seed", o.seed}};
-  if (o.masks_per_image != 1) cfg["masks_per_image"] = o.masks_per_image;
-  if (o.iterative_points != 0) cfg["iterative_points"] = o.iterative_points;
-  if (o.rank_loss != 0) cfg["rank_loss"] = o.rank_loss;
-  if (o.occluded_weight != 1) cfg["occluded_weight"] = o.occluded_weight;
-  if (o.consistency != 0) cfg["consistency"] = o.consistency;
-  if (!o.trainable.empty()) cfg["trainable"] = o.trainable;
-  // Runs from before the option measured on the low-res grid: their configs lack the key.
-  if (o.iou_target != "lowres") cfg["iou_target"] = o.iou_target;
-  if (!o.full) cfg["adapter_config"] = adapt::load_config(o.adapter);
-  const std::string cfg_text = cfg.dump();
 
   Sam model = o.init.empty() ? load_sam(o.checkpoint).model : init_sam(o.init, o.seed);
   std::optional<adapt::AdaptedSam> adapted;
@@ -545,14 +719,13 @@ TrainResult train(const TrainOptions& o) {
   } else if (o.resume && !quiet) {
     std::cerr << "no checkpoint in " << o.out << ": starting from scratch\n";
   }
-  std::ofstream metrics;
+  std::optional<io::AppendFile> metrics;
   if (lead) {
     std::string all;
     for (auto& l : metric_lines) all += l + "\n";
     io::write_atomic(metrics_path, all.data(), all.size());
-    metrics.open(metrics_path, std::ios::app);
-    const auto text = cfg.dump(2) + "\n";
-    io::write_atomic((fs::path(o.out) / "config.json").string(), text.data(), text.size());
+    metrics.emplace(metrics_path);
+    io::write_text((fs::path(o.out) / "config.json").string(), cfg.dump(2) + "\n");
   }
   if (group) {
     // The same starting weights everywhere, whatever each rank loaded.
@@ -744,7 +917,7 @@ TrainResult train(const TrainOptions& o) {
                      {"masks_in_pieces", n_pieces},
                      {"skipped", loader.skipped()}};
     if (teacher) j["consistency"] = cons_sum / o.accum;  // the embeddings' mean squared difference
-    if (lead) metrics << j.dump() << "\n" << std::flush;
+    if (lead) metrics->write_line(j.dump());
     curve.emplace_back(step, last_loss);
     if (!quiet) {
       char line[200];
@@ -757,7 +930,10 @@ TrainResult train(const TrainOptions& o) {
     }
     if (o.save_every > 0 && step % o.save_every == 0 && step < total) {
       const auto rngs = rng_states(group.get());  // a collective: every rank
-      if (lead) save_checkpoint(ckpt_path, {step, loader.state()}, params, *opt, cfg_text, rngs);
+      if (lead) {
+        check_finite(params, step);
+        save_checkpoint(ckpt_path, {step, loader.state()}, params, *opt, cfg_text, rngs);
+      }
     }
   }
   if (!quiet && tty) std::cerr << "\n";
@@ -769,19 +945,24 @@ TrainResult train(const TrainOptions& o) {
   r.wrote_outputs = lead;
   const auto rngs = rng_states(group.get());
   if (!lead) return r;  // the weights are rank 0's to write
-  save_checkpoint(ckpt_path, {step, loader.state()}, params, *opt, cfg_text, rngs);
-  if (o.full) {
-    r.weights_path = (fs::path(o.out) / "model.safetensors").string();
-    save_sam(model, r.weights_path);
-  } else {
-    r.weights_path = (fs::path(o.out) / "adapter.safetensors").string();
-    adapted->save(r.weights_path);
-  }
+  check_finite(params, step);
+  r.weights_path = (fs::path(o.out) / (o.full ? "model.safetensors" : "adapter.safetensors")).string();
+  save_result(
+      [&] {
+        save_checkpoint(ckpt_path, {step, loader.state()}, params, *opt, cfg_text, rngs);
+      },
+      [&] {
+        if (o.full)
+          save_sam(model, r.weights_path);
+        else
+          adapted->save(r.weights_path);
+      },
+      r.weights_path);
   plot_loss((fs::path(o.out) / "loss.png").string(), curve);
   if (!o.val.empty()) {
     torch::NoGradGuard ng;
     r.val_iou = validate(model, o.val, o.val_samples, o.seed);
-    metrics << nlohmann::json{{"step", step}, {"val_box_iou", r.val_iou}}.dump() << "\n";
+    metrics->write_line(nlohmann::json{{"step", step}, {"val_box_iou", r.val_iou}}.dump());
   }
   return r;
 }

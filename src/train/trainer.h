@@ -48,7 +48,10 @@ struct TrainOptions {
   bool grad_checkpoint = false;
   uint64_t seed = 0;
   std::string out = "runs/train";
+  // A folder that holds another run is refused unless the run is resumed
+  // (with the same options) or overwritten (its files removed first).
   bool resume = false;
+  bool overwrite = false;
   int64_t save_every = 50;
   int threads = 0, workers = 2;
   int64_t val_samples = 64;
@@ -70,10 +73,20 @@ struct TrainResult {
 // Under torchrun's environment variables (RANK, WORLD_SIZE, MASTER_ADDR,
 // MASTER_PORT) the call is one rank of a data-parallel run (train/distributed.h):
 // the same options on every rank give the same weights as one process would
-// with the same global batch; only rank 0 writes to `out`.
+// with the same global batch; only rank 0 writes to `out`, and it holds the
+// folder's lock (io::FolderLock) for the whole run, so a second run into the
+// same folder is refused. Weights are checked finite before every save; a
+// failed save leaves the last complete checkpoint and weights as they were.
 TrainResult train(const TrainOptions& opts);
 // The checks train() starts with: rsam::Error on inconsistent options.
 void check_options(const TrainOptions& opts);
+// The checks of the output folder train() makes (on rank 0) before any
+// work, read-only: rsam::Error when a file the run writes is one of its
+// inputs (the base checkpoint, the adapter or init config), or when `out`
+// holds another run and neither resume (with the same options) nor
+// overwrite is set. train() makes them again once it holds the folder's
+// lock; a launcher calls this to fail before it starts any rank.
+void check_output_folder(const TrainOptions& opts);
 
 // The differentiable image-encoder pass, optionally recomputing each block
 // in the backward pass instead of storing its activations.

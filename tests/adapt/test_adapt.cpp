@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <fstream>
 
 #include "adapt/adapter.h"
 #include "error.h"
@@ -299,4 +300,100 @@ TEST(Files, FingerprintIsStableAndIgnoresAdapters) {
   EXPECT_NE(a, rsam::adapt::base_fingerprint(*base_model(1)));
   AdaptedSam with(base_model(0), {{"method", "lora"}, {"rank", 2}}, 1);
   EXPECT_EQ(a, rsam::adapt::base_fingerprint(*with.model()));
+}
+
+// ---- strict configs (issue 37, item 16) -----------------------------------
+
+namespace {
+
+// The message of check_config's error, or "" when the config passes.
+std::string config_error(const json& cfg) {
+  try {
+    rsam::adapt::check_config(cfg, "test.json");
+  } catch (const rsam::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Config, EveryMethodsDefaultsAndTheTestConfigsPass) {
+  for (const auto& m : rsam::adapt::method_names()) EXPECT_EQ(config_error({{"method", m}}), "") << m;
+  for (const auto& cfg : all_methods()) EXPECT_EQ(config_error(cfg), "") << cfg.dump();
+  // docs/adapters.md's example, an integral float and a split.
+  EXPECT_EQ(config_error(json::parse(R"({"method": "gara", "targets": ["image_encoder.blocks.*.attn.qkv"],
+    "split": "auto", "r_low": 16, "r_high": 256, "tau": 0.5, "gate_hidden": 128, "train_decoder": false})")),
+            "");
+  EXPECT_EQ(config_error({{"method", "lora"}, {"rank", 8.0}, {"split", 3}, {"alpha", 16}, {"dropout", 0.1}}), "");
+  EXPECT_EQ(config_error({{"method", "gara"},
+                          {"r_low", 8},
+                          {"r_high", 8},
+                          {"space_gate", false},
+                          {"inference_path", "fold"},
+                          {"scale", 0.0037},
+                          {"gate_init", -1}}),
+            "");
+}
+
+TEST(Config, AnUnknownKeyIsNamedWithTheAllowedOnes) {
+  const auto e = config_error({{"method", "lora"}, {"rnak", 16}});
+  EXPECT_NE(e.find("adapter config 'test.json': unknown key \"rnak\" for method lora"), std::string::npos) << e;
+  EXPECT_NE(e.find("(allowed: alpha, dropout, method, rank, split, targets, train_decoder)"), std::string::npos) << e;
+  // A key of another method is unknown too; so are layer keys of a method that wraps none.
+  EXPECT_NE(config_error({{"method", "gara"}, {"rank", 8}}).find("unknown key \"rank\""), std::string::npos);
+  EXPECT_NE(config_error({{"method", "bitfit"}, {"targets", {"x"}}}).find("unknown key \"targets\""),
+            std::string::npos);
+  EXPECT_NE(config_error({{"method", "conv_lora"}, {"split", 3}}).find("\"split\" does not apply"), std::string::npos);
+  EXPECT_NE(config_error({{"method", "lorra"}}).find("unknown adapter method 'lorra'"), std::string::npos);
+  EXPECT_NE(config_error({{"rank", 8}}).find("needs a \"method\""), std::string::npos);
+}
+
+TEST(Config, TypesAndRangesAreChecked) {
+  auto expect = [](const json& cfg, const std::string& part) {
+    const auto e = config_error(cfg);
+    EXPECT_NE(e.find(part), std::string::npos) << cfg.dump() << " -> " << e;
+  };
+  expect({{"method", "lora"}, {"rank", 8.7}}, "\"rank\" must be an integer in 1..65536 (got 8.7)");
+  expect({{"method", "lora"}, {"rank", 0}}, "\"rank\" must be an integer in 1..65536 (got 0)");
+  expect({{"method", "lora"}, {"rank", "8"}}, "\"rank\" must be an integer");
+  expect({{"method", "lora"}, {"dropout", 1.5}}, "\"dropout\" must be a finite number >= 0 and <= 1");
+  expect({{"method", "lora"}, {"split", 2.5}}, "\"split\" must be \"auto\" or an integer");
+  expect({{"method", "lora"}, {"split", "all"}}, "\"split\" must be \"auto\" or an integer");
+  expect({{"method", "lora"}, {"targets", "image_encoder.*"}}, "\"targets\" must be a non-empty list");
+  expect({{"method", "lora"}, {"train_decoder", 1}}, "\"train_decoder\" must be true or false");
+  expect({{"method", "gara"}, {"r_low", 64}, {"r_high", 32}}, "\"r_low\" (64) must not exceed \"r_high\" (32)");
+  expect({{"method", "gara"}, {"r_low", 300}}, "\"r_low\" (300) must not exceed \"r_high\" (256, the default)");
+  expect({{"method", "gara"}, {"tau", 0}}, "\"tau\" must be a finite number > 0 (got 0)");
+  expect({{"method", "gara"}, {"tau", -0.5}}, "\"tau\" must be a finite number > 0");
+  expect({{"method", "gara"}, {"space_gate", "no"}}, "\"space_gate\" must be true or false");
+  expect({{"method", "gara"}, {"inference_path", "fast"}}, "must be one of auto, fold, lowrank");
+  expect({{"method", "moe_lora"}, {"ranks", {2, 4.5}}}, "\"ranks\" must be a non-empty list of integers in 1..65536");
+  expect({{"method", "moe_lora"}, {"ranks", json::array()}}, "\"ranks\" must be a non-empty list");
+  expect({{"method", "moe_lora"}, {"tau", 0}}, "\"tau\" must be a finite number > 0");
+  expect({{"method", "conv_lora"}, {"experts", 0}}, "\"experts\" must be an integer in 1..65536");
+  expect({{"method", "conv_lora"}, {"balance_weight", -1}}, "\"balance_weight\" must be a finite number >= 0");
+  expect({{"method", "adapter"}, {"bottleneck", 1e9}}, "\"bottleneck\" must be an integer in 1..65536");
+}
+
+TEST(Config, LoadConfigChecksFilesAndNames) {
+  const auto path = ::testing::TempDir() + "rsam_adapt_cfg_typo.json";
+  {
+    std::ofstream f(path);
+    f << R"({"method": "lora", "rnak": 16})";
+  }
+  try {
+    rsam::adapt::load_config(path);
+    FAIL() << "a config with an unknown key was loaded";
+  } catch (const rsam::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("adapter config '" + path + "': unknown key \"rnak\""), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(rsam::adapt::load_config("lorra"), rsam::Error);
+  EXPECT_EQ(rsam::adapt::load_config("gara"), json({{"method", "gara"}}));
+  std::remove(path.c_str());
+}
+
+TEST(Config, TheShippedAdapterConfigIsValid) {
+  EXPECT_NO_THROW(rsam::adapt::load_config(RSAM_MODELS_DIR "/rsam-tiny-gara.json"));
 }

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <random>
@@ -22,6 +23,7 @@
 #include "error.h"
 #include "eval/compare.h"
 #include "eval/evaluator.h"
+#include "eval/study.h"
 #include "io/fs.h"
 #include "model/checkpoint.h"
 #include "model/image.h"
@@ -620,10 +622,14 @@ TEST(EndToEnd, TrainThenEvaluateWithAReport) {
 TEST(Train, BadOptionsAreErrors) {
   rsam::train::TrainOptions o;
   o.checkpoint = kData + "tiny_a.pth";
-  o.data = "folder:/nonexistent,/nonexistent";
+  // Under the test's own temp dir: a system's "/nonexistent" may exist.
+  const std::string missing = (fs::path(::testing::TempDir()) / "rsam_train_no_such_dir").string();
+  fs::remove_all(missing);
+  o.data = "folder:" + missing + "," + missing;
   o.steps = 1;
   o.quiet = true;
   o.out = (fs::path(::testing::TempDir()) / "rsam_train_bad").string();
+  fs::remove_all(o.out);
   EXPECT_THROW(rsam::train::train(o), rsam::Error);
   o.steps = 0;
   EXPECT_THROW(rsam::train::train(o), rsam::Error);
@@ -666,7 +672,10 @@ TEST(Train, TrainableSelectsWeightsByNamePrefix) {
 
   auto bad = o;
   bad.trainable = "no_such_module.";
+  bad.out += "_bad";  // o.out holds a run, which would be refused first
+  fs::remove_all(bad.out);
   EXPECT_THROW(rsam::train::train(bad), rsam::Error);
+  fs::remove_all(bad.out);
   bad = o;
   bad.full = false;
   EXPECT_THROW(rsam::train::train(bad), rsam::Error);
@@ -980,4 +989,187 @@ TEST(Distributed, ReadsItsRankAndSharesTheCores) {
   EXPECT_EQ(rsam::train::threads_per_process(cores), 1);
   EXPECT_EQ(rsam::train::threads_per_process(4 * cores), 1);  // never zero
   EXPECT_EQ(rsam::train::threads_per_process(0), cores);
+}
+
+// ---- data safety (issue 37) -------------------------------------------------
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const rsam::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+// NaN compares false and Inf passes "> 0": such numbers trained silently
+// wrong (an all-NaN adapter, no clipping). The messages name the options, not flags.
+TEST(Train, NonFiniteAndNegativeNumbersAreRefusedUpFront) {
+  auto o = short_run("folder:/nonexistent,/nonexistent", 1, "rsam_train_ranges_out");
+  auto expect = [&](auto set, const std::string& part) {
+    auto b = o;
+    set(b);
+    const auto e = error_of([&] { rsam::train::check_options(b); });
+    EXPECT_NE(e.find(part), std::string::npos) << e;
+    EXPECT_EQ(e.find("--"), std::string::npos) << e;
+    EXPECT_THROW(rsam::train::train(b), rsam::Error);
+  };
+  const double inf = HUGE_VAL, nan = std::nan("");
+  expect([&](auto& b) { b.lr = inf; }, "the learning rate must be a finite number in (0, 1] (got inf)");
+  expect([&](auto& b) { b.lr = nan; }, "the learning rate");
+  expect([&](auto& b) { b.lr = 1e39; }, "the learning rate");  // beyond float
+  expect([&](auto& b) { b.clip = nan; }, "the gradient clip must be a finite number >= 0");
+  expect([&](auto& b) { b.clip = -1; }, "the gradient clip");
+  expect([&](auto& b) { b.warmup = -5; }, "the warm-up steps must be >= 0 (got -5)");
+  expect([&](auto& b) { b.wd = inf; }, "the weight decay");
+  expect([&](auto& b) { b.min_lr_ratio = 2; }, "learning-rate ratio");
+  expect([&](auto& b) { b.clean_ratio = nan; }, "the clean ratio");
+  expect([&](auto& b) { b.save_every = -1; }, "checkpoint interval");
+  expect([&](auto& b) { b.resume = b.overwrite = true; }, "exclude each other");
+  EXPECT_FALSE(fs::exists(o.out));
+  EXPECT_NO_THROW(rsam::train::check_options(o));
+}
+
+TEST(Train, ARunNeverWritesOverItsInputs) {
+  const auto spec = make_scenes("same", 2);
+  auto o = short_run(spec, 1, "rsam_train_same_out");
+  fs::create_directories(o.out);
+  o.adapter = o.out + "/config.json";  // the adapter config where the run writes its own
+  {
+    std::ofstream f(o.adapter);
+    f << R"({"method": "lora", "rank": 2})";
+  }
+  const auto before = rsam::io::read_file(o.adapter);
+  for (bool overwrite : {false, true}) {
+    o.overwrite = overwrite;
+    const auto e = error_of([&] { rsam::train::train(o); });
+    EXPECT_NE(e.find("is the same file as the adapter config"), std::string::npos) << e;
+    EXPECT_THROW(rsam::train::check_output_folder(o), rsam::Error);
+  }
+  EXPECT_EQ(rsam::io::read_file(o.adapter), before);
+  // Pre-training from the folder's own weights.
+  o.adapter = "lora";
+  o.full = true;
+  o.checkpoint = o.out + "/model.safetensors";
+  rsam::save_sam(tiny(), o.checkpoint);
+  const auto weights = rsam::io::read_file(o.checkpoint);
+  EXPECT_NE(error_of([&] { rsam::train::train(o); }).find("same file as the checkpoint"), std::string::npos);
+  EXPECT_EQ(rsam::io::read_file(o.checkpoint), weights);
+  fs::remove_all(o.out);
+}
+
+TEST(Train, AFolderHoldingARunIsRefusedUnlessResumedOrOverwritten) {
+  const auto spec = make_scenes("rerun", 2);
+  auto o = short_run(spec, 1, "rsam_train_rerun_out");
+  o.adapter = "lora";
+  o.corruption = "none";
+  rsam::train::train(o);
+  const auto config = rsam::io::read_file(o.out + "/config.json");
+  const auto metrics = rsam::io::read_file(o.out + "/metrics.jsonl");
+
+  auto other = o;
+  other.lr = 1e-2;
+  const auto e = error_of([&] { rsam::train::train(other); });
+  EXPECT_NE(e.find("already holds a training run (config.json, checkpoint.pt, metrics.jsonl, adapter.safetensors)"),
+            std::string::npos)
+      << e;
+  EXPECT_THROW(rsam::train::check_output_folder(other), rsam::Error);
+  other.resume = true;
+  EXPECT_NE(error_of([&] { rsam::train::train(other); }).find("'lr' differs"), std::string::npos);
+  EXPECT_EQ(rsam::io::read_file(o.out + "/config.json"), config);
+  EXPECT_EQ(rsam::io::read_file(o.out + "/metrics.jsonl"), metrics);
+
+  auto same = o;
+  same.resume = true;
+  EXPECT_NO_THROW(rsam::train::check_output_folder(same));
+  EXPECT_EQ(rsam::train::train(same).start_step, 1);
+
+  other.resume = false;
+  other.overwrite = true;
+  std::ofstream(o.out + "/loss.png") << "old";  // the old run's files go, whichever there are
+  auto r = rsam::train::train(other);
+  EXPECT_EQ(r.start_step, 0);
+  EXPECT_NE(rsam::io::read_file(o.out + "/config.json"), config);
+  EXPECT_FALSE(fs::exists(o.out + "/loss.png"));  // one step draws no curve
+  fs::remove_all(o.out);
+}
+
+TEST(Train, AFolderInUseIsRefused) {
+  const auto spec = make_scenes("locked", 2);
+  auto o = short_run(spec, 1, "rsam_train_locked_out");
+  fs::create_directories(o.out);
+  {
+    rsam::io::FolderLock other_run(o.out);
+    const auto e = error_of([&] { rsam::train::train(o); });
+    EXPECT_NE(e.find("is in use by another rsam run"), std::string::npos) << e;
+    EXPECT_FALSE(fs::exists(o.out + "/config.json"));
+  }
+  EXPECT_NO_THROW(rsam::train::train(o));  // released
+  fs::remove_all(o.out);
+}
+
+// A run whose weights turned NaN must not save them over good ones. The
+// learning rate is checked, so the NaN comes from the checkpoint a finished
+// run is resumed from: its last save is refused and its weights kept.
+TEST(Train, NonFiniteWeightsAreNeverSaved) {
+  const auto spec = make_scenes("diverge", 2);
+  auto o = short_run(spec, 2, "rsam_train_diverge_out");
+  o.adapter = "lora";
+  o.corruption = "none";
+  rsam::train::train(o);
+  const std::string ckpt = o.out + "/checkpoint.pt", adapter = o.out + "/adapter.safetensors";
+  const auto weights = rsam::io::read_file(adapter);
+
+  // The same checkpoint with a NaN in its first trained tensor.
+  {
+    torch::serialize::InputArchive in;
+    in.load_from(ckpt);
+    torch::serialize::OutputArchive out;
+    torch::Tensor step, loader, rng;
+    c10::IValue config;
+    in.read("step", step);
+    in.read("loader", loader);
+    in.read("config", config);
+    in.read("rng", rng);
+    out.write("step", step);
+    out.write("loader", loader);
+    out.write("config", config);
+    out.write("rng", rng);
+    std::vector<torch::Tensor> params;
+    bool first = true;
+    for (const auto& [name, t] : rsam::io::load_safetensors(adapter).tensors) {
+      torch::Tensor v;
+      in.read("param/" + name, v, /*is_buffer=*/true);
+      if (first) v.view(-1)[0] = std::nan("");
+      first = false;
+      out.write("param/" + name, v, /*is_buffer=*/true);
+      params.push_back(v);
+    }
+    torch::optim::Adam fresh(params);
+    torch::serialize::OutputArchive opt;
+    fresh.save(opt);
+    out.write("optimizer", opt);
+    out.save_to(ckpt);
+  }
+  const auto nan_ckpt = rsam::io::read_file(ckpt);
+  o.resume = true;
+  const auto e = error_of([&] { rsam::train::train(o); });
+  EXPECT_NE(
+      e.find("the weights hold NaN or Inf after step 2 (first: 'image_encoder.blocks.0.attn.qkv.adapter.lora_A')"),
+      std::string::npos)
+      << e;
+  EXPECT_EQ(rsam::io::read_file(adapter), weights);
+  EXPECT_EQ(rsam::io::read_file(ckpt), nan_ckpt);
+  fs::remove_all(o.out);
+}
+
+// The study's own method configs go through the strict adapter-config check.
+TEST(Train, TheStudysMethodConfigsAreValid) {
+  for (int width : {128, 768, 1280})
+    for (const auto& [name, cfg] : rsam::eval::default_study_methods(width))
+      EXPECT_NO_THROW(rsam::adapt::check_config(nlohmann::json::parse(cfg), name)) << cfg;
 }

@@ -9,8 +9,10 @@
 
 #include "adapt/adapter.h"
 #include "app/commands.h"
+#include "app/flags.h"
 #include "error.h"
 #include "io/fs.h"
+#include "io/image_codec.h"
 #include "io/tensor_file.h"
 #include "model/checkpoint.h"
 #include "model/runtime.h"
@@ -67,6 +69,7 @@ void run_info(const std::string& path, bool json) {
 }
 
 void run_merge(const std::string& ckpt, const std::string& adapter, const std::string& out) {
+  io::check_outputs({{"--out", out}}, {{"the checkpoint", ckpt}, {"the adapter", adapter}});
   auto base = load_sam(ckpt).model;
   auto a = adapt::AdaptedSam::load(base, adapter);
   a.merge();
@@ -75,8 +78,10 @@ void run_merge(const std::string& ckpt, const std::string& adapter, const std::s
 }
 
 void run_init(const std::string& ckpt, const std::string& config, const std::string& out, uint64_t seed) {
+  io::check_outputs({{"--out", out}}, {{"the checkpoint", ckpt}, {"the adapter config", config}});
+  const auto cfg = adapt::load_config(config);  // a bad config fails before the model loads
   auto base = load_sam(ckpt).model;
-  adapt::AdaptedSam a(base, adapt::load_config(config), seed);
+  adapt::AdaptedSam a(base, cfg, seed);
   a.save(out);
   std::printf("wrote %s: %s, %lld trainable parameters\n", out.c_str(), a.method().c_str(),
               (long long)a.trainable_count());
@@ -154,12 +159,14 @@ void write_gates(const std::string& path, const nlohmann::json& gates) {
       ++s;
     }
   }
-  std::string png = path;
-  const auto dot = png.rfind('.');
-  png = (dot == std::string::npos ? png : png.substr(0, dot)) + ".png";
-  std::vector<uint8_t> buf;
-  cv::imencode(".png", img, buf);
-  io::write_atomic(png, buf.data(), buf.size());
+  io::write_image(gates_picture_path(path), img, /*rgb=*/false);
+}
+
+std::string gates_picture_path(const std::string& path) {
+  const auto slash = path.rfind('/');
+  const auto dot = path.rfind('.');
+  return (dot == std::string::npos || (slash != std::string::npos && dot < slash) ? path : path.substr(0, dot)) +
+         ".png";
 }
 
 void add_adapter_command(CLI::App& app) {
@@ -188,7 +195,7 @@ void add_adapter_command(CLI::App& app) {
     s->add_option("--checkpoint", *ck, "Base checkpoint")->required();
     s->add_option("--adapter", *cfg, "Method name or JSON config file")->required();
     s->add_option("--out", *out, "Adapter file (.safetensors)")->required();
-    s->add_option("--seed", *seed, "Initialization seed");
+    s->add_option("--seed", *seed, "Initialization seed")->check(kSeed);
     s->callback([ck, cfg, out, seed] { run_init(*ck, *cfg, *out, *seed); });
   }
   {

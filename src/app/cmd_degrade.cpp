@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 #include "app/commands.h"
+#include "app/flags.h"
 #include "data/synth.h"
 #include "degrade/runner.h"
 #include "error.h"
@@ -65,9 +66,19 @@ void run_degrade(const DegradeArgs& a) {
   o.warp_masks = a.warp_masks;
   o.log = &std::cerr;
   const degrade::RunSummary s = degrade::run(o);
-  if (s.failed > 0)
-    throw rsam::Error("degrade: " + std::to_string(s.failed) + " of " + std::to_string(s.images) +
-                      " images failed (listed above); the others were written");
+  if (s.failed == 0) return;
+  // Say what is on disk as it is: an image can fail after some of its
+  // outputs were written, and a resumed run may have written nothing.
+  const auto outputs = [](size_t n) { return std::to_string(n) + (n == 1 ? " output was" : " outputs were"); };
+  std::string done;
+  if (s.written == 0 && s.skipped == 0)
+    done = "nothing was written";
+  else if (s.written == 0)
+    done = "nothing new was written (" + outputs(s.skipped) + " done earlier)";
+  else
+    done = outputs(s.written) + " written" + (s.skipped ? " (" + std::to_string(s.skipped) + " done earlier)" : "");
+  throw rsam::Error("degrade: " + std::to_string(s.failed) + " of " + std::to_string(s.images) +
+                    " images failed (listed above); " + done);
 }
 
 }  // namespace
@@ -87,9 +98,10 @@ void add_degrade_command(CLI::App& app) {
       ->check(CLI::Range(1, 5))
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Run seed; each output's seed derives from it and the file's path")
+      ->check(kSeed)
       ->capture_default_str();
   cmd->add_option("--jobs", args->jobs, "Images processed in parallel (outputs do not depend on it)")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(1, 256))
       ->capture_default_str();
   cmd->add_option("--masks", args->masks, "Mask folder mirroring --input (same stem, any image extension)");
   cmd->add_flag(
@@ -112,7 +124,7 @@ void add_synth_command(CLI::App& app) {
   c->add_option("--out", *out, "Output folder (images/, masks/, annotations.json, synth.json)")->required();
   c->add_option("--count", *count, "Number of scenes")->required()->check(CLI::PositiveNumber);
   c->add_option("--size", o->size, "Scene width and height in px")->check(CLI::Range(32, 8192))->capture_default_str();
-  c->add_option("--seed", o->seed, "Seed; scene i depends only on (seed, i) and the options")->capture_default_str();
+  c->add_option("--seed", o->seed, "Seed; scene i depends only on (seed, i) and the options")->check(kSeed)->capture_default_str();
   c->add_option("--min-objects", o->min_objects, "Fewest objects painted per scene")->capture_default_str();
   c->add_option("--max-objects", o->max_objects, "Most objects painted per scene")->capture_default_str();
   c->add_option("--photos", o->photos,

@@ -11,11 +11,13 @@
 
 #include "adapt/adapter.h"
 #include "app/commands.h"
+#include "app/flags.h"
 #include "app/image_io.h"
 #include "data/metrics.h"
 #include "data/synth.h"
 #include "degrade/corruption.h"
 #include "error.h"
+#include "io/fs.h"
 #include "model/checkpoint.h"
 #include "model/image.h"
 #include "model/predictor.h"
@@ -77,6 +79,7 @@ void run_demo(const DemoArgs& a) {
   set_threads(a.threads);
   const auto [checkpoint, adapter] = resolve_model(a.checkpoint, a.adapter, false);
   if (adapter.empty()) throw Error("demo compares the model with and without an adapter: give --adapter");
+  io::check_outputs({{"--out", a.out}}, {{"the checkpoint", checkpoint}, {"the adapter", adapter}});
   Sam base = load_sam(checkpoint).model;
   const int S = a.size;
 
@@ -147,7 +150,7 @@ void add_demo_command(CLI::App& app) {
   c->add_option("--out", a->out, "Side-by-side picture (PNG)")->capture_default_str();
   c->add_option("--corruption", a->corruption, "Corruption name (rsam degrade --list)")->capture_default_str();
   c->add_option("--severity", a->severity, "1..5")->check(CLI::Range(1, 5))->capture_default_str();
-  c->add_option("--seed", a->seed, "Scene and corruption seed")->capture_default_str();
+  c->add_option("--seed", a->seed, "Scene and corruption seed")->check(kSeed)->capture_default_str();
   c->add_option("--size", a->size, "Scene size in pixels (the model resizes it to its input)")
       ->check(CLI::Range(64, 4096))
       ->capture_default_str();

@@ -17,6 +17,7 @@
 #include "app/image_io.h"
 #include "error.h"
 #include "io/fs.h"
+#include "io/image_codec.h"
 #include "io/npy.h"
 #include "io/tensor_file.h"
 #include "model/attention.h"
@@ -116,11 +117,10 @@ struct SegmentArgs {
   int threads = 0, refine = 0;
 };
 
-void run_segment(const SegmentArgs& a) {
-  configure_runtime(a.threads, a.precision);
-  const Pick rule = parse_pick(a.pick);  // before the load and the encode, like every other argument
-  const auto t0 = Clock::now();
+Prompt parse_prompt(const SegmentArgs& a) {
   Prompt prompt;
+  if (a.points.size() > kMaxPromptPoints)
+    throw Error(std::to_string(a.points.size()) + " points given: at most " + std::to_string(kMaxPromptPoints));
   for (const auto& s : a.points) {
     auto v = parse_numbers(s, "point", 2, 3);
     prompt.points.push_back({float(v[0]), float(v[1])});
@@ -141,10 +141,42 @@ void run_segment(const SegmentArgs& a) {
   }
   if (prompt.points.empty() && !prompt.box && !prompt.mask_input.defined())
     throw Error("give a prompt: --point X,Y[,LABEL], --box X0,Y0,X1,Y1 or --mask-input M.npy");
-  const Image8 img = read_rgb(a.image);
-  const Precision prec = parse_precision(a.precision);
+  return prompt;
+}
+
+// Everything a user can get wrong, refused before the seconds of loading and
+// encoding: flag combinations, output names and folders, outputs that would
+// land on an input or on each other.
+void check_segment_args(const SegmentArgs& a, const std::string& checkpoint, const std::string& adapter) {
   if (a.no_adapter && !a.adapter.empty()) throw Error("give --adapter or --no-adapter, not both");
+  if (a.multimask && a.single_mask) throw Error("give --multimask or --single-mask, not both");
+  if (a.multimask && a.refine > 0) throw Error("--refine gives one mask: not with --multimask");
+  if (!a.gates_out.empty() && adapter.empty()) throw Error("--gates-out needs --adapter");
+  if (!a.out.empty()) io::check_image_name(a.out, /*lossless=*/true);
+  if (!a.overlay.empty()) io::check_image_name(a.overlay, /*lossless=*/false);
+  std::vector<io::NamedPath> outputs = {{"--out", a.out},
+                                        {"--overlay", a.overlay},
+                                        {"--logits-out", a.logits_out},
+                                        {"--embedding-out", a.embedding_out},
+                                        {"--gates-out", a.gates_out}};
+  if (!a.gates_out.empty()) outputs.push_back({"the gate picture", gates_picture_path(a.gates_out)});
+  for (const auto& o : outputs) io::prepare_output(o.path);
+  io::check_outputs(outputs, {{"--image", a.image},
+                              {"the checkpoint", checkpoint},
+                              {"the adapter", adapter},
+                              {"--mask-input", a.mask_input}});
+}
+
+void run_segment(const SegmentArgs& a) {
+  configure_runtime(a.threads, a.precision);
+  const Pick rule = parse_pick(a.pick);
+  const Precision prec = parse_precision(a.precision);
+  const auto t0 = Clock::now();
   const auto [checkpoint, adapter] = resolve_model(a.checkpoint, a.adapter, a.no_adapter);
+  check_segment_args(a, checkpoint, adapter);
+  Prompt prompt = parse_prompt(a);
+  const Image8 img = read_rgb(a.image);
+  check_prompt(prompt, img.width, img.height);
   auto loaded = load_sam(checkpoint);
   const double load_ms = ms_since(t0);
   if (prompt.mask_input.defined()) {
@@ -154,14 +186,11 @@ void run_segment(const SegmentArgs& a) {
   }
   std::optional<adapt::AdaptedSam> adapted;
   if (!adapter.empty()) adapted.emplace(adapt::AdaptedSam::load(loaded.model, adapter));
-  if (!a.gates_out.empty() && !adapted) throw Error("--gates-out needs --adapter");
   SamPredictor pred(adapted ? adapted->model() : loaded.model, prec, a.flip);
   auto t1 = Clock::now();
   pred.set_image(img);
   const double encode_ms = ms_since(t1);
   if (!a.gates_out.empty()) write_gates(a.gates_out, adapted->gates());
-  if (a.multimask && a.single_mask) throw Error("give --multimask or --single-mask, not both");
-  if (a.multimask && a.refine > 0) throw Error("--refine gives one mask: not with --multimask");
   // By default one mask, picked from three for a lone point (predict_one),
   // which is what `rsam eval` scores. On clean rsam-tiny scenes the
   // single-mask output is worse (73.0 against 74.5 on 300 held-out
@@ -255,9 +284,12 @@ void run_convert(const ConvertArgs& a) {
   // every adapter tensor meaningful.
   if (!a.adapter.empty() && (!a.img_size || a.encoder_depth || a.decoder_width))
     throw Error("--adapter carries an adapter over --img-size only");
-  auto loaded = load_sam(a.in);
   if (!ends_with(a.out, ".safetensors") && !ends_with(a.out, ".pth"))
     throw Error("output must end in .safetensors or .pth");
+  for (const auto& o : {a.out, a.adapter_out}) io::prepare_output(o);
+  io::check_outputs({{"the output", a.out}, {"--adapter-out", a.adapter_out}},
+                    {{"the input", a.in}, {"--adapter", a.adapter}});
+  auto loaded = load_sam(a.in);
   const Sam source = loaded.model;
   if (a.img_size) loaded.model = resize_input(loaded.model, a.img_size);  // validates the new config
   if (a.encoder_depth) loaded.model = deepen_encoder(loaded.model, a.encoder_depth);
@@ -282,7 +314,8 @@ struct BenchArgs {
 void run_bench(const BenchArgs& a) {
   configure_runtime(a.threads, a.precision);
   if (a.checkpoint.empty() == a.model.empty()) throw Error("give exactly one of --checkpoint or --model");
-  if (a.repeat < 1 || a.decode_repeat < 1) throw Error("--repeat must be >= 1");
+  if (a.repeat < 1) throw Error("--repeat must be >= 1");
+  if (a.decode_repeat < 1) throw Error("--decode-repeat must be >= 1");
   set_reference_attention(a.reference_attention);
   Sam model{nullptr};
   if (!a.checkpoint.empty()) {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "app/commands.h"
+#include "app/flags.h"
 #include "data/dataset.h"
 #include "error.h"
 #include "eval/compare.h"
@@ -74,9 +75,10 @@ void add_train_command(CLI::App& app) {
   c->add_option("--warmup", o->warmup, "Linear warm-up steps before cosine decay");
   c->add_option("--precision", o->precision, "fp32 or bf16 (autocast)")->check(CLI::IsMember({"fp32", "bf16"}));
   c->add_flag("--grad-checkpoint", o->grad_checkpoint, "Recompute encoder blocks in backward (less memory)");
-  c->add_option("--seed", o->seed, "Seed for data order, corruptions, prompts and init");
+  c->add_option("--seed", o->seed, "Seed for data order, corruptions, prompts and init")->check(kSeed);
   c->add_option("--out", o->out, "Output directory");
-  c->add_flag("--resume", o->resume, "Continue from OUT/checkpoint.pt");
+  c->add_flag("--resume", o->resume, "Continue the run in OUT (from OUT/checkpoint.pt), with the same options");
+  c->add_flag("--overwrite", o->overwrite, "Replace the run in OUT: its files are removed first");
   c->add_option("--save-every", o->save_every, "Checkpoint every N steps");
   c->add_option("--threads", o->threads, "Intra-op threads per process (default: all cores, shared by --nproc)");
   c->add_option("--workers", o->workers, "Data loading threads");
@@ -94,6 +96,7 @@ void add_train_command(CLI::App& app) {
       if (!o->checkpoint.empty() && !std::ifstream(o->checkpoint).good())
         throw Error("cannot read checkpoint '" + o->checkpoint + "'");
       data::open_dataset(o->data);
+      train::check_output_folder(*o);
       std::fflush(stdout);
       std::exit(train::launch_local(*nproc, program_argv()));
     }
@@ -116,7 +119,7 @@ void add_eval_command(CLI::App& app) {
   c->add_option("--severity", o->severity, "1..5 or random");
   c->add_option("--prompts", o->prompts,
                 "point:1,center,point:3,box,noisy-box,clicks:N (1 point + N-1 corrective clicks)");
-  c->add_option("--seed", o->seed, "Seed for prompts and corruptions");
+  c->add_option("--seed", o->seed, "Seed for prompts and corruptions")->check(kSeed);
   c->add_option("--max-samples", o->max_samples, "Evaluate the first N samples");
   c->add_option("--precision", o->precision, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
   c->add_option("--threads", o->threads, "Intra-op threads per process (default: all cores, shared by --nproc)");
@@ -141,7 +144,13 @@ void add_eval_command(CLI::App& app) {
       if (!item.empty()) o->adapters.push_back(item);
     if (*nproc < 1) throw Error("--nproc must be >= 1");
     eval::EvalResult r;
-    if (const char* dir = std::getenv("RSAM_EVAL_SHARDS"); dir && train::started_as_rank()) {
+    const char* shards_dir = std::getenv("RSAM_EVAL_SHARDS");
+    const bool worker = shards_dir && train::started_as_rank();
+    // Before any loading; the process that writes the report holds its
+    // folder (workers write only their shares).
+    const auto lock = worker ? nullptr : eval::check_report(*o, true);
+    if (worker) {
+      const std::string dir = shards_dir;
       // One share: the launcher merges and reports.
       o->shard = train::rank_from_env();
       o->shards = *nproc;
@@ -149,23 +158,32 @@ void add_eval_command(CLI::App& app) {
       o->quiet = o->quiet || o->shard != 0;
       if (o->threads <= 0) o->threads = train::threads_per_process(*nproc);
       const auto part = eval::evaluate(*o);
-      eval::write_records(std::string(dir) + "/rank" + std::to_string(o->shard) + ".json", part.records);
+      eval::write_records(dir + "/rank" + std::to_string(o->shard) + ".json", part.records);
       return;
     }
     if (*nproc > 1) {
       if (!std::ifstream(o->checkpoint).good()) throw Error("cannot read checkpoint '" + o->checkpoint + "'");
       data::open_dataset(o->data);
-      char tmpl[] = "/tmp/rsam-eval-XXXXXX";
-      if (!mkdtemp(tmpl)) throw Error("cannot make a temporary directory in /tmp");
-      const std::string dir = tmpl;
-      setenv("RSAM_EVAL_SHARDS", dir.c_str(), 1);
+      // Removed whatever happens here; a killed run's is found by the next.
+      struct TempDir {
+        std::string path;
+        void remove() {
+          std::error_code ec;
+          if (!path.empty()) std::filesystem::remove_all(path, ec);
+          path.clear();
+        }
+        ~TempDir() { remove(); }
+      } dir{eval::make_shard_dir(o->report)};
+      setenv("RSAM_EVAL_SHARDS", dir.path.c_str(), 1);
       std::fflush(stdout);
       const int code = train::launch_local(*nproc, program_argv());
       std::vector<eval::EvalResult> parts(static_cast<size_t>(*nproc));
       for (int k = 0; k < *nproc && code == 0; ++k)
-        parts[size_t(k)].records = eval::read_records(dir + "/rank" + std::to_string(k) + ".json");
-      std::filesystem::remove_all(dir);
-      if (code != 0) std::exit(code);
+        parts[size_t(k)].records = eval::read_records(dir.path + "/rank" + std::to_string(k) + ".json");
+      if (code != 0) {
+        dir.remove();  // std::exit runs no destructor of this frame
+        std::exit(code);
+      }
       r = eval::merge_shards(std::move(parts), *o);
       if (!o->report.empty()) eval::write_report(o->report, *o, r);
     } else {
@@ -198,9 +216,16 @@ void add_compare_command(CLI::App& app) {
   c->add_flag("--json", a->json, "Print JSON instead of the Markdown table");
   c->add_option("--out", a->out, "Also write the Markdown table to this file");
   c->callback([a] {
+    // The table must not replace one of the reports it compares.
+    auto results = [](const std::string& p) {
+      std::error_code ec;
+      return std::filesystem::is_directory(p, ec) ? (std::filesystem::path(p) / "results.json").string() : p;
+    };
+    io::check_outputs({{"--out", a->out}},
+                      {{"the base report", results(a->base)}, {"the other report", results(a->other)}});
     const auto cmp = eval::compare_runs(eval::read_run(a->base), eval::read_run(a->other), a->o);
     const auto md = eval::comparison_markdown(cmp, a->base, a->other);
-    if (!a->out.empty()) io::write_atomic(a->out, md.data(), md.size());
+    if (!a->out.empty()) io::write_text(a->out, md);
     std::printf("%s", a->json ? (eval::comparison_json(cmp).dump(1) + "\n").c_str() : md.c_str());
   });
 }
@@ -240,6 +265,9 @@ void add_study_command(CLI::App& app) {
       eval::run_study(*o);
       return;
     }
+    // This process holds the run folder for the whole study; its workers
+    // (above) work inside the hold.
+    const auto lock = eval::lock_study(*o);
     if (*nproc > 1) {
       // Two rounds of processes (every run must exist before any seed is
       // evaluated), then this process merges and writes the report.

@@ -43,5 +43,7 @@ std::pair<std::string, std::string> resolve_model(const std::string& checkpoint,
 // Gate report of an adapted model: JSON at `path` and, for gated methods,
 // a picture of the binary gate vectors beside it (same stem, .png).
 void write_gates(const std::string& path, const nlohmann::json& gates);
+// Where write_gates puts the picture: `path` with a .png extension.
+std::string gates_picture_path(const std::string& path);
 
 }  // namespace rsam::app

@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   rsam::app::set_program_argv(argv);
   CLI::App app{"rsam: Segment Anything that keeps working on degraded images"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "rsam 0.1.0");
+  app.set_version_flag("--version", "rsam " RSAM_VERSION);  // the version is written once, in CMake
   rsam::app::add_segment_command(app);
   rsam::app::add_info_command(app);
   rsam::app::add_convert_command(app);

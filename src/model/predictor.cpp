@@ -66,6 +66,9 @@ Tensor SamPredictor::prepare_image(const Image8& rgb) const {
   if (rgb.width <= 0 || rgb.height <= 0) throw Error("set_image: empty image");
   const int S = model_->config.img_size;
   const auto [nh, nw] = preprocess_shape(rgb.height, rgb.width, S);
+  if (nh < 1 || nw < 1)
+    throw Error("the image is " + std::to_string(rgb.width) + "x" + std::to_string(rgb.height) +
+                ": too thin for the model's " + std::to_string(S) + "-pixel input (a side would be 0 pixels)");
   Image8 resized = resize_bilinear_pil(rgb, nw, nh);
   auto t = torch::from_blob(resized.data.data(), {nh, nw, 3}, torch::kUInt8)
                .permute({2, 0, 1})
@@ -113,9 +116,10 @@ const Tensor& SamPredictor::embedding() const {
   return features_;
 }
 
-void SamPredictor::check_prompt(const Prompt& p) const {
-  const auto [h, w] = original_size_;
+void check_prompt(const Prompt& p, int w, int h, int64_t m) {
   if (p.points.size() != p.labels.size()) throw Error("each point needs a label");
+  if (p.points.size() > kMaxPromptPoints)
+    throw Error(std::to_string(p.points.size()) + " points in one prompt: at most " + std::to_string(kMaxPromptPoints));
   for (size_t i = 0; i < p.points.size(); ++i) {
     const float x = p.points[i][0], y = p.points[i][1];
     if (!finite(x) || !finite(y)) throw Error("point " + std::to_string(i) + " is not a finite number");
@@ -134,13 +138,17 @@ void SamPredictor::check_prompt(const Prompt& p) const {
       throw Error("box is outside the " + std::to_string(w) + "x" + std::to_string(h) + " image");
   }
   if (p.mask_input.defined()) {
-    const int64_t m = 4 * model_->config.embedding_size();
-    if (p.mask_input.dim() != 3 || p.mask_input.size(0) != 1 || p.mask_input.size(1) != m || p.mask_input.size(2) != m)
+    if (m > 0 && (p.mask_input.dim() != 3 || p.mask_input.size(0) != 1 || p.mask_input.size(1) != m ||
+                  p.mask_input.size(2) != m))
       throw Error("mask input must have shape [1, " + std::to_string(m) + ", " + std::to_string(m) + "]");
     if (!torch::isfinite(p.mask_input).all().item<bool>()) throw Error("mask input holds NaN or Inf");
   }
   if (p.points.empty() && !p.box && !p.mask_input.defined())
     throw Error("give at least one prompt: a point, a box or a mask input");
+}
+
+void SamPredictor::check_prompt(const Prompt& p) const {
+  rsam::check_prompt(p, original_size_.second, original_size_.first, 4 * model_->config.embedding_size());
 }
 
 Prediction SamPredictor::predict(const Prompt& p, bool multimask_output, bool return_logits) const {

@@ -31,6 +31,15 @@ struct Prediction {
   torch::Tensor low_res_logits;   // [M, 4h, 4w]
 };
 
+// More points than this in one prompt are refused: the decoder's memory grows
+// with them, and SAM was trained with a handful.
+constexpr size_t kMaxPromptPoints = 256;
+// The prompt's own checks against the image size, for callers that want to
+// refuse a bad prompt before the model is loaded and the image encoded:
+// labels, finite values, points and box inside, the point count. The mask
+// input's shape is checked when `mask_side` is known (> 0).
+void check_prompt(const Prompt& p, int width, int height, int64_t mask_side = 0);
+
 // One point alone, without a box or a mask input: the prompt SAM answers
 // with three candidate masks.
 bool is_ambiguous(const Prompt& p);

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -50,13 +51,21 @@ PairTimes time_pairs(int pairs, const std::function<void()>& a, const std::funct
   return t;
 }
 
-void set_threads(int n) {
-  if (n <= 0) n = hardware_threads();
+int set_threads(int n) {
+  if (n < 0) throw Error("the thread count must be 0 (all cores) or positive, got " + std::to_string(n));
+  // More threads than cores only oversubscribe (a run many times slower).
+  if (n > hardware_threads()) {
+    std::cerr << "rsam: note: " << n << " threads asked for, " << hardware_threads() << " cores here: using "
+              << hardware_threads() << "\n";
+    n = 0;
+  }
+  if (n == 0) n = hardware_threads();
   torch::set_num_threads(n);
   // torch sizes only its OpenMP pool; OpenBLAS keeps its own pthread pool at
   // all cores, so "--threads 1" would still run GEMMs on two threads.
   if (void* h = blas_handle())
     if (auto f = reinterpret_cast<void (*)(int)>(dlsym(h, "openblas_set_num_threads"))) f(n);
+  return n;
 }
 
 int blas_threads() {

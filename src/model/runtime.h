@@ -20,8 +20,9 @@ struct PairTimes {
   std::vector<double> a, b;
 };
 PairTimes time_pairs(int pairs, const std::function<void()>& a, const std::function<void()>& b);
-// n <= 0 means all cores. Sizes torch's OpenMP pool and OpenBLAS's pool.
-void set_threads(int n);
+// 0 means all cores; more than the cores is capped to them (with a note),
+// negative is an error. Sizes torch's OpenMP pool and OpenBLAS's pool.
+int set_threads(int n);  // returns the count used
 int num_threads();
 // OpenBLAS's pool size; 0 when the BLAS is not OpenBLAS.
 int blas_threads();

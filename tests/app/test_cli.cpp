@@ -16,49 +16,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "cli_util.h"
 #include "io/npy.h"
 #include "io/tensor_file.h"
 
-namespace {
-
-const std::string kBin = RSAM_BINARY;
-const std::string kData = RSAM_TEST_DATA_DIR "/sam/";
-
-struct Run {
-  int code = -1;
-  std::string out, err;
-};
-
-Run run(const std::string& args, const std::string& env = "") {
-  // ctest runs these tests in parallel processes: a private stderr file each.
-  static int counter = 0;
-  const std::string err_path =
-      ::testing::TempDir() + "rsam_cli_stderr_" + std::to_string(getpid()) + "_" + std::to_string(counter++) + ".txt";
-  const std::string cmd = env + kBin + " " + args + " 2>" + err_path;
-  Run r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream f(err_path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  r.err = ss.str();
-  std::remove(err_path.c_str());
-  return r;
-}
-
-std::string tmp(const std::string& name) { return ::testing::TempDir() + "rsam_cli_" + name; }
-
-int lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
-}
-
-}  // namespace
+using namespace rsam::cli_test;
 
 TEST(Cli, SegmentWritesEveryOutput) {
   const auto mask = tmp("mask.png"), overlay = tmp("overlay.png"), logits = tmp("logits.npy"), emb = tmp("emb.npy");
@@ -292,12 +254,6 @@ std::string make_scene_folder(const std::string& name, int n) {
   return "folder:" + dir + "/images," + dir + "/masks";
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // Runs `common` to the end, and again killed (SIGKILL) once it has
 // checkpointed and then resumed: the two must end with identical weights.

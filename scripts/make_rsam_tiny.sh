@@ -32,7 +32,7 @@ stage() {
 # Stages 1-4 ran before scores learned the IoU at input resolution: they
 # measure it on the mask grid (--iou-target lowres); stage 4b re-fits the head.
 # Every weight from random init, clean scenes, points and boxes.
-$RSAM train --init models/rsam-tiny.json --full --data "$TRAIN" --val "$VAL" --corruption none \
+$RSAM train --init scripts/rsam-tiny-init.json --full --data "$TRAIN" --val "$VAL" --corruption none \
   --iou-target lowres --prompts points:1,points:3,box --steps 1000 --batch 8 --masks-per-image 6 \
   --optimizer adamw --lr 2e-3 --wd 0.01 --warmup 30 --seed 1 --threads 1 --workers 1 --save-every 50 --out "$W/base" --resume
 # Continued: a second cosine schedule from the first stage's weights (the

@@ -48,6 +48,9 @@ def _passthrough(*args, **kwargs):
     return None
 
 
+_STUB_CACHE = tempfile.mkdtemp(prefix="rsam-fixture-hf-")
+
+
 class _StubModule(types.ModuleType):
     """Any attribute exists: constants are strings, *Error names are
     exception classes, everything else is a pass-through callable."""
@@ -58,7 +61,8 @@ class _StubModule(types.ModuleType):
         if name.endswith(("Error", "Exception", "Warning")):
             value = type(name, (Exception,), {})
         elif name.isupper():
-            value = "/nonexistent/hf-stub" if "CACHE" in name or "HOME" in name else ""
+            # A private temp folder: diffusers writes a version file into its cache.
+            value = _STUB_CACHE if "CACHE" in name or "HOME" in name else ""
         else:
             value = _passthrough
         setattr(self, name, value)

@@ -99,6 +99,19 @@ std::string png_stream_problem(const uint8_t* data, size_t size) {
 
 }  // namespace
 
+const std::vector<std::string>& image_extensions() {
+  static const std::vector<std::string> kExtensions = {".png", ".jpg", ".jpeg", ".bmp", ".tif",
+                                                       ".tiff", ".webp", ".ppm", ".pgm"};
+  return kExtensions;
+}
+
+bool has_image_extension(const std::string& path) {
+  const std::string ext = extension_of(path);
+  for (const auto& e : image_extensions())
+    if (ext == e) return true;
+  return false;
+}
+
 uint64_t max_image_pixels() {
   const uint64_t set = g_max_pixels.load();
   return set != 0 ? set : env_max_pixels();

@@ -24,6 +24,11 @@ enum class ImageRead {
   Unchanged,  // as stored (8 or 16 bit, 1-4 channels, OpenCV's BGR order)
 };
 
+// The file name extensions rsam reads as pictures (lower case, with the dot),
+// and whether `path` has one of them (any case).
+const std::vector<std::string>& image_extensions();
+bool has_image_extension(const std::string& path);
+
 // rsam::Error "cannot decode image 'NAME': reason" on any problem.
 cv::Mat decode_image(const uint8_t* data, size_t size, ImageRead mode, const std::string& name);
 cv::Mat read_image(const std::string& path, ImageRead mode);

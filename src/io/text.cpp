@@ -49,4 +49,22 @@ std::string escape_bytes(const std::string& s, bool controls) {
   return out;
 }
 
+std::vector<std::string> split(const std::string& s, char sep, bool skip_empty) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    const size_t at = s.find(sep, start);
+    std::string part = s.substr(start, at == std::string::npos ? std::string::npos : at - start);
+    if (!skip_empty || !part.empty()) out.push_back(std::move(part));
+    if (at == std::string::npos) return out;
+    start = at + 1;
+  }
+}
+
+std::string lower(std::string s) {
+  for (char& c : s)
+    if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
+  return s;
+}
+
 }  // namespace rsam::io

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 namespace rsam::io {
 
@@ -15,5 +16,10 @@ bool is_utf8(const std::string& s);
 // with `controls` also control characters (for one-line messages). The
 // result is always valid UTF-8.
 std::string escape_bytes(const std::string& s, bool controls = true);
+
+// Plain string helpers, kept here once.
+// "a,,b" -> {"a", "", "b"} ("" -> {""}); with skip_empty: {"a", "b"} ("" -> {}).
+std::vector<std::string> split(const std::string& s, char sep, bool skip_empty = false);
+std::string lower(std::string s);  // ASCII only
 
 }  // namespace rsam::io

@@ -8,16 +8,12 @@
 // --cache 0 leaves torch's allocator as it is (the CLI installs rsam's
 // caching allocator; without it each forward faults its memory in again).
 // Prints the time of each forward and the process's peak RSS.
-#include <sys/resource.h>
-
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
 
-#include "diffusion/sd.h"
+#include "diffusion/bench.h"
 #include "error.h"
-#include "model/checkpoint.h"
 #include "model/runtime.h"
 
 using namespace rsam;
@@ -43,32 +39,16 @@ int main(int argc, char** argv) try {
   }
   set_threads(int(threads));
   if (cache) use_caching_cpu_allocator();
-  auto cfg = UNetConfig::from_file(argv[1]);
-  cfg.in_channels = cfg.out_channels = channels;
-  UNet2DConditionModel unet(cfg);
-  init_random(*unet, 0);
-  unet->eval();
-  std::printf("U-Net: %lld parameters, latent [1, %lld, %lld, %lld], %s, %d threads\n",
-              (long long)parameter_count(*unet), (long long)channels, (long long)size, (long long)size,
-              precision.c_str(), num_threads());
-  const auto x = torch::randn({1, channels, size, size});
-  const auto ehs = torch::randn({1, 77, cfg.cross_attention_dim.back()});
-  const auto t = torch::tensor(1, torch::kLong);
-  torch::NoGradGuard ng;
-  for (int64_t r = 0; r < repeat; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    torch::Tensor y;
-    {
-      Bf16Autocast bf16(torch::kCPU, precision == "bf16");
-      y = unet(x, t, ehs);
-    }
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("forward %lld: %.2f s (output mean |y| %.4f)\n", (long long)r, s,
-                y.abs().mean().item<double>());
-  }
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  std::printf("peak RSS: %.2f GB\n", double(ru.ru_maxrss) / (1 << 20));
+  UNetBenchOptions o;
+  o.channels = channels;
+  o.size = size;
+  o.bf16 = precision == "bf16";
+  o.repeat = int(repeat);
+  const UNetBenchResult r = bench_unet(UNetConfig::from_file(argv[1]), o);
+  std::printf("U-Net: %lld parameters, latent [1, %lld, %lld, %lld], %s, %d threads\n", (long long)r.parameters,
+              (long long)channels, (long long)size, (long long)size, precision.c_str(), num_threads());
+  for (size_t i = 0; i < r.forward_ms.size(); ++i) std::printf("forward %zu: %.2f s\n", i, r.forward_ms[i] / 1e3);
+  std::printf("peak RSS: %.2f GB\n", r.peak_rss_gb);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_unet: error: %s\n", e.what());

@@ -6,6 +6,11 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace rsam::adapt {
 
@@ -37,5 +42,30 @@ bool fold_is_cheaper(const torch::Tensor& x, int64_t in, int64_t out, int64_t im
 // Per-image feature for the gates: the block's pooled input when the model
 // provides it, else the mean of x's tokens per leading row.
 std::pair<torch::Tensor, int64_t> gate_input(const torch::Tensor& x, const torch::Tensor& pooled, int64_t images);
+
+// Adapter options shared by the family: a positive integer (`def` when the
+// key is absent), and the inference path (auto, fold or lowrank).
+int64_t positive_option(const nlohmann::json& cfg, const char* key, int64_t def);
+std::string path_option(const nlohmann::json& cfg);
+
+// MLP gate: Linear/ReLU stack ending in `out` logits.
+struct GateMLP : torch::nn::Module {
+  GateMLP(int64_t in, int64_t hidden, int64_t out, int layers, double out_bias) {
+    for (int i = 0; i < layers; ++i) {
+      const int64_t o = i == layers - 1 ? out : hidden;
+      fc.push_back(register_module("fc" + std::to_string(i), torch::nn::Linear(i == 0 ? in : hidden, o)));
+    }
+    torch::NoGradGuard ng;
+    fc.back()->bias.fill_(out_bias);
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    for (size_t i = 0; i < fc.size(); ++i) {
+      x = fc[i](x);
+      if (i + 1 < fc.size()) x = torch::relu(x);
+    }
+    return x;
+  }
+  std::vector<torch::nn::Linear> fc;
+};
 
 }  // namespace rsam::adapt

@@ -15,6 +15,7 @@
 #include "error.h"
 #include "io/fs.h"
 #include "io/image_codec.h"
+#include "io/text.h"
 
 namespace rsam::data {
 
@@ -29,32 +30,14 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
 bool has_ext(const fs::path& p, std::initializer_list<const char*> exts) {
-  const std::string e = lower(p.extension().string());
+  const std::string e = io::lower(p.extension().string());
   for (const char* x : exts)
     if (e == x) return true;
   return false;
 }
 
-bool is_image(const fs::path& p) {
-  return has_ext(p, {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"});
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t b = 0;
-  for (;;) {
-    const size_t e = s.find(sep, b);
-    out.push_back(s.substr(b, e == std::string::npos ? std::string::npos : e - b));
-    if (e == std::string::npos) return out;
-    b = e + 1;
-  }
-}
+bool is_image(const fs::path& p) { return io::has_image_extension(p.string()); }
 
 void require_dir(const std::string& dir, const std::string& what) {
   std::error_code ec;
@@ -79,7 +62,7 @@ std::vector<fs::path> list_files(const std::string& dir, Keep keep) {
 std::map<std::string, fs::path> by_stem(const std::string& dir, const std::vector<std::string>& preference) {
   std::map<std::string, std::pair<size_t, fs::path>> best;
   for (const auto& p : list_files(dir, [](const fs::path&) { return true; })) {
-    const std::string e = lower(p.extension().string());
+    const std::string e = io::lower(p.extension().string());
     const auto it = std::find(preference.begin(), preference.end(), e);
     if (it == preference.end()) continue;
     const size_t rank = static_cast<size_t>(it - preference.begin());
@@ -91,6 +74,9 @@ std::map<std::string, fs::path> by_stem(const std::string& dir, const std::vecto
   return out;
 }
 
+// Not io::image_extensions(), on purpose: these are preference orders (the
+// first extension a stem has wins), masks prefer lossless formats and take
+// no .webp/.ppm, and paired images take no .pgm (a grey image).
 const std::vector<std::string> kMaskExts = {".png", ".bmp", ".tif", ".tiff", ".pgm", ".jpg", ".jpeg"};
 const std::vector<std::string> kImageExts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"};
 
@@ -265,7 +251,7 @@ class CocoDataset : public Dataset {
         if (im.contains("file_name"))
           name = im.at("file_name").get<std::string>();
         else
-          name = split(im.at("coco_url").get<std::string>(), '/').back();  // LVIS
+          name = io::split(im.at("coco_url").get<std::string>(), '/').back();  // LVIS
         images_.push_back({(fs::path(images_dir) / name).string(), fs::path(name).stem().string(),
                            im.at("height").get<int>(), im.at("width").get<int>()});
         // A repeated id would silently move the first image's annotations
@@ -434,7 +420,7 @@ cv::Mat read_rgb(const std::string& path) { return decode_file(path, io::ImageRe
 std::vector<std::string> dataset_files(const std::string& spec) {
   const size_t colon = spec.find(':');
   std::vector<std::string> out;
-  for (const auto& item : split(colon == std::string::npos ? spec : spec.substr(colon + 1), ',')) {
+  for (const auto& item : io::split(colon == std::string::npos ? spec : spec.substr(colon + 1), ',')) {
     std::error_code ec;
     if (fs::is_regular_file(item, ec)) out.push_back(item);
   }
@@ -445,7 +431,7 @@ std::unique_ptr<Dataset> open_dataset(const std::string& spec) {
   const size_t colon = spec.find(':');
   const std::string kind = colon == std::string::npos ? std::string() : spec.substr(0, colon);
   const std::vector<std::string> args =
-      colon == std::string::npos ? std::vector<std::string>{} : split(spec.substr(colon + 1), ',');
+      colon == std::string::npos ? std::vector<std::string>{} : io::split(spec.substr(colon + 1), ',');
   auto bad = [&](const std::string& usage) { return Error("dataset: bad spec '" + spec + "': expected " + usage); };
   if (kind == "folder" || kind == "degraded") {
     const std::string usage = kind + ":IMAGES_DIR,MASKS_DIR[,instances]";

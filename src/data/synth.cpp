@@ -16,6 +16,7 @@
 #include "error.h"
 #include "io/fs.h"
 #include "io/image_codec.h"
+#include "io/text.h"
 
 namespace rsam::data {
 namespace fs = std::filesystem;
@@ -274,9 +275,10 @@ std::vector<cv::Mat> load_photos(const std::vector<std::string>& paths, int size
   return out;
 }
 
+// Photos for textures: only .jpg/.jpeg/.png (the formats synth documents),
+// not every extension of io::image_extensions().
 bool is_image_file(const fs::path& p) {
-  std::string e = p.extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  const std::string e = io::lower(p.extension().string());
   return e == ".jpg" || e == ".jpeg" || e == ".png";
 }
 

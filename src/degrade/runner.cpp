@@ -27,13 +27,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-const char* const kImageExtensions[] = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"};
-
 // For one-line messages: file names are bytes, not necessarily UTF-8.
 std::string printable(const std::string& s) { return rsam::io::escape_bytes(s); }
 
@@ -92,6 +85,8 @@ Result corrupt(const Corruption& c, const cv::Mat& rgb, uint64_t seed, const cv:
 // stem, any image extension, .png first.
 fs::path find_mask(const fs::path& root, const fs::path& rel) {
   const fs::path base = root / rel.parent_path() / rel.stem();
+  // The extensions of io::image_extensions(), in the order a mask is
+  // preferred when a stem has several (lossless first): not that list's order.
   for (const char* ext : {".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp", ".pgm", ".ppm"}) {
     fs::path p = base;
     p += ext;
@@ -325,12 +320,7 @@ void make_outputs(const Context& cx, const Item& item, const std::vector<Pending
 
 }  // namespace
 
-bool is_image_path(const std::string& path) {
-  const std::string ext = lower(fs::path(path).extension().string());
-  for (const char* e : kImageExtensions)
-    if (ext == e) return true;
-  return false;
-}
+bool is_image_path(const std::string& path) { return io::has_image_extension(path); }
 
 uint64_t item_seed(uint64_t run_seed, const std::string& relative_path, const std::string& corruption, int severity) {
   return derive_seed(derive_seed(run_seed, hash_string(relative_path)),

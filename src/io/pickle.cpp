@@ -256,6 +256,14 @@ class Machine {
     push(it->second);
   }
 
+  // Opcode groups of run(): true when `op` belonged to the group.
+  bool stack_op(uint8_t op);
+  bool scalar_op(uint8_t op);
+  bool string_op(uint8_t op);
+  bool container_op(uint8_t op);
+  bool memo_op(uint8_t op);
+  bool object_op(uint8_t op);
+
   PyValue* global(const std::string& module, const std::string& name);
   PyValue* call(PyValue* callable, PyValue* args);
   PyValue* persistent_load(PyValue* pid);
@@ -368,188 +376,233 @@ PyValue* Machine::persistent_load(PyValue* pid) {
   return st;
 }
 
+// PROTO, FRAME and the stack/mark opcodes.
+bool Machine::stack_op(uint8_t op) {
+  switch (op) {
+    case 0x80: {  // PROTO
+      const uint64_t proto = uint_le(1);
+      if (proto > 5) fail("unsupported protocol " + std::to_string(proto));
+      return true;
+    }
+    case 0x95: uint_le(8); return true;  // FRAME: framing is irrelevant for an in-memory buffer
+    case '(':
+      if (marks_.size() >= kMaxMarks) fail("too many nested MARKs");
+      marks_.push_back(stack_.size());
+      return true;
+    case '0':  // POP
+      if (stack_.size() > fence()) stack_.pop_back(); else pop_mark();
+      return true;
+    case '1': pop_mark(); return true;  // POP_MARK
+    case '2': push(top()); return true;  // DUP
+    default:
+      return false;
+  }
+}
+
+// None, booleans, integers and floats.
+bool Machine::scalar_op(uint8_t op) {
+  switch (op) {
+    case 'N': push(make(Kind::None)); return true;
+    case 0x88: push(make_int(1, Kind::Bool)); return true;
+    case 0x89: push(make_int(0, Kind::Bool)); return true;
+    case 'J': push(make_int(static_cast<int32_t>(uint_le(4)))); return true;
+    case 'K': push(make_int(static_cast<int64_t>(uint_le(1)))); return true;
+    case 'M': push(make_int(static_cast<int64_t>(uint_le(2)))); return true;
+    case 0x8a: push(make_long(take(uint_le(1)))); return true;  // LONG1
+    case 0x8b: {                                            // LONG4
+      const int32_t len = static_cast<int32_t>(uint_le(4));
+      if (len < 0) fail("negative LONG4 length");
+      push(make_long(take(static_cast<uint64_t>(len))));
+      return true;
+    }
+    case 'I': {  // INT (text); "00"/"01" are protocol-0 booleans
+      const std::string s = line();
+      if (s == "00" || s == "01") push(make_int(s == "01", Kind::Bool));
+      else push(make_int(parse_int(s, "INT")));
+      return true;
+    }
+    case 'L': push(text_long(line())); return true;
+    case 'G': {  // BINFLOAT, big-endian
+      need(8);
+      uint64_t bits = 0;
+      for (int k = 0; k < 8; ++k) bits = bits << 8 | d_[pos_ + k];
+      pos_ += 8;
+      PyValue* v = make(Kind::Float);
+      std::memcpy(&v->f, &bits, 8);
+      push(v);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+// Text and byte strings.
+bool Machine::string_op(uint8_t op) {
+  switch (op) {
+    case 'V': push(make_str(raw_unicode_escape(line()), Kind::Str)); return true;  // UNICODE (protocol 0)
+    case 'X': push(make_str(take(uint_le(4)), Kind::Str)); return true;     // BINUNICODE
+    case 0x8c: push(make_str(take(uint_le(1)), Kind::Str)); return true;    // SHORT_BINUNICODE
+    case 0x8d: push(make_str(take(uint_le(8)), Kind::Str)); return true;    // BINUNICODE8
+    case 'T': {                                                         // BINSTRING (Python 2 str)
+      const int32_t len = static_cast<int32_t>(uint_le(4));
+      if (len < 0) fail("negative BINSTRING length");
+      push(make_str(take(static_cast<uint64_t>(len)), Kind::Str));
+      return true;
+    }
+    case 'U': push(make_str(take(uint_le(1)), Kind::Str)); return true;     // SHORT_BINSTRING
+    case 'B': push(make_str(take(uint_le(4)), Kind::Bytes)); return true;   // BINBYTES
+    case 'C': push(make_str(take(uint_le(1)), Kind::Bytes)); return true;   // SHORT_BINBYTES
+    case 0x8e: push(make_str(take(uint_le(8)), Kind::Bytes)); return true;  // BINBYTES8
+    default:
+      return false;
+  }
+}
+
+// Lists, tuples and dicts: building and filling them.
+bool Machine::container_op(uint8_t op) {
+  switch (op) {
+    case ']': push(make(Kind::List)); return true;
+    case ')': push(make(Kind::Tuple)); return true;
+    case '}': push(make(Kind::Dict)); return true;
+    case 'l': {  // LIST
+      PyValue* v = make(Kind::List);
+      v->items = pop_mark();
+      push(v);
+      return true;
+    }
+    case 't': {  // TUPLE
+      PyValue* v = make(Kind::Tuple);
+      v->items = pop_mark();
+      push(v);
+      return true;
+    }
+    case 0x85:
+    case 0x86:
+    case 0x87: {  // TUPLE1..3
+      PyValue* v = make(Kind::Tuple);
+      v->items.resize(op - 0x84);
+      for (size_t k = v->items.size(); k-- > 0;) v->items[k] = pop();
+      push(v);
+      return true;
+    }
+    case 'd': {  // DICT
+      std::vector<PyValue*> kv = pop_mark();
+      if (kv.size() % 2 != 0) fail("odd number of items for DICT");
+      PyValue* v = make(Kind::Dict);
+      for (size_t k = 0; k < kv.size(); k += 2) set_item(v, kv[k], kv[k + 1]);
+      push(v);
+      return true;
+    }
+    case 'a': {  // APPEND
+      PyValue* v = pop();
+      PyValue* list = top();
+      expect(list, Kind::List, "APPEND target");
+      list->items.push_back(v);
+      return true;
+    }
+    case 'e': {  // APPENDS
+      std::vector<PyValue*> vs = pop_mark();
+      PyValue* list = top();
+      expect(list, Kind::List, "APPENDS target");
+      list->items.insert(list->items.end(), vs.begin(), vs.end());
+      return true;
+    }
+    case 's': {  // SETITEM
+      PyValue* v = pop();
+      PyValue* k = pop();
+      set_item(top(), k, v);
+      return true;
+    }
+    case 'u': {  // SETITEMS
+      std::vector<PyValue*> kv = pop_mark();
+      if (kv.size() % 2 != 0) fail("odd number of items for SETITEMS");
+      PyValue* dict = top();
+      for (size_t k = 0; k < kv.size(); k += 2) set_item(dict, kv[k], kv[k + 1]);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+// The memo: PUT/GET and their binary forms.
+bool Machine::memo_op(uint8_t op) {
+  switch (op) {
+    case 'q': memo_put(uint_le(1)); return true;  // BINPUT
+    case 'r': memo_put(uint_le(4)); return true;  // LONG_BINPUT
+    case 'p': {                             // PUT
+      const int64_t idx = parse_int(line(), "PUT");
+      if (idx < 0) fail("negative memo key");
+      memo_put(static_cast<uint64_t>(idx));
+      return true;
+    }
+    case 0x94: memo_put(memo_.size()); return true;  // MEMOIZE
+    case 'h': memo_get(uint_le(1)); return true;      // BINGET
+    case 'j': memo_get(uint_le(4)); return true;      // LONG_BINGET
+    case 'g': {                                 // GET
+      const int64_t idx = parse_int(line(), "GET");
+      if (idx < 0) fail("negative memo key");
+      memo_get(static_cast<uint64_t>(idx));
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+// Globals, calls (whitelisted only), BUILD and persistent ids.
+bool Machine::object_op(uint8_t op) {
+  switch (op) {
+    case 'c': {  // GLOBAL
+      const std::string module = line();
+      const std::string name = line();
+      push(global(module, name));
+      return true;
+    }
+    case 0x93: {  // STACK_GLOBAL
+      PyValue* name = pop();
+      PyValue* module = pop();
+      if (name->kind != Kind::Str || module->kind != Kind::Str) fail("STACK_GLOBAL needs two strings");
+      push(global(module->s, name->s));
+      return true;
+    }
+    case 'R':     // REDUCE
+    case 0x81: {  // NEWOBJ (same restricted semantics: only whitelisted callables)
+      PyValue* args = pop();
+      PyValue* callable = pop();
+      push(call(callable, args));
+      return true;
+    }
+    case 'b': {  // BUILD: only the OrderedDict `_metadata` of a state_dict; its state is ignored
+      pop();
+      PyValue* obj = top();
+      if (obj->kind != Kind::Dict) fail(std::string("BUILD on a ") + kind_name(obj->kind) + " is not supported");
+      return true;
+    }
+    case 'Q': {  // BINPERSID
+      PyValue* pid = pop();
+      push(persistent_load(pid));
+      return true;
+    }
+    case 'P': push(persistent_load(make_str(line(), Kind::Str))); return true;  // PERSID
+    default:
+      return false;
+  }
+}
+
+// The opcode loop: each opcode group has its own helper, which returns
+// false for an opcode outside its group.
 PyValue* Machine::run() {
   for (;;) {
     need(1);
     const uint8_t op = d_[pos_++];
-    switch (op) {
-      case 0x80: {  // PROTO
-        const uint64_t proto = uint_le(1);
-        if (proto > 5) fail("unsupported protocol " + std::to_string(proto));
-        break;
-      }
-      case 0x95: uint_le(8); break;  // FRAME: framing is irrelevant for an in-memory buffer
-      case '.': {                     // STOP
-        PyValue* v = pop();
-        return v;
-      }
-      case '(':
-        if (marks_.size() >= kMaxMarks) fail("too many nested MARKs");
-        marks_.push_back(stack_.size());
-        break;
-      case '0':  // POP
-        if (stack_.size() > fence()) stack_.pop_back(); else pop_mark();
-        break;
-      case '1': pop_mark(); break;  // POP_MARK
-      case '2': push(top()); break;  // DUP
-      case 'N': push(make(Kind::None)); break;
-      case 0x88: push(make_int(1, Kind::Bool)); break;
-      case 0x89: push(make_int(0, Kind::Bool)); break;
-      case 'J': push(make_int(static_cast<int32_t>(uint_le(4)))); break;
-      case 'K': push(make_int(static_cast<int64_t>(uint_le(1)))); break;
-      case 'M': push(make_int(static_cast<int64_t>(uint_le(2)))); break;
-      case 0x8a: push(make_long(take(uint_le(1)))); break;  // LONG1
-      case 0x8b: {                                            // LONG4
-        const int32_t len = static_cast<int32_t>(uint_le(4));
-        if (len < 0) fail("negative LONG4 length");
-        push(make_long(take(static_cast<uint64_t>(len))));
-        break;
-      }
-      case 'I': {  // INT (text); "00"/"01" are protocol-0 booleans
-        const std::string s = line();
-        if (s == "00" || s == "01") push(make_int(s == "01", Kind::Bool));
-        else push(make_int(parse_int(s, "INT")));
-        break;
-      }
-      case 'L': push(text_long(line())); break;
-      case 'G': {  // BINFLOAT, big-endian
-        need(8);
-        uint64_t bits = 0;
-        for (int k = 0; k < 8; ++k) bits = bits << 8 | d_[pos_ + k];
-        pos_ += 8;
-        PyValue* v = make(Kind::Float);
-        std::memcpy(&v->f, &bits, 8);
-        push(v);
-        break;
-      }
-      case 'V': push(make_str(raw_unicode_escape(line()), Kind::Str)); break;  // UNICODE (protocol 0)
-      case 'X': push(make_str(take(uint_le(4)), Kind::Str)); break;     // BINUNICODE
-      case 0x8c: push(make_str(take(uint_le(1)), Kind::Str)); break;    // SHORT_BINUNICODE
-      case 0x8d: push(make_str(take(uint_le(8)), Kind::Str)); break;    // BINUNICODE8
-      case 'T': {                                                         // BINSTRING (Python 2 str)
-        const int32_t len = static_cast<int32_t>(uint_le(4));
-        if (len < 0) fail("negative BINSTRING length");
-        push(make_str(take(static_cast<uint64_t>(len)), Kind::Str));
-        break;
-      }
-      case 'U': push(make_str(take(uint_le(1)), Kind::Str)); break;     // SHORT_BINSTRING
-      case 'B': push(make_str(take(uint_le(4)), Kind::Bytes)); break;   // BINBYTES
-      case 'C': push(make_str(take(uint_le(1)), Kind::Bytes)); break;   // SHORT_BINBYTES
-      case 0x8e: push(make_str(take(uint_le(8)), Kind::Bytes)); break;  // BINBYTES8
-      case ']': push(make(Kind::List)); break;
-      case ')': push(make(Kind::Tuple)); break;
-      case '}': push(make(Kind::Dict)); break;
-      case 'l': {  // LIST
-        PyValue* v = make(Kind::List);
-        v->items = pop_mark();
-        push(v);
-        break;
-      }
-      case 't': {  // TUPLE
-        PyValue* v = make(Kind::Tuple);
-        v->items = pop_mark();
-        push(v);
-        break;
-      }
-      case 0x85:
-      case 0x86:
-      case 0x87: {  // TUPLE1..3
-        PyValue* v = make(Kind::Tuple);
-        v->items.resize(op - 0x84);
-        for (size_t k = v->items.size(); k-- > 0;) v->items[k] = pop();
-        push(v);
-        break;
-      }
-      case 'd': {  // DICT
-        std::vector<PyValue*> kv = pop_mark();
-        if (kv.size() % 2 != 0) fail("odd number of items for DICT");
-        PyValue* v = make(Kind::Dict);
-        for (size_t k = 0; k < kv.size(); k += 2) set_item(v, kv[k], kv[k + 1]);
-        push(v);
-        break;
-      }
-      case 'a': {  // APPEND
-        PyValue* v = pop();
-        PyValue* list = top();
-        expect(list, Kind::List, "APPEND target");
-        list->items.push_back(v);
-        break;
-      }
-      case 'e': {  // APPENDS
-        std::vector<PyValue*> vs = pop_mark();
-        PyValue* list = top();
-        expect(list, Kind::List, "APPENDS target");
-        list->items.insert(list->items.end(), vs.begin(), vs.end());
-        break;
-      }
-      case 's': {  // SETITEM
-        PyValue* v = pop();
-        PyValue* k = pop();
-        set_item(top(), k, v);
-        break;
-      }
-      case 'u': {  // SETITEMS
-        std::vector<PyValue*> kv = pop_mark();
-        if (kv.size() % 2 != 0) fail("odd number of items for SETITEMS");
-        PyValue* dict = top();
-        for (size_t k = 0; k < kv.size(); k += 2) set_item(dict, kv[k], kv[k + 1]);
-        break;
-      }
-      case 'q': memo_put(uint_le(1)); break;  // BINPUT
-      case 'r': memo_put(uint_le(4)); break;  // LONG_BINPUT
-      case 'p': {                             // PUT
-        const int64_t idx = parse_int(line(), "PUT");
-        if (idx < 0) fail("negative memo key");
-        memo_put(static_cast<uint64_t>(idx));
-        break;
-      }
-      case 0x94: memo_put(memo_.size()); break;  // MEMOIZE
-      case 'h': memo_get(uint_le(1)); break;      // BINGET
-      case 'j': memo_get(uint_le(4)); break;      // LONG_BINGET
-      case 'g': {                                 // GET
-        const int64_t idx = parse_int(line(), "GET");
-        if (idx < 0) fail("negative memo key");
-        memo_get(static_cast<uint64_t>(idx));
-        break;
-      }
-      case 'c': {  // GLOBAL
-        const std::string module = line();
-        const std::string name = line();
-        push(global(module, name));
-        break;
-      }
-      case 0x93: {  // STACK_GLOBAL
-        PyValue* name = pop();
-        PyValue* module = pop();
-        if (name->kind != Kind::Str || module->kind != Kind::Str) fail("STACK_GLOBAL needs two strings");
-        push(global(module->s, name->s));
-        break;
-      }
-      case 'R':     // REDUCE
-      case 0x81: {  // NEWOBJ (same restricted semantics: only whitelisted callables)
-        PyValue* args = pop();
-        PyValue* callable = pop();
-        push(call(callable, args));
-        break;
-      }
-      case 'b': {  // BUILD: only the OrderedDict `_metadata` of a state_dict; its state is ignored
-        pop();
-        PyValue* obj = top();
-        if (obj->kind != Kind::Dict) fail(std::string("BUILD on a ") + kind_name(obj->kind) + " is not supported");
-        break;
-      }
-      case 'Q': {  // BINPERSID
-        PyValue* pid = pop();
-        push(persistent_load(pid));
-        break;
-      }
-      case 'P': push(persistent_load(make_str(line(), Kind::Str))); break;  // PERSID
-      default: {
-        static const char* hex = "0123456789abcdef";
-        fail(std::string("unsupported opcode 0x") + hex[op >> 4] + hex[op & 15] + " at offset " +
-             std::to_string(pos_ - 1));
-      }
-    }
+    if (op == '.') return pop();  // STOP
+    if (stack_op(op) || scalar_op(op) || string_op(op) || container_op(op) || memo_op(op) || object_op(op))
+      continue;
+    static const char* hex = "0123456789abcdef";
+    fail(std::string("unsupported opcode 0x") + hex[op >> 4] + hex[op & 15] + " at offset " +
+         std::to_string(pos_ - 1));
   }
 }
 

@@ -11,6 +11,9 @@
 
 #include "io/tensor_file.h"
 #include "model/sam.h"
+// Model surgery (resize_input, deepen_encoder, widen_decoder) lives in
+// model/surgery.h; included here so existing callers keep compiling.
+#include "model/surgery.h"
 
 namespace rsam {
 
@@ -43,28 +46,6 @@ struct LoadedSam {
 // Reads .pth (zip or legacy) or .safetensors, builds the model on `device`
 // in eval mode.
 LoadedSam load_sam(const std::string& path, const torch::Device& device = torch::kCPU);
-// A copy of `model` for inputs of `img_size` (a multiple of the patch size):
-// the absolute position embedding is resized bilinearly and the global
-// blocks' rel-pos tables linearly (what get_rel_pos does at run time); every
-// other weight is copied. Fine-tuning at the new size starts from here.
-Sam resize_input(const Sam& model, int img_size);
-// Where deepen_encoder puts its new blocks: for each new block, the index of
-// the original block it follows (-1: before the first), spread evenly.
-std::vector<int> deepen_insert_after(int depth, int new_depth);
-// A copy of `model` with `new_depth` encoder blocks that computes exactly the
-// same function: the new blocks are windowed, spread evenly between the old
-// ones, and have zero output projections (attn.proj and mlp.lin2, weights and
-// biases), so each is the identity until trained; their other weights are a
-// fresh init from `seed`. The global blocks stay global at their new indexes.
-Sam deepen_encoder(const Sam& model, int new_depth, uint64_t seed = 0);
-// A copy of `model` whose prompt encoder and mask decoder are `new_width`
-// wide (a multiple k of the current width; the decoder's heads and MLP grow
-// k times too, the head size stays) that computes the same masks and
-// scores: every channel is copied k times, which keeps each LayerNorm's
-// mean and variance, and the weights reading a copied channel are split
-// unevenly between its copies, so training can pull them apart. The image
-// encoder's neck widens with them; its ViT blocks are untouched.
-Sam widen_decoder(const Sam& model, int new_width);
 // Writes .safetensors (with the config in metadata) or .pth by extension.
 void save_sam(const Sam& model, const std::string& path);
 

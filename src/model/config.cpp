@@ -1,39 +1,66 @@
 #include "model/config.h"
 
+#include <utility>
+
 #include <nlohmann/json.hpp>
 
 #include "error.h"
 
 namespace rsam {
 
-SamConfig SamConfig::vit_b() { return SamConfig{}; }
+namespace {
 
-SamConfig SamConfig::vit_l() {
+// The official presets, by name: ViT-B is the struct's defaults; the larger
+// encoders differ only in width, depth, heads, MLP and global blocks.
+SamConfig encoder_preset(int width, int depth, int heads, std::vector<int> global) {
   SamConfig c;
-  c.encoder_embed_dim = 1024;
-  c.encoder_depth = 24;
-  c.encoder_num_heads = 16;
-  c.encoder_mlp_dim = 4096;
-  c.global_attn_indexes = {5, 11, 17, 23};
+  c.encoder_embed_dim = width;
+  c.encoder_depth = depth;
+  c.encoder_num_heads = heads;
+  c.encoder_mlp_dim = 4 * width;
+  c.global_attn_indexes = std::move(global);
   return c;
 }
 
-SamConfig SamConfig::vit_h() {
-  SamConfig c;
-  c.encoder_embed_dim = 1280;
-  c.encoder_depth = 32;
-  c.encoder_num_heads = 16;
-  c.encoder_mlp_dim = 5120;
-  c.global_attn_indexes = {7, 15, 23, 31};
-  return c;
+const std::vector<std::pair<std::string, SamConfig>>& preset_table() {
+  static const std::vector<std::pair<std::string, SamConfig>> table{
+      {"vit_b", SamConfig{}},
+      {"vit_l", encoder_preset(1024, 24, 16, {5, 11, 17, 23})},
+      {"vit_h", encoder_preset(1280, 32, 16, {7, 15, 23, 31})},
+  };
+  return table;
 }
+
+}  // namespace
+
+std::vector<std::string> SamConfig::preset_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, _] : preset_table()) names.push_back(name);
+  return names;
+}
+
+std::optional<SamConfig> SamConfig::find_preset(const std::string& name) {
+  for (const auto& [n, cfg] : preset_table())
+    if (n == name) return cfg;
+  return std::nullopt;
+}
+
+SamConfig SamConfig::preset(const std::string& name) {
+  if (auto cfg = find_preset(name)) return *cfg;
+  std::string known;
+  for (const auto& n : preset_names()) known += (known.empty() ? "" : ", ") + n;
+  throw Error("unknown model preset '" + name + "' (" + known + ")");
+}
+
+SamConfig SamConfig::vit_b() { return preset("vit_b"); }
+SamConfig SamConfig::vit_l() { return preset("vit_l"); }
+SamConfig SamConfig::vit_h() { return preset("vit_h"); }
 
 bool SamConfig::operator==(const SamConfig& o) const { return to_json() == o.to_json(); }
 
 std::string SamConfig::type_name() const {
-  if (*this == vit_b()) return "vit_b";
-  if (*this == vit_l()) return "vit_l";
-  if (*this == vit_h()) return "vit_h";
+  for (const auto& [name, cfg] : preset_table())
+    if (*this == cfg) return name;
   return "custom";
 }
 

@@ -3,6 +3,7 @@
 // the decoder's head count is recoverable from a checkpoint's tensor shapes.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,12 @@ struct SamConfig {
   int iou_head_depth = 3;
   int iou_head_hidden_dim = 256;
 
+  // The official presets, one table: preset_names() lists them ("vit_b",
+  // "vit_l", "vit_h"), find_preset(name) is nullopt for an unknown name and
+  // preset(name) throws rsam::Error listing the known ones.
+  static std::vector<std::string> preset_names();
+  static std::optional<SamConfig> find_preset(const std::string& name);
+  static SamConfig preset(const std::string& name);
   static SamConfig vit_b();
   static SamConfig vit_l();
   static SamConfig vit_h();

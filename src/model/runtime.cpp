@@ -11,13 +11,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <iostream>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "error.h"
+#include "log.h"
 
 namespace rsam {
 
@@ -55,8 +55,8 @@ int set_threads(int n) {
   if (n < 0) throw Error("the thread count must be 0 (all cores) or positive, got " + std::to_string(n));
   // More threads than cores only oversubscribe (a run many times slower).
   if (n > hardware_threads()) {
-    std::cerr << "rsam: note: " << n << " threads asked for, " << hardware_threads() << " cores here: using "
-              << hardware_threads() << "\n";
+    log_info("rsam: note: " + std::to_string(n) + " threads asked for, " + std::to_string(hardware_threads()) +
+             " cores here: using " + std::to_string(hardware_threads()));
     n = 0;
   }
   if (n == 0) n = hardware_threads();

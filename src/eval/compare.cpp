@@ -10,6 +10,7 @@
 #include "data/prompts.h"
 #include "degrade/corruption.h"
 #include "error.h"
+#include "io/text.h"
 
 namespace rsam::eval {
 
@@ -22,7 +23,7 @@ double metric_of(const Record& r, const std::string& metric) {
   return r.m.pixel_accuracy;
 }
 
-std::string pick_method(const EvalRun& run, const std::string& wanted, const char* side, const char* flag) {
+std::string pick_method(const EvalRun& run, const std::string& wanted, const char* side) {
   std::set<std::string> methods;
   for (const auto& r : run.records) methods.insert(r.method);
   auto list = [&] {
@@ -32,7 +33,7 @@ std::string pick_method(const EvalRun& run, const std::string& wanted, const cha
   };
   if (wanted.empty()) {
     if (methods.size() == 1) return *methods.begin();
-    throw Error(std::string("the ") + side + " run holds several methods (" + list() + "): name one with " + flag);
+    throw Error(std::string("the ") + side + " run holds several methods (" + list() + "): name the one to compare");
   }
   if (!methods.count(wanted))
     throw Error(std::string("the ") + side + " run has no method '" + wanted + "' (it has " + list() + ")");
@@ -92,16 +93,17 @@ bool is_random(const std::string& prompt) {
 
 }  // namespace
 
-PairedComparison compare_runs(const EvalRun& base, const EvalRun& other, const CompareOptions& o) {
+namespace {
+
+// Objects, prompts and corruptions are drawn from (data, seed, severity):
+// runs that differ there did not see the same inputs.
+void check_pairable(const EvalRun& base, const EvalRun& other, const CompareOptions& o) {
   if (o.metric != "iou" && o.metric != "dice" && o.metric != "boundary_iou" && o.metric != "pixel_accuracy")
     throw Error("unknown metric '" + o.metric + "' (iou, dice, boundary_iou, pixel_accuracy)");
-  // Objects, prompts and corruptions are drawn from (data, seed, severity):
-  // runs that differ there did not see the same inputs.
   // The severity only matters when both runs corrupt.
   auto corrupts = [](const nlohmann::json& opts) {
-    std::stringstream ss(opts.value("corruptions", std::string()));
-    for (std::string c; std::getline(ss, c, ',');)
-      if (!c.empty() && c != "clean") return true;
+    for (const auto& c : io::split(opts.value("corruptions", std::string()), ',', /*skip_empty=*/true))
+      if (c != "clean") return true;
     return false;
   };
   if (base.options.is_object() && other.options.is_object())
@@ -112,30 +114,101 @@ PairedComparison compare_runs(const EvalRun& base, const EvalRun& other, const C
         throw Error(std::string("the runs cannot be paired: their ") + k + " differ (" + a.dump() + " vs " + b.dump() +
                     ")");
     }
+}
+
+// An object is its dataset index and name.
+using Key = std::pair<size_t, std::string>;
+// (prompt, corruption) -> object -> value.
+using Values = std::map<std::pair<std::string, std::string>, std::map<Key, double>>;
+
+void note(std::vector<std::string>& v, const std::string& x) {
+  if (std::find(v.begin(), v.end(), x) == v.end()) v.push_back(x);
+}
+
+// One method's records of a run as values; the prompts and corruptions in
+// the run's order when asked.
+Values values_of(const EvalRun& run, const std::string& method, const std::string& metric, const char* side,
+                 std::vector<std::string>* prompts = nullptr, std::vector<std::string>* corruptions = nullptr) {
+  Values v;
+  for (const auto& r : run.records) {
+    if (r.method != method) continue;
+    if (!v[{r.prompt, r.corruption}].emplace(Key{r.index, r.sample}, metric_of(r, metric)).second)
+      throw Error(std::string("the ") + side + " run scores object " + r.sample + " twice (" + r.prompt + ", " +
+                  r.corruption + ")");
+    if (prompts) note(*prompts, r.prompt);
+    if (corruptions) note(*corruptions, r.corruption);
+  }
+  return v;
+}
+
+// Prompt p's rows: each corruption both runs have, then the sets. Returns
+// the objects paired (over the single corruptions).
+size_t compare_prompt(PairedComparison& c, const std::string& p, const std::vector<std::string>& corruptions,
+                      const Values& a, const Values& b) {
+  size_t paired = 0;
+  // object -> corruption -> pair, for the sets below.
+  std::map<Key, std::map<std::string, Pair>> by_object;
+  std::vector<std::string> shared;  // corruptions this prompt has in both runs
+  for (const auto& corr : corruptions) {
+    const auto ia = a.find({p, corr}), ib = b.find({p, corr});
+    if (ia == a.end() || ib == b.end()) continue;
+    std::vector<Pair> pairs;
+    for (const auto& [obj, va] : ia->second) {
+      const auto it = ib->second.find(obj);
+      if (it == ib->second.end()) continue;
+      pairs.push_back({va, it->second});
+      by_object[obj][corr] = pairs.back();
+    }
+    if (pairs.empty()) continue;
+    paired += pairs.size();
+    shared.push_back(corr);
+    c.rows.push_back(row_of(p, corr, pairs));
+  }
+  // A set's row averages each object over the set's members first, so the
+  // standard error is that of the set mean's difference (members of one
+  // object are not independent draws).
+  auto set_row = [&](const std::string& label, const std::vector<std::string>& members) {
+    if (members.size() < 2) return;
+    for (const auto& m : members)
+      if (std::find(shared.begin(), shared.end(), m) == shared.end()) return;
+    std::vector<Pair> pairs;
+    for (const auto& [obj, byc] : by_object) {
+      Pair s{0, 0};
+      size_t k = 0;
+      for (const auto& m : members)
+        if (const auto it = byc.find(m); it != byc.end()) s.base += it->second.base, s.other += it->second.other, ++k;
+      if (k == members.size()) pairs.push_back({s.base / double(k), s.other / double(k)});
+    }
+    if (!pairs.empty()) c.rows.push_back(row_of(p, label, pairs));
+  };
+  const auto rs = degrade::robustseg_names(), lq = degrade::expand("lqseg");
+  set_row("robustseg (mean of 15)", rs);
+  set_row("lqseg (mean of 3)", lq);
+  std::vector<std::string> degraded;
+  for (const auto& s : shared)
+    if (s != "clean") degraded.push_back(s);
+  // Not when it is one of the sets above again.
+  auto same = [&](std::vector<std::string> x) {
+    auto y = degraded;
+    std::sort(x.begin(), x.end()), std::sort(y.begin(), y.end());
+    return x == y;
+  };
+  if (!same(rs) && !same(lq)) set_row("degraded (mean)", degraded);
+  return paired;
+}
+
+}  // namespace
+
+PairedComparison compare_runs(const EvalRun& base, const EvalRun& other, const CompareOptions& o) {
+  check_pairable(base, other, o);
   PairedComparison c;
   c.metric = o.metric;
-  c.base_method = pick_method(base, o.base_method, "base", "--base-method");
-  c.other_method = pick_method(other, o.other_method, "other", "--method");
+  c.base_method = pick_method(base, o.base_method, "base");
+  c.other_method = pick_method(other, o.other_method, "other");
 
-  // (prompt, corruption) -> object -> value; an object is its dataset index and name.
-  using Key = std::pair<size_t, std::string>;
-  std::map<std::pair<std::string, std::string>, std::map<Key, double>> a, b;
   std::vector<std::string> prompts, corruptions;  // in the base run's order
-  auto note = [](std::vector<std::string>& v, const std::string& x) {
-    if (std::find(v.begin(), v.end(), x) == v.end()) v.push_back(x);
-  };
-  for (const auto& r : base.records) {
-    if (r.method != c.base_method) continue;
-    if (!a[{r.prompt, r.corruption}].emplace(Key{r.index, r.sample}, metric_of(r, o.metric)).second)
-      throw Error("the base run scores object " + r.sample + " twice (" + r.prompt + ", " + r.corruption + ")");
-    note(prompts, r.prompt);
-    note(corruptions, r.corruption);
-  }
-  for (const auto& r : other.records) {
-    if (r.method != c.other_method) continue;
-    if (!b[{r.prompt, r.corruption}].emplace(Key{r.index, r.sample}, metric_of(r, o.metric)).second)
-      throw Error("the other run scores object " + r.sample + " twice (" + r.prompt + ", " + r.corruption + ")");
-  }
+  const Values a = values_of(base, c.base_method, o.metric, "base", &prompts, &corruptions);
+  const Values b = values_of(other, c.other_method, o.metric, "other");
   // Clean first, as in the reports.
   std::stable_partition(corruptions.begin(), corruptions.end(), [](const std::string& x) { return x == "clean"; });
 
@@ -150,58 +223,11 @@ PairedComparison compare_runs(const EvalRun& base, const EvalRun& other, const C
         continue;
       }
     }
-    // object -> corruption -> pair, for the sets below.
-    std::map<Key, std::map<std::string, Pair>> by_object;
-    std::vector<std::string> shared;  // corruptions this prompt has in both runs
-    for (const auto& corr : corruptions) {
-      const auto ia = a.find({p, corr}), ib = b.find({p, corr});
-      if (ia == a.end() || ib == b.end()) continue;
-      std::vector<Pair> pairs;
-      for (const auto& [obj, va] : ia->second) {
-        const auto it = ib->second.find(obj);
-        if (it == ib->second.end()) continue;
-        pairs.push_back({va, it->second});
-        by_object[obj][corr] = pairs.back();
-      }
-      if (pairs.empty()) continue;
-      paired += pairs.size();
-      shared.push_back(corr);
-      c.rows.push_back(row_of(p, corr, pairs));
-    }
-    // A set's row averages each object over the set's members first, so the
-    // standard error is that of the set mean's difference (members of one
-    // object are not independent draws).
-    auto set_row = [&](const std::string& label, const std::vector<std::string>& members) {
-      if (members.size() < 2) return;
-      for (const auto& m : members)
-        if (std::find(shared.begin(), shared.end(), m) == shared.end()) return;
-      std::vector<Pair> pairs;
-      for (const auto& [obj, byc] : by_object) {
-        Pair s{0, 0};
-        size_t k = 0;
-        for (const auto& m : members)
-          if (const auto it = byc.find(m); it != byc.end()) s.base += it->second.base, s.other += it->second.other, ++k;
-        if (k == members.size()) pairs.push_back({s.base / double(k), s.other / double(k)});
-      }
-      if (!pairs.empty()) c.rows.push_back(row_of(p, label, pairs));
-    };
-    const auto rs = degrade::robustseg_names(), lq = degrade::expand("lqseg");
-    set_row("robustseg (mean of 15)", rs);
-    set_row("lqseg (mean of 3)", lq);
-    std::vector<std::string> degraded;
-    for (const auto& s : shared)
-      if (s != "clean") degraded.push_back(s);
-    // Not when it is one of the sets above again.
-    auto same = [&](std::vector<std::string> x) {
-      auto y = degraded;
-      std::sort(x.begin(), x.end()), std::sort(y.begin(), y.end());
-      return x == y;
-    };
-    if (!same(rs) && !same(lq)) set_row("degraded (mean)", degraded);
+    paired += compare_prompt(c, p, corruptions, a, b);
   }
   if (paired == 0 && !c.skipped.empty())
     throw Error("the runs drew their random prompts differently (" + c.skipped.front() +
-                "): a run written before rsam drew a prompt type independently of its place in --prompts");
+                "): a run written before rsam drew a prompt type independently of its place in the prompt list");
   if (paired == 0)
     throw Error("no object was scored by both runs with the same prompt and corruption (methods " + c.base_method +
                 " and " + c.other_method + ")");

@@ -1,8 +1,6 @@
 // `rsam degrade`: corrupt images or folders, draw a contact sheet, or list
-// the corruptions; `rsam synth`: generate synthetic scenes. The work is in
-// degrade/runner.h and data/synth.h; this file only maps flags onto them.
-#include <unistd.h>
-
+// the corruptions. The work is in degrade/runner.h; this file only maps
+// flags onto it.
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -12,7 +10,6 @@
 
 #include "app/commands.h"
 #include "app/flags.h"
-#include "data/synth.h"
 #include "degrade/runner.h"
 #include "error.h"
 
@@ -85,10 +82,10 @@ void run_degrade(const DegradeArgs& a) {
 
 void add_degrade_command(CLI::App& app) {
   auto args = std::make_shared<DegradeArgs>();
-  CLI::App* cmd =
-      app.add_subcommand("degrade",
-                         "Corrupt images (Robust-Seg, LQSeg, extras) deterministically, preview them, or list them.\n"
-                         "Exit status is 1 if any image could not be read (the rest are still written).");
+  CLI::App* cmd = app.add_subcommand(
+      "degrade", "Corrupt images (Robust-Seg, LQSeg, extras) deterministically, preview them, or list them");
+  // One line per command in `rsam --help`; the exit status is told here.
+  cmd->footer("Exit status is 1 if any image could not be read (the rest are still written).");
   cmd->add_option("--input", args->input, "Image file or folder (walked recursively)");
   cmd->add_option("--output", args->output, "Output folder: <corruption>/<tree>.png, masks/, manifest.jsonl");
   cmd->add_option("--corruption", args->corruption,
@@ -113,34 +110,6 @@ void add_degrade_command(CLI::App& app) {
   cmd->add_flag("--list", args->list, "List corruptions with their parameters per severity");
   cmd->add_flag("--json", args->json, "With --list: print JSON");
   cmd->callback([args] { run_degrade(*args); });
-}
-
-void add_synth_command(CLI::App& app) {
-  auto o = std::make_shared<data::SynthOptions>();
-  auto out = std::make_shared<std::string>();
-  auto count = std::make_shared<size_t>(0);
-  auto jobs = std::make_shared<int>(1);
-  auto* c = app.add_subcommand("synth", "Generate synthetic scenes: images, instance masks and COCO annotations");
-  c->add_option("--out", *out, "Output folder (images/, masks/, annotations.json, synth.json)")->required();
-  c->add_option("--count", *count, "Number of scenes")->required()->check(CLI::PositiveNumber);
-  c->add_option("--size", o->size, "Scene width and height in px")->check(CLI::Range(32, 8192))->capture_default_str();
-  c->add_option("--seed", o->seed, "Seed; scene i depends only on (seed, i) and the options")->check(kSeed)->capture_default_str();
-  c->add_option("--min-objects", o->min_objects, "Fewest objects painted per scene")->capture_default_str();
-  c->add_option("--max-objects", o->max_objects, "Most objects painted per scene")->capture_default_str();
-  c->add_option("--photos", o->photos,
-                "Photo folder for textures/backgrounds, auto (Debian-packaged if present) or none")
-      ->capture_default_str();
-  c->add_option("--jobs", *jobs, "Scenes generated in parallel (outputs do not depend on it)")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  c->callback([o, out, count, jobs] {
-    const bool tty = isatty(2);
-    auto s = data::write_synth(*out, *count, *o, *jobs, [&](size_t d, size_t n) {
-      if (tty && (d % 50 == 0 || d == n)) std::fprintf(stderr, "\rsynth %zu/%zu", d, n);
-    });
-    if (tty) std::fprintf(stderr, "\n");
-    std::printf("%zu scenes, %zu objects, %zu photos -> %s\n", s.scenes, s.objects, s.photos.size(), out->c_str());
-  });
 }
 
 }  // namespace rsam::app

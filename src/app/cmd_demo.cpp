@@ -18,11 +18,13 @@
 #include "degrade/corruption.h"
 #include "error.h"
 #include "io/fs.h"
+#include "model/bundled.h"
 #include "model/checkpoint.h"
 #include "model/image.h"
 #include "model/predictor.h"
 #include "model/runtime.h"
 #include "train/cv_tensor.h"
+#include "viz/viz.h"
 
 namespace rsam::app {
 
@@ -44,35 +46,6 @@ cv::Mat segment(Sam model, const cv::Mat& rgb, cv::Point pt) {
   p.points = {{float(pt.x), float(pt.y)}};
   p.labels = {1};
   return mask_to_mat(pred.predict_one(p).masks[0]);
-}
-
-// One picture tile: the image with a mask tinted and outlined, a caption
-// bar above, the prompt point drawn.
-cv::Mat tile(const cv::Mat& rgb, const cv::Mat& mask01, cv::Point pt, const std::string& caption,
-             const cv::Scalar& tint) {
-  const int scale = std::max(1, int(std::lround(384.0 / std::max(rgb.cols, rgb.rows))));
-  cv::Mat img = rgb.clone();
-  if (!mask01.empty()) {
-    cv::Mat colour(img.size(), img.type(), tint), blended;
-    cv::addWeighted(img, 0.45, colour, 0.55, 0, blended);
-    blended.copyTo(img, mask01);
-  }
-  cv::resize(img, img, {}, scale, scale, cv::INTER_NEAREST);
-  if (!mask01.empty()) {
-    cv::Mat big;
-    cv::resize(mask01 * 255, big, img.size(), 0, 0, cv::INTER_NEAREST);
-    std::vector<std::vector<cv::Point>> contours;
-    cv::findContours(big, contours, cv::RETR_LIST, cv::CHAIN_APPROX_NONE);
-    cv::drawContours(img, contours, -1, cv::Scalar(255, 255, 255), 2);
-  }
-  if (pt.x >= 0) {
-    cv::circle(img, pt * scale, 6, cv::Scalar(40, 220, 60), cv::FILLED);
-    cv::circle(img, pt * scale, 6, cv::Scalar(0, 0, 0), 1);
-  }
-  cv::Mat out(img.rows + 28, img.cols, CV_8UC3, cv::Scalar(24, 24, 24));
-  img.copyTo(out(cv::Rect(0, 28, img.cols, img.rows)));
-  cv::putText(out, caption, {6, 20}, cv::FONT_HERSHEY_SIMPLEX, 0.6, cv::Scalar(240, 240, 240), 1, cv::LINE_AA);
-  return out;
 }
 
 void run_demo(const DemoArgs& a) {
@@ -118,10 +91,10 @@ void run_demo(const DemoArgs& a) {
   std::snprintf(c2, sizeof c2, "%s s%d, rsam-tiny: IoU %.3f", a.corruption.c_str(), a.severity, iou_base);
   std::snprintf(c3, sizeof c3, "%s s%d, + %s: IoU %.3f", a.corruption.c_str(), a.severity, adapted.method().c_str(),
                 iou_adapted);
-  std::vector<cv::Mat> tiles{tile(scene.image, gt, pt, "ground truth", cv::Scalar(255, 200, 0)),
-                             tile(scene.image, m_clean, pt, c1, cv::Scalar(30, 144, 255)),
-                             tile(bad, m_base, pt, c2, cv::Scalar(30, 144, 255)),
-                             tile(bad, m_adapted, pt, c3, cv::Scalar(30, 144, 255))};
+  std::vector<cv::Mat> tiles{viz::caption_tile(scene.image, gt, pt, "ground truth", cv::Scalar(255, 200, 0)),
+                             viz::caption_tile(scene.image, m_clean, pt, c1, cv::Scalar(30, 144, 255)),
+                             viz::caption_tile(bad, m_base, pt, c2, cv::Scalar(30, 144, 255)),
+                             viz::caption_tile(bad, m_adapted, pt, c3, cv::Scalar(30, 144, 255))};
   cv::Mat sheet;
   cv::hconcat(tiles, sheet);
   write_image(a.out, to_image8(sheet));

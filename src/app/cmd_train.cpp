@@ -1,34 +1,19 @@
-// `rsam train`, `rsam eval`, `rsam compare` and `rsam study`: flag parsing over train/ and eval/.
+// `rsam train`: flag parsing over train::train; with --nproc, the copies
+// of the program are started by train::launch_local.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "app/commands.h"
 #include "app/flags.h"
 #include "data/dataset.h"
 #include "error.h"
-#include "eval/compare.h"
-#include "eval/evaluator.h"
-#include "eval/study.h"
-#include "io/fs.h"
 #include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace rsam::app {
-
-namespace {
-char** g_argv = nullptr;
-}
-
-void set_program_argv(char** argv) { g_argv = argv; }
-char** program_argv() {
-  if (!g_argv) throw Error("internal: program arguments not recorded");
-  return g_argv;
-}
 
 void add_train_command(CLI::App& app) {
   auto o = std::make_shared<train::TrainOptions>();
@@ -107,180 +92,5 @@ void add_train_command(CLI::App& app) {
   });
 }
 
-void add_eval_command(CLI::App& app) {
-  auto o = std::make_shared<eval::EvalOptions>();
-  auto adapter = std::make_shared<std::string>(), compare = std::make_shared<std::string>();
-  auto* c = app.add_subcommand("eval", "Robustness report: every corruption x every prompt type");
-  c->add_option("--checkpoint", o->checkpoint, "Base SAM checkpoint")->required();
-  c->add_option("--adapter", *adapter, "Adapter to evaluate (default: the base model)");
-  c->add_option("--compare", *compare, "Several adapters in one table: A,B,C (\"none\" = the base)");
-  c->add_option("--data", o->data, "Dataset spec")->required();
-  c->add_option("--corruption", o->corruptions, "clean,robustseg,lqseg,lq1,NAME,...");
-  c->add_option("--severity", o->severity, "1..5 or random");
-  c->add_option("--prompts", o->prompts,
-                "point:1,center,point:3,box,noisy-box,clicks:N (1 point + N-1 corrective clicks)");
-  c->add_option("--seed", o->seed, "Seed for prompts and corruptions")->check(kSeed);
-  c->add_option("--max-samples", o->max_samples, "Evaluate the first N samples");
-  c->add_option("--precision", o->precision, "fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
-  c->add_option("--threads", o->threads, "Intra-op threads per process (default: all cores, shared by --nproc)");
-  c->add_option("--report", o->report, "Directory for report.md, results.json, records.csv, chart");
-  c->add_flag("--oracle", o->oracle, "Rank-oracle analysis over the compared adapters");
-  c->add_option("--refine", o->refine,
-                "Rounds of post-refinement: the mask decoded again as its own mask input (not for clicks:N)")
-      ->check(CLI::Range(0, 10));
-  c->add_option("--pick", o->pick, "One of a lone point's three masks: by predicted IoU (score) or stability")
-      ->check(CLI::IsMember({"score", "stability"}));
-  c->add_flag("--flip", o->flip,
-              "Test-time flip: each image also encoded mirrored and the two views' logits averaged (twice the time)");
-  auto nproc = std::make_shared<int>(1);
-  c->add_option("--nproc", *nproc, "Processes on this machine, each evaluating every N-th sample");
-  c->add_flag("--quiet", o->quiet, "No progress output");
-  c->callback([o, adapter, compare, nproc] {
-    if (!adapter->empty() && !compare->empty()) throw Error("give --adapter or --compare, not both");
-    if (!adapter->empty()) o->adapters = {*adapter};
-    std::stringstream ss(*compare);
-    std::string item;
-    while (std::getline(ss, item, ','))
-      if (!item.empty()) o->adapters.push_back(item);
-    if (*nproc < 1) throw Error("--nproc must be >= 1");
-    eval::EvalResult r;
-    const char* shards_dir = std::getenv("RSAM_EVAL_SHARDS");
-    const bool worker = shards_dir && train::started_as_rank();
-    // Before any loading; the process that writes the report holds its
-    // folder (workers write only their shares).
-    const auto lock = worker ? nullptr : eval::check_report(*o, true);
-    if (worker) {
-      const std::string dir = shards_dir;
-      // One share: the launcher merges and reports.
-      o->shard = train::rank_from_env();
-      o->shards = *nproc;
-      o->report.clear();
-      o->quiet = o->quiet || o->shard != 0;
-      if (o->threads <= 0) o->threads = train::threads_per_process(*nproc);
-      const auto part = eval::evaluate(*o);
-      eval::write_records(dir + "/rank" + std::to_string(o->shard) + ".json", part.records);
-      return;
-    }
-    if (*nproc > 1) {
-      if (!std::ifstream(o->checkpoint).good()) throw Error("cannot read checkpoint '" + o->checkpoint + "'");
-      data::open_dataset(o->data);
-      // Removed whatever happens here; a killed run's is found by the next.
-      struct TempDir {
-        std::string path;
-        void remove() {
-          std::error_code ec;
-          if (!path.empty()) std::filesystem::remove_all(path, ec);
-          path.clear();
-        }
-        ~TempDir() { remove(); }
-      } dir{eval::make_shard_dir(o->report)};
-      setenv("RSAM_EVAL_SHARDS", dir.path.c_str(), 1);
-      std::fflush(stdout);
-      const int code = train::launch_local(*nproc, program_argv());
-      std::vector<eval::EvalResult> parts(static_cast<size_t>(*nproc));
-      for (int k = 0; k < *nproc && code == 0; ++k)
-        parts[size_t(k)].records = eval::read_records(dir.path + "/rank" + std::to_string(k) + ".json");
-      if (code != 0) {
-        dir.remove();  // std::exit runs no destructor of this frame
-        std::exit(code);
-      }
-      r = eval::merge_shards(std::move(parts), *o);
-      if (!o->report.empty()) eval::write_report(o->report, *o, r);
-    } else {
-      r = eval::evaluate(*o);
-    }
-    for (auto& [method, byc] : r.summary.items())
-      for (auto& [corr, byp] : byc.items())
-        for (auto& [prompt, m] : byp.items())
-          std::printf("%-12s %-22s %-12s IoU %.4f  Dice %.4f  (n=%d)\n", method.c_str(), corr.c_str(), prompt.c_str(),
-                      m["iou"].get<double>(), m["dice"].get<double>(), m["n"].get<int>());
-    if (!o->report.empty()) std::printf("report: %s/report.md\n", o->report.c_str());
-  });
-}
-
-void add_compare_command(CLI::App& app) {
-  struct Args {
-    std::string base, other, out;
-    eval::CompareOptions o;
-    bool json = false;
-  };
-  auto a = std::make_shared<Args>();
-  auto* c = app.add_subcommand("compare", "Paired differences between two eval reports, with standard errors");
-  c->add_option("base", a->base, "Report directory of rsam eval (or its results.json): the baseline")->required();
-  c->add_option("other", a->other, "Report directory (or results.json) compared against it")->required();
-  c->add_option("--base-method", a->o.base_method, "The baseline's method when its report holds several");
-  c->add_option("--method", a->o.other_method, "The other report's method when it holds several");
-  c->add_option("--metric", a->o.metric, "Per-object metric compared")
-      ->check(CLI::IsMember({"iou", "dice", "boundary_iou", "pixel_accuracy"}))
-      ->capture_default_str();
-  c->add_flag("--json", a->json, "Print JSON instead of the Markdown table");
-  c->add_option("--out", a->out, "Also write the Markdown table to this file");
-  c->callback([a] {
-    // The table must not replace one of the reports it compares.
-    auto results = [](const std::string& p) {
-      std::error_code ec;
-      return std::filesystem::is_directory(p, ec) ? (std::filesystem::path(p) / "results.json").string() : p;
-    };
-    io::check_outputs({{"--out", a->out}},
-                      {{"the base report", results(a->base)}, {"the other report", results(a->other)}});
-    const auto cmp = eval::compare_runs(eval::read_run(a->base), eval::read_run(a->other), a->o);
-    const auto md = eval::comparison_markdown(cmp, a->base, a->other);
-    if (!a->out.empty()) io::write_text(a->out, md);
-    std::printf("%s", a->json ? (eval::comparison_json(cmp).dump(1) + "\n").c_str() : md.c_str());
-  });
-}
-
-void add_study_command(CLI::App& app) {
-  auto o = std::make_shared<eval::StudyOptions>();
-  auto* c = app.add_subcommand("study", "Train and compare every adapter method over seeds; write a Markdown report");
-  c->add_option("--checkpoint", o->checkpoint, "Base model (default: the bundled rsam-tiny)");
-  c->add_option("--train", o->train_data, "Training dataset spec")->required();
-  c->add_option("--val", o->val_data, "Held-out dataset spec")->required();
-  c->add_option("--method", o->methods, "NAME=METHOD|CONFIG.json, repeatable (default: the full line-up)");
-  c->add_option("--seeds", o->seeds, "Seeds per method")->capture_default_str();
-  c->add_option("--steps", o->steps, "Optimizer steps per run")->capture_default_str();
-  c->add_option("--batch", o->batch, "Images per step")->capture_default_str();
-  c->add_option("--masks-per-image", o->masks_per_image, "Objects decoded per image")->capture_default_str();
-  c->add_option("--lr", o->lr, "Peak learning rate")->capture_default_str();
-  c->add_option("--train-corruption", o->train_corruption, "Corruptions drawn in training")->capture_default_str();
-  c->add_option("--corruption", o->eval_corruptions, "Evaluated corruptions")->capture_default_str();
-  c->add_option("--prompts", o->prompts, "Evaluated prompts")->capture_default_str();
-  c->add_option("--max-samples", o->max_samples, "Held-out objects evaluated")->capture_default_str();
-  c->add_option("--gate-images", o->gate_images, "Images per corruption for GaRA's gate statistics")
-      ->capture_default_str();
-  c->add_option("--threads", o->threads, "Intra-op threads per process (default: all cores, shared by --nproc)");
-  c->add_option("--out", o->out, "Run directory (resumable)")->capture_default_str();
-  c->add_option("--doc", o->doc, "Markdown report (charts beside it)")->capture_default_str();
-  auto nproc = std::make_shared<int>(1);
-  c->add_option("--nproc", *nproc, "Processes on this machine: the runs, then the held-out samples, shared out");
-  c->add_flag("--quiet", o->quiet, "No progress output");
-  c->callback([o, nproc] {
-    if (o->checkpoint.empty()) o->checkpoint = resolve_model("", "", true).first;
-    if (*nproc < 1) throw Error("--nproc must be >= 1");
-    if (const char* phase = std::getenv("RSAM_STUDY_PHASE"); phase && train::started_as_rank()) {
-      o->phase = phase;
-      o->shard = train::rank_from_env();
-      o->shards = *nproc;
-      if (o->threads <= 0) o->threads = train::threads_per_process(*nproc);
-      eval::run_study(*o);
-      return;
-    }
-    // This process holds the run folder for the whole study; its workers
-    // (above) work inside the hold.
-    const auto lock = eval::lock_study(*o);
-    if (*nproc > 1) {
-      // Two rounds of processes (every run must exist before any seed is
-      // evaluated), then this process merges and writes the report.
-      for (const char* phase : {"train", "eval"}) {
-        setenv("RSAM_STUDY_PHASE", phase, 1);
-        std::fflush(stdout);
-        if (const int code = train::launch_local(*nproc, program_argv())) std::exit(code);
-      }
-      unsetenv("RSAM_STUDY_PHASE");
-      o->shards = *nproc;
-    }
-    eval::run_study(*o);
-  });
-}
 
 }  // namespace rsam::app

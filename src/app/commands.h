@@ -2,10 +2,7 @@
 // sub-app here; main.cpp only wires them together.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <string>
-#include <utility>
 
 namespace CLI {
 class App;
@@ -31,19 +28,8 @@ void add_synth_command(CLI::App& app);
 void add_demo_command(CLI::App& app);
 void add_study_command(CLI::App& app);
 
-// A file of the bundled models (models/ in the source tree, share/rsam/models
-// when installed, or $RSAM_MODELS): its path, or "" if absent.
-std::string bundled_model(const std::string& file);
-// The checkpoint and adapter a command runs: the given ones, or without a
-// checkpoint the bundled rsam-tiny with its GaRA adapter (unless no_adapter).
-// rsam::Error if nothing is given and the bundle is missing.
-std::pair<std::string, std::string> resolve_model(const std::string& checkpoint, const std::string& adapter,
-                                                  bool no_adapter);
-
-// Gate report of an adapted model: JSON at `path` and, for gated methods,
-// a picture of the binary gate vectors beside it (same stem, .png).
-void write_gates(const std::string& path, const nlohmann::json& gates);
-// Where write_gates puts the picture: `path` with a .png extension.
-std::string gates_picture_path(const std::string& path);
+// Threads (0: all cores) and the runtime's one-time notes (bf16 without
+// native support, a BLAS that is not OpenBLAS) for commands that run a model.
+void configure_runtime(int threads, const std::string& precision = "fp32");
 
 }  // namespace rsam::app

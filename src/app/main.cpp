@@ -9,7 +9,33 @@
 
 #include "app/commands.h"
 #include "error.h"
+#include "log.h"
 #include "model/runtime.h"
+
+namespace rsam::app {
+
+namespace {
+char** g_argv = nullptr;
+}
+
+void set_program_argv(char** argv) { g_argv = argv; }
+char** program_argv() {
+  if (!g_argv) throw Error("internal: program arguments not recorded");
+  return g_argv;
+}
+
+void configure_runtime(int threads, const std::string& precision) {
+  set_threads(threads);
+  if (const auto w = bf16_warning(); precision == "bf16" && !w.empty()) log_warning(w);
+  static bool warned = false;
+  if (!warned) {
+    warned = true;
+    const auto w = blas_warning();
+    if (!w.empty()) log_warning(w);
+  }
+}
+
+}  // namespace rsam::app
 
 int main(int argc, char** argv) {
   // Long multi-threaded jobs run up to 2x faster with passive OpenMP waiting

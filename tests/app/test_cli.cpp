@@ -57,7 +57,9 @@ TEST(Cli, BenchSizesBothThreadPoolsAndWaitsPassively) {
     auto j = nlohmann::json::parse(r.out);
     EXPECT_EQ(j["threads"], threads);
     EXPECT_EQ(j["blas_threads"], threads) << "is torch's BLAS OpenBLAS (libopenblas0-pthread)?";
-    if (!std::getenv("OMP_WAIT_POLICY")) EXPECT_EQ(j["omp_wait_policy"], "passive");
+    if (!std::getenv("OMP_WAIT_POLICY")) {
+      EXPECT_EQ(j["omp_wait_policy"], "passive");
+    }
   }
   auto active = run("bench --checkpoint " + kData + "tiny_a.pth --repeat 1 --decode-repeat 1 --json --threads 1",
                     "OMP_WAIT_POLICY=ACTIVE ");
@@ -423,7 +425,7 @@ TEST(Cli, EvalOnTwoProcessesWritesTheSameReport) {
   ASSERT_EQ(j["rows"].size(), 4u);  // box and one point, clean and fog
   for (const auto& row : j["rows"]) EXPECT_EQ(row["n"].get<int>(), 5) << row.dump();
   EXPECT_NE(slurp(table).find("| box | fog | 5 |"), std::string::npos) << slurp(table);
-  for (const std::string c : {"compare " + one + " " + two,  // two methods, none named
+  for (const std::string& c : {"compare " + one + " " + two,  // two methods, none named
                               "compare /nonexistent " + two, "compare " + one + " " + two + " --method nope"}) {
     auto bad = run(c);
     EXPECT_EQ(bad.code, 1) << c;

@@ -1,8 +1,7 @@
-// `rsam adapter info|merge|params` and the gate report of `segment --gates-out`.
+// `rsam adapter info|merge|init|params`: inspect, fold and size adapters
+// (the work is adapt/adapter.h's).
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 
 #include <cstdio>
 #include <iostream>
@@ -12,9 +11,9 @@
 #include "app/flags.h"
 #include "error.h"
 #include "io/fs.h"
-#include "io/image_codec.h"
 #include "io/tensor_file.h"
 #include "model/checkpoint.h"
+#include "model/config.h"
 #include "model/runtime.h"
 
 namespace rsam::app {
@@ -88,10 +87,9 @@ void run_init(const std::string& ckpt, const std::string& config, const std::str
 }
 
 void run_params(const std::string& model, bool json) {
-  SamConfig cfg = model == "vit_b"   ? SamConfig::vit_b()
-                  : model == "vit_l" ? SamConfig::vit_l()
-                  : model == "vit_h" ? SamConfig::vit_h()
-                                     : throw Error("unknown --model '" + model + "' (vit_b, vit_l, vit_h)");
+  const auto preset = SamConfig::find_preset(model);
+  if (!preset) throw Error("unknown --model '" + model + "' (vit_b, vit_l, vit_h)");
+  const SamConfig cfg = *preset;
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& c : table_methods()) {
     Sam base(cfg);  // fresh each time: attaching mutates the model
@@ -111,63 +109,6 @@ void run_params(const std::string& model, bool json) {
 }
 
 }  // namespace
-
-void write_gates(const std::string& path, const nlohmann::json& gates) {
-  const auto text = gates.dump(1);
-  io::write_atomic(path, text.data(), text.size());
-  // Picture in the paper's Figure 6 style: one row per (layer, projection),
-  // one column per component of the larger space; white = active, dark grey
-  // = inactive, black = outside the chosen space. Image 0 only.
-  int rows = 0, cols = 0;
-  for (auto& [layer, imgs] : gates.items()) {
-    if (!imgs.is_array() || imgs.empty() || !imgs[0].is_array()) continue;
-    for (auto& p : imgs[0]) {
-      ++rows;
-      cols = std::max(cols, p.value("max_rank", 0));
-    }
-  }
-  if (rows == 0 || cols == 0) return;  // no gated adapter: the JSON is all there is
-  const int cell = std::max(2, std::min(8, 1024 / cols)), label_w = 80;
-  cv::Mat img(rows * cell + 2, label_w + cols * cell + 2, CV_8UC3, cv::Scalar(255, 255, 255));
-  int r = 0;
-  static const char* proj_names[] = {"q", "k", "v"};
-  for (auto& [layer, imgs] : gates.items()) {
-    if (!imgs.is_array() || imgs.empty() || !imgs[0].is_array()) continue;
-    int s = 0;
-    for (auto& p : imgs[0]) {
-      const int max_rank = p.value("max_rank", 0);
-      std::vector<bool> on(size_t(max_rank), false);
-      for (auto& a : p["active"]) on[size_t(a.get<int>())] = true;
-      const bool high = p.value("space", "") == "high";
-      for (int c = 0; c < cols; ++c) {
-        cv::Scalar col = c < max_rank ? (on[size_t(c)] ? cv::Scalar(255, 255, 255) : cv::Scalar(70, 70, 70))
-                                      : cv::Scalar(0, 0, 0);
-        cv::rectangle(img, cv::Rect(label_w + c * cell, r * cell, cell, cell), col, cv::FILLED);
-      }
-      // Space marker: orange for the higher space, blue for the lower.
-      cv::rectangle(img, cv::Rect(label_w - 8, r * cell, 6, cell),
-                    high ? cv::Scalar(0, 140, 255) : cv::Scalar(255, 120, 0), cv::FILLED);
-      if (cell >= 6) {
-        std::string name = layer;
-        const auto b = name.find("blocks.");
-        if (b != std::string::npos) name = "b" + name.substr(b + 7, name.find('.', b + 7) - b - 7);
-        name += std::string(" ") + (s < 3 ? proj_names[s] : "?");
-        cv::putText(img, name, cv::Point(2, r * cell + cell - 1), cv::FONT_HERSHEY_PLAIN, cell / 10.0,
-                    cv::Scalar(0, 0, 0));
-      }
-      ++r;
-      ++s;
-    }
-  }
-  io::write_image(gates_picture_path(path), img, /*rgb=*/false);
-}
-
-std::string gates_picture_path(const std::string& path) {
-  const auto slash = path.rfind('/');
-  const auto dot = path.rfind('.');
-  return (dot == std::string::npos || (slash != std::string::npos && dot < slash) ? path : path.substr(0, dot)) +
-         ".png";
-}
 
 void add_adapter_command(CLI::App& app) {
   auto* c = app.add_subcommand("adapter", "Inspect, merge and size adapters");

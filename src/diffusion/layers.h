@@ -8,6 +8,8 @@
 
 #include <torch/torch.h>
 
+#include "model/autocast.h"  // Bf16Autocast
+
 #include <string>
 
 namespace rsam::diffusion {
@@ -85,20 +87,6 @@ torch::Tensor norm_fp32(Norm& norm, const torch::Tensor& x) {
   const auto dt = norm->weight.scalar_type();
   return norm(x.scalar_type() == dt ? x : x.to(dt));
 }
-
-// bf16 autocast for a scope on `device`'s backend (CPU or CUDA), as the SAM
-// predictor runs its encoder; restores the previous state on exit. The
-// models above keep convolutions and attention scores in fp32 on the CPU.
-class Bf16Autocast {
- public:
-  explicit Bf16Autocast(const torch::Device& device, bool on = true);
-  ~Bf16Autocast();
-  Bf16Autocast(const Bf16Autocast&) = delete;
-  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
-
- private:
-  bool on_, cuda_, prev_ = false;
-};
 
 // Fills every parameter with a seeded random init of torch.nn's scale
 // (uniform +-1/sqrt(fan_in); norms at 1 and 0): for tests and benchmarks of

@@ -1,5 +1,7 @@
 #include "model/predictor.h"
 
+#include "model/autocast.h"
+
 #include <ATen/autocast_mode.h>
 
 #include <algorithm>
@@ -18,37 +20,6 @@ Precision parse_precision(const std::string& s) {
 }
 
 namespace {
-
-// bf16 autocast for the scope, on whichever device the model lives on. The
-// encoder is the only part run this way; the decoder stays fp32, which is
-// cheap and keeps the IoU head stable.
-class AutocastScope {
- public:
-  AutocastScope(bool on, const torch::Device& dev) : on_(on), cuda_(dev.is_cuda()) {
-    if (!on_) return;
-    if (cuda_) {
-      prev_ = at::autocast::is_enabled();
-      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-      at::autocast::set_enabled(true);
-    } else {
-      prev_ = at::autocast::is_cpu_enabled();
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-      at::autocast::set_cpu_enabled(true);
-    }
-    at::autocast::increment_nesting();
-  }
-  ~AutocastScope() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    if (cuda_)
-      at::autocast::set_enabled(prev_);
-    else
-      at::autocast::set_cpu_enabled(prev_);
-  }
-
- private:
-  bool on_, cuda_, prev_ = false;
-};
 
 bool finite(float v) { return std::isfinite(v); }
 
@@ -80,7 +51,9 @@ Tensor SamPredictor::prepare_image(const Image8& rgb) const {
 
 Tensor SamPredictor::encode(const Tensor& preprocessed) const {
   torch::NoGradGuard ng;
-  AutocastScope ac(precision_ == Precision::BF16, model_->device());
+  // The encoder is the only part run in bf16; the decoder stays fp32, which
+  // is cheap and keeps the IoU head stable.
+  Bf16Autocast ac(model_->device(), precision_ == Precision::BF16);
   return model_->image_encoder->forward(preprocessed).to(torch::kFloat32);
 }
 

@@ -1,12 +1,16 @@
-// `rsam info`: a checkpoint's model type, parameter count and tensors.
+// `rsam info`: a checkpoint's model type, parameter count and tensors, or
+// what a Stable Diffusion folder or file holds.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 
 #include "app/commands.h"
+#include "diffusion/sd.h"
+#include "error.h"
 #include "io/tensor_file.h"
 #include "model/checkpoint.h"
 
@@ -14,20 +18,10 @@ namespace rsam::app {
 
 namespace {
 
-void run_info(const std::string& path, bool json) {
-  // Read once; a safetensors file written by rsam carries its config (as in
-  // load_sam), which detect_config alone could not tell from the shapes.
-  io::StateDict sd;
-  std::optional<SamConfig> hint;
-  if (path.size() > 12 && path.substr(path.size() - 12) == ".safetensors") {
-    auto f = io::load_safetensors(path);
-    sd = std::move(f.tensors);
-    auto it = f.metadata.find("rsam.config");
-    if (it != f.metadata.end()) hint = SamConfig::from_json(it->second);
-  } else {
-    sd = io::load_any(path);
-  }
-  const SamConfig cfg = detect_config(sd, hint ? &*hint : nullptr);
+void run_sam_info(const std::string& path, bool json) {
+  const SamWeights w = read_sam_weights(path);
+  const io::StateDict& sd = w.tensors;
+  const SamConfig& cfg = w.config;
   const int64_t params = parameter_count(sd);
   if (json) {
     nlohmann::json j;
@@ -49,13 +43,35 @@ void run_info(const std::string& path, bool json) {
   }
 }
 
+// A Stable Diffusion folder, one of its component folders, or a U-Net, CLIP
+// or U-Net LoRA file; otherwise a SAM checkpoint, whose error is the one
+// shown when the file is neither.
+void run_info(const std::string& path, bool json) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    std::cout << diffusion::describe_sd_path(path).dump(json ? 2 : 1) << "\n";
+    return;
+  }
+  try {
+    run_sam_info(path, json);
+  } catch (const Error& sam_error) {
+    nlohmann::json sd;
+    try {
+      sd = diffusion::describe_sd_path(path);
+    } catch (const Error&) {
+      throw sam_error;
+    }
+    std::cout << sd.dump(json ? 2 : 1) << "\n";
+  }
+}
+
 }  // namespace
 
 void add_info_command(CLI::App& app) {
   auto path = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
-  auto* c = app.add_subcommand("info", "Show a checkpoint's model type, parameters and tensors");
-  c->add_option("checkpoint", *path, "Checkpoint (.pth or .safetensors)")->required();
+  auto* c = app.add_subcommand("info", "Describe a checkpoint: SAM, or a Stable Diffusion folder or file");
+  c->add_option("checkpoint", *path, "SAM checkpoint (.pth or .safetensors), or a Stable Diffusion folder, U-Net, text encoder or U-Net LoRA file")->required();
   c->add_flag("--json", *json, "JSON output");
   c->callback([path, json] { run_info(*path, *json); });
 }

@@ -219,11 +219,10 @@ int64_t parameter_count(const io::StateDict& sd) {
   return n;
 }
 
-LoadedSam load_sam(const std::string& path, const torch::Device& device) {
+SamWeights read_sam_weights(const std::string& path) {
   io::StateDict sd;
   std::optional<SamConfig> hint;
-  const bool st = path.size() > 12 && path.substr(path.size() - 12) == ".safetensors";
-  if (st) {
+  if (path.size() > 12 && path.substr(path.size() - 12) == ".safetensors") {
     auto f = io::load_safetensors(path);
     sd = std::move(f.tensors);
     auto it = f.metadata.find("rsam.config");
@@ -231,10 +230,15 @@ LoadedSam load_sam(const std::string& path, const torch::Device& device) {
   } else {
     sd = io::load_any(path);
   }
-  const SamConfig cfg = detect_config(sd, hint ? &*hint : nullptr);
+  SamConfig cfg = detect_config(sd, hint ? &*hint : nullptr);
+  return {std::move(sd), std::move(cfg)};
+}
+
+LoadedSam load_sam(const std::string& path, const torch::Device& device) {
+  const SamWeights w = read_sam_weights(path);
   LoadedSam out;
-  out.model = Sam(cfg);
-  load_state_dict(*out.model, sd, path);
+  out.model = Sam(w.config);
+  load_state_dict(*out.model, w.tensors, path);
   out.model->eval();
   out.model->to_device(device);
   out.path = path;

@@ -43,6 +43,14 @@ struct LoadedSam {
   int64_t num_params = 0;
 };
 
+// A SAM checkpoint's tensors and the architecture they are: from the
+// config a .safetensors written by rsam carries, else from the shapes.
+struct SamWeights {
+  io::StateDict tensors;
+  SamConfig config;
+};
+SamWeights read_sam_weights(const std::string& path);
+
 // Reads .pth (zip or legacy) or .safetensors, builds the model on `device`
 // in eval mode.
 LoadedSam load_sam(const std::string& path, const torch::Device& device = torch::kCPU);

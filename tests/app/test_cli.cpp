@@ -630,3 +630,21 @@ TEST(Cli, StudyWritesTheReport) {
   EXPECT_FALSE(std::ifstream(dir + "/runs2/s0/shard0.json").good());  // merged, then removed
   EXPECT_NE(slurp(dir + "/results2.md").find("## Summary"), std::string::npos);
 }
+
+// Issue 39: `rsam info` recognises a Stable Diffusion folder and its files;
+// something that is neither SAM nor SD keeps SAM's error.
+TEST(Cli, InfoDescribesStableDiffusionFoldersAndFiles) {
+  const std::string sd = RSAM_TEST_DATA_DIR "/diffusion/sd2";
+  auto r = run("info --json " + sd);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_NE(j.dump().find("unet"), std::string::npos) << r.out;
+  r = run("info --json " + sd + "/unet/diffusion_pytorch_model.safetensors");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("parameters"), std::string::npos) << r.out;
+  const std::string junk = tmp("junk.safetensors");
+  std::ofstream(junk) << "not a checkpoint";
+  r = run("info " + junk);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+}

@@ -40,7 +40,7 @@ struct Adapter : LinearAdapter {
   virtual std::string method() const = 0;
   // Folds the update into (weight, bias) for zero inference overhead;
   // false when the method is input-dependent.
-  virtual bool merge_into(torch::Tensor& weight, torch::Tensor& bias) { return false; }
+  virtual bool merge_into(torch::Tensor& /*weight*/, torch::Tensor& /*bias*/) { return false; }
   // Auxiliary loss accumulated by the last forward (Conv-LoRA load balance).
   virtual torch::Tensor aux_loss() { return {}; }
   // Per-image gate decisions of the last forward, for introspection.

@@ -288,8 +288,11 @@ TEST(Files, TargetsAndSplitAreHonoured) {
   EXPECT_EQ(layers, (std::set<std::string>{"image_encoder.blocks.1.attn.qkv", "image_encoder.blocks.1.attn.proj",
                                            "image_encoder.blocks.1.mlp.lin1", "image_encoder.blocks.1.mlp.lin2"}));
   // q, k, v separately: B holds three slices.
-  for (auto& [k, t] : a.trainable())
-    if (k == "image_encoder.blocks.1.attn.qkv.adapter.lora_B") EXPECT_EQ(t.size(0), 3);
+  for (auto& [k, t] : a.trainable()) {
+    if (k == "image_encoder.blocks.1.attn.qkv.adapter.lora_B") {
+      EXPECT_EQ(t.size(0), 3);
+    }
+  }
   EXPECT_THROW(AdaptedSam(base_model(), {{"method", "lora"}, {"targets", {"nothing.*"}}}, 1), rsam::Error);
   EXPECT_THROW(AdaptedSam(base_model(), {{"rank", 2}}, 1), rsam::Error);
 }

@@ -1,4 +1,5 @@
-// `rsam bench`: encoder and decoder timings (model/bench.h), printed.
+// `rsam bench`: encoder and decoder timings (bench/bench.h), or a diffusion
+// U-Net's forward (diffusion/bench.h), printed.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -8,6 +9,8 @@
 #include "app/commands.h"
 #include "error.h"
 #include "bench/bench.h"
+#include "diffusion/bench.h"
+#include "model/runtime.h"
 #include "model/config.h"
 
 namespace rsam::app {
@@ -15,15 +18,36 @@ namespace rsam::app {
 namespace {
 
 struct BenchArgs {
-  std::string checkpoint, model, precision = "fp32", adapter;
-  int threads = 0, repeat = 3, decode_repeat = 20;
+  std::string checkpoint, model, precision = "fp32", adapter, unet;
+  int threads = 0, repeat = 3, decode_repeat = 20, unet_channels = 4;
   bool json = false, reference_attention = false;
 };
 
+// GleSAM's U-Net: forwards of one built from a diffusers unet/config.json
+// with random weights of its real shapes.
+void run_unet_bench(const BenchArgs& a) {
+  diffusion::UNetBenchOptions o;
+  o.channels = a.unet_channels;
+  o.bf16 = a.precision == "bf16";
+  o.repeat = a.repeat;
+  const auto r = diffusion::bench_unet(diffusion::UNetConfig::from_file(a.unet), o);
+  nlohmann::json j{{"unet", a.unet},          {"parameters", r.parameters}, {"channels", o.channels},
+                   {"precision", a.precision}, {"threads", num_threads()}, {"forward_ms", r.forward_ms},
+                   {"peak_rss_gb", r.peak_rss_gb}};
+  if (a.json) {
+    std::cout << j.dump() << "\n";
+    return;
+  }
+  std::printf("U-Net %s (%lld parameters, %lld channels) %s, %d threads: last forward %.0f ms, peak RSS %.2f GB\n",
+              a.unet.c_str(), (long long)r.parameters, (long long)o.channels, a.precision.c_str(), num_threads(),
+              r.forward_ms.back(), r.peak_rss_gb);
+}
+
 void run_bench(const BenchArgs& a) {
   configure_runtime(a.threads, a.precision);
-  if (a.checkpoint.empty() == a.model.empty()) throw Error("give exactly one of --checkpoint or --model");
   if (a.repeat < 1) throw Error("--repeat must be >= 1");
+  if (!a.unet.empty()) return run_unet_bench(a);
+  if (a.checkpoint.empty() == a.model.empty()) throw Error("give exactly one of --checkpoint, --model or --unet");
   if (a.decode_repeat < 1) throw Error("--decode-repeat must be >= 1");
   if (!a.model.empty() && !SamConfig::find_preset(a.model))
     throw Error("unknown --model '" + a.model + "' (vit_b, vit_l, vit_h)");
@@ -62,6 +86,10 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--decode-repeat", a->decode_repeat, "Decoder runs");
   c->add_flag("--reference-attention", a->reference_attention, "Use the unchunked reference attention");
   c->add_option("--adapter", a->adapter, "Also time the encoder with this adapter method/config attached (ratio)");
+  c->add_option("--unet", a->unet,
+                "Time a diffusion U-Net instead: a diffusers unet/config.json, random weights of its shapes");
+  c->add_option("--unet-channels", a->unet_channels, "The U-Net's in/out channels (256: GleSAM's widened one)")
+      ->check(CLI::Range(1, 4096));
   c->add_flag("--json", a->json, "JSON output");
   c->callback([a] { run_bench(*a); });
 }

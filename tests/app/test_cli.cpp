@@ -648,3 +648,13 @@ TEST(Cli, InfoDescribesStableDiffusionFoldersAndFiles) {
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(lines(r.err), 1) << r.err;
 }
+
+// Issue 39: `rsam bench --unet` times a diffusion U-Net from its config.
+TEST(Cli, BenchTimesAUNetFromItsConfig) {
+  auto r = run("bench --unet " RSAM_TEST_DATA_DIR "/diffusion/sd2/unet/config.json --threads 1 --repeat 1 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["forward_ms"].size(), 1u);
+  EXPECT_GT(j["parameters"].get<int64_t>(), 0);
+  EXPECT_EQ(run("bench --unet " RSAM_TEST_DATA_DIR "/diffusion/sd2/unet/config.json --unet-channels 0").code, 2);
+}

@@ -16,18 +16,8 @@ namespace {
 
 using testing::data;
 using testing::npy;
+using testing::error_of;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
-    return m;
-  }
-  ADD_FAILURE() << "expected rsam::Error";
-  return "";
-}
 
 bool has(const std::string& s, const std::string& part) {
   if (s.find(part) != std::string::npos) return true;

@@ -24,17 +24,6 @@ torch::Tensor run(UNet2DConditionModel& unet) {
               npy("sd1/io/unet_encoder_hidden_states.npy"));
 }
 
-std::string expect_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
-    return m;
-  }
-  ADD_FAILURE() << "expected rsam::Error";
-  return "";
-}
 
 // The fixture file is laid out as GleSAM's pytorch_lora_weights.safetensors:
 // "unet." prefix, lora.down/lora.up on to_q/to_k/to_v/to_out.0 and
@@ -149,12 +138,12 @@ TEST(UNetLora, BadFilesAreOneLineErrors) {
   const auto no_b = write("no_b.safetensors", [](std::string& k, io::TensorData&) {
     return k != "unet.conv_in.lora_B.weight";
   });
-  EXPECT_NE(expect_error([&] { load_lora(*unet, no_b); }).find("'conv_in' has only its A factor"), std::string::npos);
+  EXPECT_NE(testing::error_of([&] { load_lora(*unet, no_b); }).find("'conv_in' has only its A factor"), std::string::npos);
   const auto wrong_module = write("module.safetensors", [](std::string& k, io::TensorData&) {
     if (k.rfind("unet.conv_in.", 0) == 0) k.replace(5, 7, "conv_zz");
     return true;
   });
-  EXPECT_NE(expect_error([&] { load_lora(*unet, wrong_module); }).find("'conv_zz' is not a Linear or Conv2d"),
+  EXPECT_NE(testing::error_of([&] { load_lora(*unet, wrong_module); }).find("'conv_zz' is not a Linear or Conv2d"),
             std::string::npos);
   const auto wrong_shape = write("shape.safetensors", [](std::string& k, io::TensorData& t) {
     if (k == "unet.conv_out.lora_B.weight") {
@@ -163,13 +152,13 @@ TEST(UNetLora, BadFilesAreOneLineErrors) {
     }
     return true;
   });
-  EXPECT_NE(expect_error([&] { load_lora(*unet, wrong_shape); }).find("LoRA B of 'conv_out' has shape"),
+  EXPECT_NE(testing::error_of([&] { load_lora(*unet, wrong_shape); }).find("LoRA B of 'conv_out' has shape"),
             std::string::npos);
   const auto stray = write("stray.safetensors", [](std::string& k, io::TensorData&) {
     if (k == "unet.conv_in.lora_A.weight") k = "unet.conv_in.alpha";
     return true;
   });
-  EXPECT_NE(expect_error([&] { load_lora(*unet, stray); }).find("is not a LoRA factor"), std::string::npos);
+  EXPECT_NE(testing::error_of([&] { load_lora(*unet, stray); }).find("is not a LoRA factor"), std::string::npos);
 }
 
 }  // namespace

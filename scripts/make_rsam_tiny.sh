@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 W=${1:-runs/tiny}
 RSAM=${RSAM:-build/rsam}
 # The shipped weights trained in bf16 on CPUs with AVX-512. Without AVX-512
-# torch's bf16 is ~20x slower than fp32 (README, Performance): PRECISION=fp32
+# torch's bf16 is ~20x slower than fp32 (docs/performance.md): PRECISION=fp32
 # there (the arithmetic then differs from the shipped weights').
 PRECISION=${PRECISION:-bf16}
 mkdir -p "$W"

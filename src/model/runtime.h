@@ -52,7 +52,7 @@ void use_caching_cpu_allocator(size_t max_cached_bytes = kDefaultCpuCacheBytes);
 // the default 2 GiB, "0" is no cache at all (0), and a positive number is
 // that many GiB (fractions allowed). rsam::Error, one line, on anything else.
 // Larger inputs need more: a 1024-pixel rsam-tiny training step frees well
-// over 2 GiB per process and faults much of it in again (README, Memory).
+// over 2 GiB per process and faults much of it in again (docs/performance.md, Memory).
 size_t cpu_cache_bound(const char* setting);
 // Bytes of freed blocks the cache holds now; 0 when it is not installed.
 size_t cpu_cache_bytes();

@@ -6,7 +6,7 @@
 // Why processes and not threads: rsam-tiny's operations are too small for
 // two intra-op threads to help (the encoder takes about as long on one
 // thread as on two), while two single-thread processes each at full speed
-// nearly double the images per second (README, Performance).
+// nearly double the images per second (docs/performance.md).
 #pragma once
 
 #include <torch/torch.h>

@@ -4,7 +4,10 @@
 #include <chrono>
 #include <optional>
 
+#include <sys/resource.h>
+
 #include "adapt/adapter.h"
+#include "bench/profile.h"
 #include "error.h"
 #include "model/attention.h"
 #include "model/checkpoint.h"
@@ -77,16 +80,90 @@ void time_adapted(Sam model, SamPredictor& pred, const Image8& img, int repeat, 
   for (double s : t.b) enc_adapted.push_back(1e3 * s);
 }
 
+// Median seconds->ms of `runs` calls of the fast path and, when compared,
+// of the reference decoder in alternating pairs; with a profile, per-op
+// tables of both.
+struct DecodeTimes {
+  std::vector<double> fast, reference;
+  nlohmann::json profile, profile_reference;
+};
+
+DecodeTimes time_decoder(const BenchOptions& o, int runs, double per, const std::function<void()>& f) {
+  DecodeTimes t;
+  auto as_ms = [per](const std::vector<double>& s) {
+    std::vector<double> v;
+    for (double x : s) v.push_back(1e3 * x / per);
+    return v;
+  };
+  f();  // first call: one-time costs (allocations, kernels' set-up) stay out of the medians
+  if (o.compare_decoder) {
+    const PairTimes p = time_pairs(
+        runs,
+        [&] {
+          set_reference_decoder(false);
+          f();
+        },
+        [&] {
+          set_reference_decoder(true);
+          f();
+        });
+    set_reference_decoder(false);
+    t.fast = as_ms(p.a);
+    t.reference = as_ms(p.b);
+  } else {
+    for (int i = 0; i < runs; ++i) {
+      const auto t0 = Clock::now();
+      f();
+      t.fast.push_back(ms_since(t0) / per);
+    }
+  }
+  if (o.profile) {
+    const int n = std::max(1, std::min(runs, 5));
+    for (bool ref : {false, true}) {
+      if (ref && !o.compare_decoder) break;
+      set_reference_decoder(ref);
+      OpProfile prof;
+      for (int i = 0; i < n; ++i) f();
+      prof.stop();
+      (ref ? t.profile_reference : t.profile) = prof.table(n);
+    }
+    set_reference_decoder(false);
+  }
+  return t;
+}
+
+void put_times(nlohmann::json& j, const std::string& name, const DecodeTimes& t) {
+  j[name + "_ms"] = t.fast;
+  j[name + "_median_ms"] = median(t.fast);
+  if (!t.reference.empty()) {
+    std::vector<double> ratios;
+    for (size_t i = 0; i < t.fast.size(); ++i) ratios.push_back(t.fast[i] / t.reference[i]);
+    j[name + "_reference_ms"] = t.reference;
+    j[name + "_reference_median_ms"] = median(t.reference);
+    j[name + "_ratio_median"] = median(ratios);
+  }
+  if (!t.profile.is_null()) j["profile"][name] = t.profile;
+  if (!t.profile_reference.is_null()) j["profile"][name + "_reference"] = t.profile_reference;
+}
+
+double peak_rss_mb() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) / 1024.0;  // KiB on Linux
+}
+
 }  // namespace
 
 nlohmann::json run_bench(const BenchOptions& o) {
   set_reference_attention(o.reference_attention);
+  const auto t_load = Clock::now();
   Sam model = bench_model(o);
+  const double load_ms = ms_since(t_load);
   SamPredictor pred(model, o.precision);
   const int S = model->config.img_size;
   Image8 img(S, S, 3);
   for (size_t i = 0; i < img.data.size(); ++i) img.data[i] = uint8_t((i * 2654435761u) >> 24);
-  std::vector<double> enc, dec, enc_adapted;
+  std::vector<double> enc, enc_adapted;
   std::optional<adapt::AdaptedSam> adapted;
   if (!o.adapter.empty()) {
     adapted.emplace(trained_looking(model, o.adapter));
@@ -101,11 +178,6 @@ nlohmann::json run_bench(const BenchOptions& o) {
   Prompt p;
   p.points = {{float(S / 2), float(S / 2)}};
   p.labels = {1};
-  for (int i = 0; i < o.decode_repeat; ++i) {
-    auto t = Clock::now();
-    pred.predict(p, true);
-    dec.push_back(ms_since(t));
-  }
   nlohmann::json j{{"model", model->config.type_name()},
                    {"precision", o.precision == Precision::BF16 ? "bf16" : "fp32"},
                    {"threads", num_threads()},
@@ -114,9 +186,28 @@ nlohmann::json run_bench(const BenchOptions& o) {
                    {"image_size", S},
                    {"attention", o.reference_attention ? "reference" : "chunked"},
                    {"encode_ms", enc},
-                   {"decode_ms", dec},
-                   {"encode_median_ms", median(enc)},
-                   {"decode_median_ms", median(dec)}};
+                   {"encode_median_ms", median(enc)}};
+  if (!o.checkpoint.empty()) j["load_ms"] = load_ms;
+  // One prompt, three masks at the model's input size (the official bench).
+  put_times(j, "decode", time_decoder(o, o.decode_repeat, 1, [&] { pred.predict(p, true); }));
+  if (o.batch > 0) {
+    auto pts = torch::rand({o.batch, 1, 2}) * double(S - 1);
+    auto labels = torch::ones({o.batch, 1}, torch::kInt32);
+    put_times(j, "batch", time_decoder(o, std::max(1, o.decode_repeat / 4), o.batch,
+                                       [&] { pred.predict_batch(pts, labels, {}, {}, true); }));
+    j["batch"] = o.batch;
+  }
+  // What `rsam segment` decodes by default: one point, three masks, the
+  // picked one at the original size (a 1024x768 photo), as bytes.
+  pred.set_embedding(pred.embedding(), {768, 1024});
+  Prompt sp;
+  sp.points = {{512.f, 384.f}};
+  sp.labels = {1};
+  put_times(j, "segment", time_decoder(o, o.decode_repeat, 1, [&] {
+              auto r = pred.predict_one(sp);
+              auto bytes = r.masks.to(torch::kCPU).to(torch::kUInt8).contiguous();
+            }));
+  j["peak_rss_mb"] = peak_rss_mb();
   if (adapted) {
     std::vector<double> ratios;
     for (size_t i = 0; i < enc.size(); ++i) ratios.push_back(enc_adapted[i] / enc[i]);

@@ -370,7 +370,7 @@ void save_pth_zip64(const std::string& path, const StateDict& sd) {
 }
 }  // namespace detail
 
-SafetensorsFile load_safetensors_bytes(const uint8_t* data, size_t size) {
+SafetensorsIndex index_safetensors(const uint8_t* data, size_t size) {
   // A std::map-backed json keeps hostile headers with millions of keys
   // O(n log n); the file's key order is recorded by the parse callback.
   using json = nlohmann::json;
@@ -402,7 +402,8 @@ SafetensorsFile load_safetensors_bytes(const uint8_t* data, size_t size) {
   const uint8_t* buf = data + 8 + n;
   const uint64_t buf_size = size - 8 - n;
 
-  SafetensorsFile out;
+  SafetensorsIndex out;
+  out.buffer = buf;
   struct Range {
     uint64_t begin, end;
     std::string name;
@@ -425,7 +426,8 @@ SafetensorsFile load_safetensors_bytes(const uint8_t* data, size_t size) {
     const auto of = info.find("data_offsets");
     if (dt == info.end() || sh == info.end() || of == info.end())
       throw Error(what + " lacks dtype, shape or data_offsets");
-    TensorData t;
+    SafetensorsIndex::Entry t;
+    t.name = name;
     if (!dt->is_string() || !dtype_from_name(dt->get<std::string>(), t.dtype))
       throw Error(what + " has unsupported dtype " + printable(dt->dump()));
     if (!sh->is_array()) throw Error(what + " has a non-array shape");
@@ -439,9 +441,10 @@ SafetensorsFile load_safetensors_bytes(const uint8_t* data, size_t size) {
     if (begin > end || end > buf_size) throw Error(what + " has data_offsets outside the data buffer");
     if (checked_bytes(t.shape, dtype_size(t.dtype), what) != end - begin)
       throw Error(what + " has data_offsets that do not match its shape and dtype");
-    t.data.assign(buf + begin, buf + end);
+    t.begin = begin;
+    t.end = end;
     ranges.push_back({begin, end, name});
-    out.tensors.emplace_back(name, std::move(t));
+    out.entries.push_back(std::move(t));
   }
   std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
   uint64_t covered = 0;
@@ -449,6 +452,20 @@ SafetensorsFile load_safetensors_bytes(const uint8_t* data, size_t size) {
     if (r.begin == r.end) continue;
     if (r.begin < covered) throw Error("safetensors: tensor " + key_text(r.name) + " overlaps another tensor");
     covered = r.end;
+  }
+  return out;
+}
+
+SafetensorsFile load_safetensors_bytes(const uint8_t* data, size_t size) {
+  SafetensorsIndex index = index_safetensors(data, size);
+  SafetensorsFile out;
+  out.metadata = std::move(index.metadata);
+  for (auto& e : index.entries) {
+    TensorData t;
+    t.dtype = e.dtype;
+    t.shape = std::move(e.shape);
+    t.data.assign(index.buffer + e.begin, index.buffer + e.end);
+    out.tensors.emplace_back(std::move(e.name), std::move(t));
   }
   return out;
 }

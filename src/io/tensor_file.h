@@ -43,6 +43,21 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;  // "__metadata__"
 };
 SafetensorsFile load_safetensors(const std::string& path);
+// The header of a safetensors buffer, checked as load_safetensors checks
+// it, without copying any tensor: each entry's bytes are
+// buffer[begin, end). For loaders that copy straight from a mapped file.
+struct SafetensorsIndex {
+  struct Entry {
+    std::string name;
+    DType dtype = DType::F32;
+    std::vector<int64_t> shape;
+    uint64_t begin = 0, end = 0;
+  };
+  std::vector<Entry> entries;  // file order
+  std::map<std::string, std::string> metadata;
+  const uint8_t* buffer = nullptr;
+};
+SafetensorsIndex index_safetensors(const uint8_t* data, size_t size);
 SafetensorsFile load_safetensors_bytes(const uint8_t* data, size_t size);
 void save_safetensors(const std::string& path, const StateDict& sd,
                       const std::map<std::string, std::string>& metadata = {});

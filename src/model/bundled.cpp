@@ -1,5 +1,7 @@
 #include "model/bundled.h"
 
+#include <dlfcn.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <vector>
@@ -16,6 +18,16 @@ std::string bundled_model(const std::string& file) {
   std::error_code ec;
   const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) dirs.push_back((exe.parent_path().parent_path() / "share" / "rsam" / "models").string());
+  // Through the installed library (a C++ program or the Python module using
+  // librsam): share/rsam/models beside its lib/ or lib/<multiarch>/ folder.
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&bundled_model), &info) != 0 && info.dli_fname) {
+    // Canonical: the loader's name for it may hold "..".
+    const auto lib = std::filesystem::canonical(info.dli_fname, ec).parent_path();
+    if (!ec)
+      for (const auto& up : {lib.parent_path(), lib.parent_path().parent_path()})
+        dirs.push_back((up / "share" / "rsam" / "models").string());
+  }
   dirs.emplace_back(RSAM_SOURCE_DIR "/models");
   for (const auto& d : dirs) {
     const auto p = std::filesystem::path(d) / file;

@@ -2,11 +2,18 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
 
 #include "error.h"
+#include "io/fs.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace rsam {
 
@@ -153,7 +160,16 @@ SamConfig detect_config(const io::StateDict& sd, const SamConfig* hint) {
   return c;
 }
 
-void load_state_dict(torch::nn::Module& model, const io::StateDict& sd, const std::string& origin) {
+namespace {
+
+// Names and shapes checked against the model first (every missing,
+// unexpected or mis-shaped key named), then each tensor copied in from
+// tensor_at(i), the i-th of `sd` (whose data may be empty: shapes only).
+// With `alias`, a source tensor of the target's dtype on the CPU becomes
+// the target's data instead of being copied into it.
+void load_tensors(torch::nn::Module& model, const io::StateDict& sd,
+                  const std::function<torch::Tensor(size_t)>& tensor_at, const std::string& origin,
+                  bool alias = false) {
   std::map<std::string, torch::Tensor> targets;
   for (auto& p : model.named_parameters(true)) targets[p.key()] = p.value();
   for (auto& b : model.named_buffers(true)) targets[b.key()] = b.value();
@@ -184,13 +200,101 @@ void load_state_dict(torch::nn::Module& model, const io::StateDict& sd, const st
   if (!missing.empty()) throw Error(origin + ": missing keys: " + list(missing));
   if (!unexpected.empty()) throw Error(origin + ": unexpected keys: " + list(unexpected));
   torch::NoGradGuard ng;
-  for (const auto& [k, v] : sd) {
+  for (size_t i = 0; i < sd.size(); ++i) {
+    const auto& k = sd[i].first;
     auto& dst = targets[k];
-    auto src = to_torch(v);
+    auto src = tensor_at(i);
     if (src.is_floating_point() && !torch::isfinite(src).all().item<bool>())
       throw Error(origin + ": tensor '" + k + "' holds NaN or Inf");
-    dst.copy_(src.to(dst.dtype()));
+    if (alias && src.scalar_type() == dst.scalar_type() && dst.device().is_cpu())
+      dst.set_data(src);
+    else
+      dst.copy_(src);
   }
+}
+
+bool is_safetensors_path(const std::string& path) {
+  return path.size() > 12 && path.substr(path.size() - 12) == ".safetensors";
+}
+
+// A .safetensors checkpoint copied from the mapped file straight into the
+// model's tensors: one copy, no intermediate buffers (each would be
+// allocated, zero-filled and page-faulted in for the whole model).
+// The file mapped copy-on-write: the weights' pages are the page cache's
+// until someone writes to them (training), and the mapping lives as long as
+// any tensor made from it. rsam replaces files by renaming (io::write_atomic),
+// so the mapped inode does not change under a running model.
+std::shared_ptr<uint8_t> map_private(const std::string& path, size_t& size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  struct stat st {};
+  void* p = MAP_FAILED;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    size = size_t(st.st_size);
+    p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  }
+  ::close(fd);
+  if (p == MAP_FAILED) return nullptr;
+  const size_t n = size;
+  return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [n](uint8_t* q) { ::munmap(q, n); });
+}
+
+LoadedSam load_sam_mapped(const std::string& path, const torch::Device& device) {
+  size_t mapped_size = 0;
+  const std::shared_ptr<uint8_t> mapped = map_private(path, mapped_size);
+  std::optional<io::MappedFile> file;  // where mapping fails: MappedFile's own fallback, copied from
+  if (!mapped) file.emplace(path);
+  const uint8_t* data = mapped ? mapped.get() : file->data();
+  const size_t size = mapped ? mapped_size : file->size();
+  io::SafetensorsIndex index;
+  try {
+    index = io::index_safetensors(data, size);
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
+  io::StateDict shapes;  // names and shapes only, for detection and checks
+  for (const auto& e : index.entries) {
+    io::TensorData t;
+    t.dtype = e.dtype;
+    t.shape = e.shape;
+    shapes.emplace_back(e.name, std::move(t));
+  }
+  std::optional<SamConfig> hint;
+  auto it = index.metadata.find("rsam.config");
+  if (it != index.metadata.end()) hint = SamConfig::from_json(it->second);
+  LoadedSam out;
+  {
+    SkipLinearInit skip;  // every weight is replaced below (or the load fails)
+    out.model = Sam(detect_config(shapes, hint ? &*hint : nullptr));
+  }
+  load_tensors(
+      *out.model, shapes,
+      [&](size_t i) {
+        const auto& e = index.entries[i];
+        const auto st = scalar_type(e.dtype);
+        const uint8_t* p = index.buffer + e.begin;
+        const auto esize = io::dtype_size(e.dtype);
+        if (!mapped || reinterpret_cast<uintptr_t>(p) % esize != 0) {  // a foreign file's odd offset: copy
+          auto t = torch::empty(e.shape, torch::TensorOptions().dtype(st));
+          if (e.end > e.begin) std::memcpy(t.data_ptr(), p, e.end - e.begin);
+          return t;
+        }
+        auto keep = mapped;
+        return torch::from_blob(const_cast<uint8_t*>(p), e.shape, [keep](void*) {},
+                                torch::TensorOptions().dtype(st));
+      },
+      path, /*alias=*/true);
+  out.model->eval();
+  out.model->to_device(device);
+  out.path = path;
+  out.num_params = parameter_count(*out.model);
+  return out;
+}
+
+}  // namespace
+
+void load_state_dict(torch::nn::Module& model, const io::StateDict& sd, const std::string& origin) {
+  load_tensors(model, sd, [&](size_t i) { return to_torch(sd[i].second); }, origin);
 }
 
 io::StateDict state_dict_of(const torch::nn::Module& model) {
@@ -235,6 +339,7 @@ SamWeights read_sam_weights(const std::string& path) {
 }
 
 LoadedSam load_sam(const std::string& path, const torch::Device& device) {
+  if (is_safetensors_path(path)) return load_sam_mapped(path, device);
   const SamWeights w = read_sam_weights(path);
   LoadedSam out;
   out.model = Sam(w.config);

@@ -4,14 +4,21 @@
 
 namespace rsam {
 
+namespace {
+thread_local bool t_skip_init = false;
+}
+
+SkipLinearInit::SkipLinearInit() : previous_(t_skip_init) { t_skip_init = true; }
+SkipLinearInit::~SkipLinearInit() { t_skip_init = previous_; }
+
 AdaptableLinearImpl::AdaptableLinearImpl(int64_t in, int64_t out, bool with_bias)
     : in_features(in), out_features(out) {
   // Same initialization as torch::nn::Linear (kaiming-uniform, a=sqrt(5)).
   weight = register_parameter("weight", torch::empty({out, in}));
-  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (!t_skip_init) torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
   if (with_bias) {
     const double bound = 1.0 / std::sqrt(double(in));
-    bias = register_parameter("bias", torch::empty({out}).uniform_(-bound, bound));
+    bias = register_parameter("bias", t_skip_init ? torch::empty({out}) : torch::empty({out}).uniform_(-bound, bound));
   }
 }
 

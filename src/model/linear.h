@@ -26,6 +26,21 @@ struct LinearAdapter : torch::nn::Module {
   virtual bool needs_pooled() const { return false; }
 };
 
+// While one is alive on this thread, AdaptableLinear leaves its weights
+// uninitialized (torch::empty touches no page): for a loader that replaces
+// every weight right after building the model (load_sam), where the random
+// initialization of ~90 M ViT-B weights was most of a load.
+class SkipLinearInit {
+ public:
+  SkipLinearInit();
+  ~SkipLinearInit();
+  SkipLinearInit(const SkipLinearInit&) = delete;
+  SkipLinearInit& operator=(const SkipLinearInit&) = delete;
+
+ private:
+  bool previous_;
+};
+
 struct AdaptableLinearImpl : torch::nn::Module {
   AdaptableLinearImpl(int64_t in, int64_t out, bool bias = true);
   torch::Tensor forward(const torch::Tensor& x);

@@ -1,6 +1,7 @@
 #include "model/predictor.h"
 
 #include "model/autocast.h"
+#include "model/runtime.h"
 
 #include <ATen/autocast_mode.h>
 
@@ -18,6 +19,13 @@ Precision parse_precision(const std::string& s) {
   if (s == "bf16") return Precision::BF16;
   throw Error("unknown precision '" + s + "' (expected fp32 or bf16)");
 }
+
+Precision resolve_precision(const std::string& s, bool bf16_agrees) {
+  if (s != "auto") return parse_precision(s);
+  return bf16_agrees && cpu_bf16_support() == Bf16Support::Native ? Precision::BF16 : Precision::FP32;
+}
+
+const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
 
 namespace {
 
@@ -59,6 +67,7 @@ Tensor SamPredictor::encode(const Tensor& preprocessed) const {
 
 void SamPredictor::set_image(const Image8& rgb) {
   features_ = features_flipped_ = Tensor();
+  cache_ = cache_flipped_ = DecoderImageCache();
   auto x = prepare_image(rgb);
   original_size_ = {rgb.height, rgb.width};
   input_size_ = {x.size(2), x.size(3)};
@@ -67,6 +76,20 @@ void SamPredictor::set_image(const Image8& rgb) {
   // Mirrored before the padding, so both views are padded on the right. The
   // resize is symmetric, so this is the mirrored image resized.
   if (flip_) features_flipped_ = encode(model_->preprocess(x.flip({3})));
+  if (hook_) {
+    features_ = hook_(features_);
+    if (features_flipped_.defined()) features_flipped_ = hook_(features_flipped_);
+  }
+  prepare_decoder();
+}
+
+void SamPredictor::prepare_decoder() {
+  torch::NoGradGuard ng;
+  dense_pe_ = model_->prompt_encoder->get_dense_pe();
+  const Tensor no_mask = model_->prompt_encoder->forward(std::nullopt, std::nullopt, std::nullopt).second;
+  cache_ = model_->mask_decoder->prepare(features_, dense_pe_, no_mask);
+  cache_flipped_ = features_flipped_.defined() ? model_->mask_decoder->prepare(features_flipped_, dense_pe_, no_mask)
+                                               : DecoderImageCache();
 }
 
 void SamPredictor::set_embedding(const Tensor& embedding, std::pair<int64_t, int64_t> original_size) {
@@ -82,6 +105,7 @@ void SamPredictor::set_embedding(const Tensor& embedding, std::pair<int64_t, int
   features_flipped_ = Tensor();
   original_size_ = original_size;
   input_size_ = {nh, nw};
+  prepare_decoder();
 }
 
 const Tensor& SamPredictor::embedding() const {
@@ -125,6 +149,11 @@ void SamPredictor::check_prompt(const Prompt& p) const {
 }
 
 Prediction SamPredictor::predict(const Prompt& p, bool multimask_output, bool return_logits) const {
+  auto r = finish(decode_prompt(p, multimask_output), return_logits);
+  return {r.masks[0], r.iou_predictions[0], r.low_res_logits[0]};
+}
+
+SamPredictor::LowRes SamPredictor::decode_prompt(const Prompt& p, bool multimask_output) const {
   embedding();  // throws when no image is set
   check_prompt(p);
   const auto [oh, ow] = original_size_;
@@ -150,8 +179,7 @@ Prediction SamPredictor::predict(const Prompt& p, bool multimask_output, bool re
                 .to(dev);
   }
   if (p.mask_input.defined()) masks = p.mask_input.to(dev, torch::kFloat32).unsqueeze(0);
-  auto r = predict_batch_scaled(pts, labels, boxes, masks, multimask_output, return_logits);
-  return {r.masks[0], r.iou_predictions[0], r.low_res_logits[0]};
+  return decode_scaled(pts, labels, boxes, masks, multimask_output);
 }
 
 bool is_ambiguous(const Prompt& p) { return p.points.size() == 1 && !p.box && !p.mask_input.defined(); }
@@ -161,6 +189,8 @@ Pick parse_pick(const std::string& s) {
   if (s == "stability") return Pick::Stability;
   throw Error("pick: expected 'score' or 'stability', got '" + s + "'");
 }
+
+const char* pick_name(Pick p) { return p == Pick::Stability ? "stability" : "score"; }
 
 Tensor stability_scores(const Tensor& logits, float offset) {
   if (!logits.defined() || logits.dim() != 3) throw Error("stability_scores: expected logits [M, h, w]");
@@ -183,7 +213,21 @@ Prediction best_of(const Prediction& r, Pick pick) {
 }
 
 Prediction SamPredictor::predict_one(const Prompt& p, bool return_logits, Pick pick) const {
-  return is_ambiguous(p) ? best_of(predict(p, true, return_logits), pick) : predict(p, false, return_logits);
+  if (!is_ambiguous(p)) return predict(p, false, return_logits);
+  if (reference_decoder()) return best_of(predict(p, true, return_logits), pick);
+  // Picked on the low-res logits and scores, so only the picked mask is
+  // brought to full resolution (each mask is upsampled on its own: the
+  // same values as upsampling all three and keeping one).
+  const LowRes d = decode_prompt(p, true);
+  const auto [low, iou] = combined(d);
+  const int64_t k = best_index({Tensor(), iou[0], low[0]}, pick);
+  auto r = finish(d.narrow(1, k, 1), return_logits);
+  return {r.masks[0], r.iou_predictions[0], r.low_res_logits[0]};
+}
+
+SamPredictor::LowRes SamPredictor::LowRes::narrow(int64_t dim, int64_t start, int64_t length) const {
+  auto n = [&](const Tensor& t) { return t.defined() ? t.narrow(dim, start, length) : t; };
+  return {n(low_res), n(iou), n(flow), n(fiou)};
 }
 
 Prediction SamPredictor::refine(const Prompt& prompt, const Prediction& picked, int rounds, bool return_logits) const {
@@ -231,6 +275,11 @@ Prediction SamPredictor::predict_batch(const Tensor& points, const Tensor& label
 
 Prediction SamPredictor::predict_batch_scaled(const Tensor& pts, const Tensor& labels, const Tensor& boxes,
                                               const Tensor& masks, bool multimask_output, bool return_logits) const {
+  return finish(decode_scaled(pts, labels, boxes, masks, multimask_output), return_logits);
+}
+
+SamPredictor::LowRes SamPredictor::decode_scaled(const Tensor& pts, const Tensor& labels, const Tensor& boxes,
+                                                 const Tensor& masks, bool multimask_output) const {
   torch::NoGradGuard ng;
   std::optional<std::pair<Tensor, Tensor>> points;
   if (pts.defined()) points = std::make_pair(pts, labels);
@@ -238,10 +287,12 @@ Prediction SamPredictor::predict_batch_scaled(const Tensor& pts, const Tensor& l
   if (boxes.defined()) b = boxes;
   if (masks.defined()) m = masks;
   if (points && b && points->first.size(0) != b->size(0)) throw Error("batched points and boxes must have the same N");
+  const Tensor pe = dense_pe_.defined() ? dense_pe_ : model_->prompt_encoder->get_dense_pe();
+  LowRes d;
   auto [sparse, dense] = model_->prompt_encoder->forward(points, b, m);
-  auto [low_res, iou] =
-      model_->mask_decoder->forward(features_, model_->prompt_encoder->get_dense_pe(), sparse, dense, multimask_output);
-  auto up = model_->postprocess_masks(low_res, input_size_, original_size_);
+  // The image-only terms hold while no mask input changes the dense embedding.
+  std::tie(d.low_res, d.iou) = model_->mask_decoder->forward(features_, pe, sparse, dense, multimask_output,
+                                                             m || !cache_.defined() ? nullptr : &cache_);
   if (features_flipped_.defined()) {
     // The mirrored view: a pixel column x of the resized input is iw-1-x
     // there (SAM adds 0.5 to reach the pixel's center), a box's corners swap.
@@ -259,18 +310,27 @@ Prediction SamPredictor::predict_batch_scaled(const Tensor& pts, const Tensor& l
     }
     if (m) fm = flip_low_res(*m);
     auto [fsparse, fdense] = model_->prompt_encoder->forward(fpoints, fb, fm);
-    auto [flow, fiou] = model_->mask_decoder->forward(features_flipped_, model_->prompt_encoder->get_dense_pe(),
-                                                      fsparse, fdense, multimask_output);
-    // At the original size the mirror is exact; the low-res one is for mask
-    // inputs and stability only.
-    up = 0.5 * (up + model_->postprocess_masks(flow, input_size_, original_size_).flip({-1}));
-    low_res = 0.5 * (low_res + flip_low_res(flow));
-    iou = 0.5 * (iou + fiou);
+    std::tie(d.flow, d.fiou) =
+        model_->mask_decoder->forward(features_flipped_, pe, fsparse, fdense, multimask_output,
+                                      fm || !cache_flipped_.defined() ? nullptr : &cache_flipped_);
   }
+  return d;
+}
+
+std::pair<Tensor, Tensor> SamPredictor::combined(const LowRes& d) const {
+  if (!d.flow.defined()) return {d.low_res, d.iou};
+  return {0.5 * (d.low_res + flip_low_res(d.flow)), 0.5 * (d.iou + d.fiou)};
+}
+
+Prediction SamPredictor::finish(const LowRes& d, bool return_logits) const {
+  torch::NoGradGuard ng;
+  auto up = model_->postprocess_masks(d.low_res, input_size_, original_size_);
+  // At the original size the mirror is exact; the low-res one is for mask
+  // inputs and stability only.
+  if (d.flow.defined()) up = 0.5 * (up + model_->postprocess_masks(d.flow, input_size_, original_size_).flip({-1}));
   Prediction out;
+  std::tie(out.low_res_logits, out.iou_predictions) = combined(d);
   out.masks = return_logits ? up : up > 0.0;
-  out.iou_predictions = iou;
-  out.low_res_logits = low_res;
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +18,12 @@ namespace rsam {
 
 enum class Precision { FP32, BF16 };
 Precision parse_precision(const std::string& s);  // "fp32" | "bf16"
+// A precision flag's value, "auto" included: auto is bf16 where the CPU
+// runs bf16 natively (AVX512-BF16 or AMX) and `bf16_agrees` (the model's
+// bf16 masks were measured to agree with its fp32 ones: the bundled
+// rsam-tiny, docs/performance.md), fp32 otherwise.
+Precision resolve_precision(const std::string& s, bool bf16_agrees);
+const char* precision_name(Precision p);            // the inverse
 
 struct Prompt {
   std::vector<std::array<float, 2>> points;  // (x, y) in original-image pixels
@@ -51,6 +58,7 @@ bool is_ambiguous(const Prompt& p);
 // another (docs/rsam-tiny.md, One-point ranking), so Score is the default.
 enum class Pick { Score, Stability };
 Pick parse_pick(const std::string& s);  // "score" | "stability"
+const char* pick_name(Pick p);           // the inverse
 // SAM's stability score per mask (calculate_stability_score): the pixels
 // with logit > +offset over those with logit > -offset, i.e. the IoU of the
 // mask thresholded on either side of 0. 0 for a mask with no such pixels.
@@ -77,6 +85,10 @@ class SamPredictor {
   // the image's (h, w). There is no mirrored view of it, so decodes against
   // it are single-view even with flip on.
   void set_embedding(const torch::Tensor& embedding, std::pair<int64_t, int64_t> original_size);
+  // A transform set_image applies to every embedding it computes (both
+  // views with flip) before any decode: a GleSAM enhancer (src/glesam).
+  // An empty function removes it.
+  void set_embedding_hook(std::function<torch::Tensor(const torch::Tensor&)> hook) { hook_ = std::move(hook); }
 
   // One prompt set. Throws rsam::Error on prompts outside the image, NaNs,
   // wrong mask-input shape or an unset image.
@@ -103,6 +115,11 @@ class SamPredictor {
                            bool return_logits = false) const;
 
   const torch::Tensor& embedding() const;  // [1, C, h, w]
+  // The decoder's image-only terms for the embedding (made by set_image /
+  // set_embedding from the decoder's weights at that moment): callers that
+  // run model()->mask_decoder->forward themselves on prompts without a mask
+  // input pass &decoder_cache() as its last argument.
+  const DecoderImageCache& decoder_cache() const { return cache_; }
   bool has_image() const { return features_.defined(); }
   std::pair<int64_t, int64_t> original_size() const { return original_size_; }
   std::pair<int64_t, int64_t> input_size() const { return input_size_; }
@@ -118,6 +135,20 @@ class SamPredictor {
 
  private:
   void check_prompt(const Prompt& p) const;
+  // A decode before the full-resolution step: each view's low-res logits
+  // and scores (the mirrored view's undefined without flip).
+  struct LowRes {
+    torch::Tensor low_res, iou, flow, fiou;
+    LowRes narrow(int64_t dim, int64_t start, int64_t length) const;
+  };
+  LowRes decode_scaled(const torch::Tensor& pts, const torch::Tensor& labels, const torch::Tensor& boxes,
+                       const torch::Tensor& masks, bool multimask_output) const;
+  LowRes decode_prompt(const Prompt& p, bool multimask_output) const;
+  // The views averaged and upsampled to the original size.
+  Prediction finish(const LowRes& d, bool return_logits) const;
+  // Low-res logits and scores of the views averaged (what picking reads).
+  std::pair<torch::Tensor, torch::Tensor> combined(const LowRes& d) const;
+  void prepare_decoder();
   // Coordinates already in the resized input frame (official predict_torch).
   Prediction predict_batch_scaled(const torch::Tensor& pts, const torch::Tensor& labels, const torch::Tensor& boxes,
                                   const torch::Tensor& masks, bool multimask_output, bool return_logits) const;
@@ -130,6 +161,9 @@ class SamPredictor {
   Precision precision_;
   bool flip_ = false;
   torch::Tensor features_, features_flipped_;
+  torch::Tensor dense_pe_;
+  DecoderImageCache cache_, cache_flipped_;
+  std::function<torch::Tensor(const torch::Tensor&)> hook_;
   std::pair<int64_t, int64_t> original_size_{0, 0}, input_size_{0, 0};
 };
 

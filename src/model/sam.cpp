@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "model/attention.h"
+#include "model/mask_resize.h"
 
 namespace rsam {
 
@@ -436,9 +437,12 @@ MaskDecoderImpl::MaskDecoderImpl(const SamConfig& c)
 }
 
 std::pair<Tensor, Tensor> MaskDecoderImpl::forward(const Tensor& image_embeddings, const Tensor& image_pe,
-                                                   const Tensor& sparse, const Tensor& dense,
-                                                   bool multimask) {
-  auto [masks, iou] = predict_masks(image_embeddings, image_pe, sparse, dense);
+                                                   const Tensor& sparse, const Tensor& dense, bool multimask,
+                                                   const DecoderImageCache* cache) {
+  // Training takes the reference path: its autograd graph is the official one.
+  auto [masks, iou] = reference_decoder() || torch::GradMode::is_enabled()
+                          ? predict_masks(image_embeddings, image_pe, sparse, dense)
+                          : predict_masks_fast(image_embeddings, image_pe, sparse, dense, cache);
   using torch::indexing::Slice;
   auto sl = multimask ? Slice(1, torch::indexing::None) : Slice(0, 1);
   return {masks.index({Slice(), sl}), iou.index({Slice(), sl})};
@@ -501,6 +505,14 @@ Tensor SamImpl::preprocess(const Tensor& x_in) const {
 
 Tensor SamImpl::postprocess_masks(const Tensor& masks, std::pair<int64_t, int64_t> input_size,
                                   std::pair<int64_t, int64_t> original_size) const {
+  if (reference_decoder() || !masks.device().is_cpu() || masks.scalar_type() != torch::kFloat32 ||
+      masks.requires_grad())
+    return postprocess_masks_reference(masks, input_size, original_size);
+  return resize_masks_composed(masks, config.img_size, input_size, original_size);
+}
+
+Tensor SamImpl::postprocess_masks_reference(const Tensor& masks, std::pair<int64_t, int64_t> input_size,
+                                            std::pair<int64_t, int64_t> original_size) const {
   const int64_t s = config.img_size;
   auto m = F::interpolate(masks, F::InterpolateFuncOptions()
                                      .size(std::vector<int64_t>{s, s})

@@ -113,6 +113,23 @@ struct DecoderAttentionImpl : torch::nn::Module {
 };
 TORCH_MODULE(DecoderAttention);
 
+// What a decode computes from the image alone: the first two-way block's
+// projections of the image tokens (keys = embedding + no-mask embedding).
+// Valid for every prompt without a mask input, so the predictor makes it
+// once per image (MaskDecoderImpl::prepare) instead of once per prompt.
+struct DecoderImageCache {
+  torch::Tensor keys;    // [1, N, C] layer 0's keys
+  torch::Tensor key_pe;  // [1, N, C] the dense positional encoding as tokens
+  torch::Tensor t2i_k, t2i_v;  // layer 0 cross_attn_token_to_image k, v: [heads, N, d]
+  torch::Tensor i2t_q;         // layer 0 cross_attn_image_to_token q: [heads, N, d]
+  bool defined() const { return keys.defined(); }
+};
+
+// Process-wide switch (benchmarks, tests): decode with the reference
+// formulation (the official code transcribed) instead of the fast one.
+void set_reference_decoder(bool on);
+bool reference_decoder();
+
 struct TwoWayAttentionBlockImpl : torch::nn::Module {
   TwoWayAttentionBlockImpl(int64_t dim, int64_t heads, int64_t mlp_dim, int64_t downsample,
                            bool skip_first_layer_pe);
@@ -132,6 +149,13 @@ struct TwoWayTransformerImpl : torch::nn::Module {
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& image_embedding,
                                                   const torch::Tensor& image_pe,
                                                   const torch::Tensor& point_embedding);
+  // The same maths with tokens-major keys [1 or B, N, C] and key_pe [1, N, C],
+  // the attention's projections reassociated so that the wide (N-token)
+  // products run at the width heads*tokens instead of the internal width
+  // (fast_decoder.cpp). With a cache, keys must be cache->keys.
+  std::pair<torch::Tensor, torch::Tensor> forward_fast(const torch::Tensor& keys, const torch::Tensor& key_pe,
+                                                       const torch::Tensor& point_embedding,
+                                                       const DecoderImageCache* cache);
   torch::nn::ModuleList layers{nullptr};
   DecoderAttention final_attn_token_to_image{nullptr};
   torch::nn::LayerNorm norm_final_attn{nullptr};
@@ -151,10 +175,26 @@ struct MaskDecoderImpl : torch::nn::Module {
   // multimask (tokens 1..3), else 1 (token 0), as the official code slices.
   // image_embeddings is [1 or B, C, h, w]; a single embedding is shared by
   // all B prompts, as the predictor's batched path does.
+  // `cache` (from prepare on the same embedding) may be given only when
+  // `dense` is the no-mask embedding; it is ignored on the reference path.
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& image_embeddings,
                                                   const torch::Tensor& image_pe,
                                                   const torch::Tensor& sparse,
-                                                  const torch::Tensor& dense, bool multimask);
+                                                  const torch::Tensor& dense, bool multimask,
+                                                  const DecoderImageCache* cache = nullptr);
+  DecoderImageCache prepare(const torch::Tensor& image_embedding, const torch::Tensor& image_pe,
+                            const torch::Tensor& no_mask_dense);
+  // The official formulation (reference) and the fast one: same outputs to
+  // rounding (tests/model holds them together).
+  std::pair<torch::Tensor, torch::Tensor> predict_masks_fast(const torch::Tensor& image_embeddings,
+                                                             const torch::Tensor& image_pe,
+                                                             const torch::Tensor& sparse,
+                                                             const torch::Tensor& dense,
+                                                             const DecoderImageCache* cache);
+  // output_upscaling of tokens-major keys [B, h*w, C] as two GEMMs (a
+  // stride-2 kernel-2 transposed convolution is one per pixel), dotted with
+  // hyper_in [B, M, C/8]: masks [B, M, 4h, 4w].
+  torch::Tensor upscale_masks_fast(const torch::Tensor& keys, const torch::Tensor& hyper_in, int64_t h, int64_t w);
   std::pair<torch::Tensor, torch::Tensor> predict_masks(const torch::Tensor& image_embeddings,
                                                         const torch::Tensor& image_pe,
                                                         const torch::Tensor& sparse,
@@ -187,6 +227,10 @@ struct SamImpl : torch::nn::Module {
   // Low-res logits -> logits at the original size (official postprocess_masks).
   torch::Tensor postprocess_masks(const torch::Tensor& masks, std::pair<int64_t, int64_t> input_size,
                                   std::pair<int64_t, int64_t> original_size) const;
+  // The official two interpolations (the reference; postprocess_masks runs
+  // the composed one of model/mask_resize.h on CPU float masks).
+  torch::Tensor postprocess_masks_reference(const torch::Tensor& masks, std::pair<int64_t, int64_t> input_size,
+                                            std::pair<int64_t, int64_t> original_size) const;
 };
 TORCH_MODULE(Sam);
 

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -18,6 +19,7 @@
 #include "io/tensor_file.h"
 #include "model/attention.h"
 #include "model/checkpoint.h"
+#include "model/mask_resize.h"
 #include "model/predictor.h"
 #include "model/runtime.h"
 #include "tiny_config.h"
@@ -627,4 +629,104 @@ TEST_F(PredictorTest, EmbeddingCanBeSetDirectly) {
   auto b = other.predict(p);
   EXPECT_TRUE(torch::equal(a.low_res_logits, b.low_res_logits));
   EXPECT_THROW(other.set_embedding(torch::zeros({1, 8, 8, 8}), {60, 100}), rsam::Error);
+}
+
+// The fast decoder (fast_decoder.cpp) against the reference formulation:
+// every prompt kind, the image-only cache, the batched and flipped paths,
+// and predict_one's pick-then-upsample.
+TEST(Decoder, FastEqualsReference) {
+  torch::manual_seed(11);
+  rsam::Sam m(tiny());
+  for (auto& p : m->parameters()) p.data().normal_(0, 0.2);
+  rsam::Image8 img(72, 60, 3);
+  auto px = torch::randint(0, 256, {60, 72, 3}, torch::kUInt8);
+  std::memcpy(img.data.data(), px.data_ptr(), img.data.size());
+  rsam::Prompt one;
+  one.points = {{20, 30}};
+  one.labels = {1};
+  rsam::Prompt many = one;
+  many.points.push_back({50, 12});
+  many.labels.push_back(0);
+  many.box = std::array<float, 4>{8, 5, 60, 50};
+  rsam::Prompt masked = many;
+  masked.mask_input = torch::randn({1, 32, 32});
+  auto close = [](const rsam::Prediction& a, const rsam::Prediction& b, const std::string& what) {
+    const double scale = a.low_res_logits.abs().max().item<double>();
+    EXPECT_LE((a.low_res_logits - b.low_res_logits).abs().max().item<double>(), 1e-5 * scale) << what;
+    EXPECT_LE((a.iou_predictions - b.iou_predictions).abs().max().item<double>(), 1e-5) << what;
+    EXPECT_LE((a.masks - b.masks).abs().max().item<double>(), 1e-5 * scale) << what;
+  };
+  for (bool flip : {false, true}) {
+    rsam::SamPredictor pred(m, rsam::Precision::FP32, flip);
+    pred.set_image(img);
+    auto both = [&](const std::function<rsam::Prediction()>& f, const std::string& what) {
+      rsam::set_reference_decoder(true);
+      const auto ref = f();
+      rsam::set_reference_decoder(false);
+      close(ref, f(), what + (flip ? " flip" : ""));
+    };
+    for (bool multi : {false, true}) {
+      const std::string mm = multi ? " multimask" : "";
+      both([&] { return pred.predict(one, multi, true); }, "one point" + mm);
+      both([&] { return pred.predict(many, multi, true); }, "points and box" + mm);
+      both([&] { return pred.predict(masked, multi, true); }, "mask input" + mm);
+      auto boxes = torch::tensor({{4.f, 6.f, 40.f, 50.f}, {10.f, 2.f, 70.f, 30.f}, {0.f, 0.f, 72.f, 60.f}});
+      both([&] { return pred.predict_batch({}, {}, boxes, {}, multi, true); }, "batched boxes" + mm);
+      auto pts = torch::tensor({{{5.f, 5.f}}, {{60.f, 40.f}}});
+      auto labels = torch::ones({2, 1}, torch::kInt32);
+      both([&] { return pred.predict_batch(pts, labels, {}, {}, multi, true); }, "batched points" + mm);
+    }
+    for (auto pick : {rsam::Pick::Score, rsam::Pick::Stability})
+      both([&] { return pred.predict_one(one, true, pick); }, "predict_one");
+    // The picked mask as bytes is the same mask.
+    rsam::set_reference_decoder(true);
+    const auto ref = pred.predict_one(one);
+    rsam::set_reference_decoder(false);
+    EXPECT_TRUE(torch::equal(ref.masks, pred.predict_one(one).masks));
+  }
+  // A batch of embeddings (training's layout) through the module itself.
+  torch::NoGradGuard ng;
+  auto emb = torch::randn({3, m->config.prompt_embed_dim, 8, 8});
+  auto [sparse, dense] = m->prompt_encoder->forward(std::nullopt, torch::tensor({{1.f, 2.f, 30.f, 40.f}}).repeat({3, 1}),
+                                                    std::nullopt);
+  const auto pe = m->prompt_encoder->get_dense_pe();
+  auto [lr, ir] = m->mask_decoder->predict_masks(emb, pe, sparse, dense);
+  auto [lf, iff] = m->mask_decoder->predict_masks_fast(emb, pe, sparse, dense, nullptr);
+  EXPECT_LE((lr - lf).abs().max().item<double>(), 1e-5 * lr.abs().max().item<double>());
+  EXPECT_LE((ir - iff).abs().max().item<double>(), 1e-5);
+}
+
+// postprocess_masks' composed single pass (model/mask_resize.h) against the
+// official two interpolations, on crops and sizes up and down.
+TEST(Resize, ComposedMaskResizeEqualsTwoInterpolations) {
+  namespace F = torch::nn::functional;
+  torch::manual_seed(5);
+  auto masks = torch::randn({2, 3, 16, 16}) * 10;
+  for (auto [crop, out] : std::vector<std::pair<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>>>{
+           {{64, 64}, {64, 64}}, {{48, 64}, {48, 64}}, {{64, 40}, {300, 187}}, {{13, 64}, {5, 25}}, {{64, 1}, {7, 3}}}) {
+    auto ref = F::interpolate(masks, F::InterpolateFuncOptions()
+                                         .size(std::vector<int64_t>{64, 64})
+                                         .mode(torch::kBilinear)
+                                         .align_corners(false));
+    ref = ref.slice(2, 0, crop.first).slice(3, 0, crop.second);
+    ref = F::interpolate(ref, F::InterpolateFuncOptions()
+                                  .size(std::vector<int64_t>{out.first, out.second})
+                                  .mode(torch::kBilinear)
+                                  .align_corners(false));
+    auto got = rsam::resize_masks_composed(masks, 64, crop, out);
+    ASSERT_EQ(got.sizes(), ref.sizes());
+    EXPECT_LE((got - ref).abs().max().item<double>(), 1e-4) << crop.first << "x" << crop.second;
+  }
+}
+
+// --precision auto: bf16 only where it is native and the model's bf16 masks
+// were measured to agree with fp32; explicit choices pass through.
+TEST(Precision, AutoIsBf16OnlyWhereNativeAndMeasured) {
+  using rsam::Precision;
+  EXPECT_EQ(rsam::resolve_precision("fp32", true), Precision::FP32);
+  EXPECT_EQ(rsam::resolve_precision("bf16", false), Precision::BF16);
+  EXPECT_EQ(rsam::resolve_precision("auto", false), Precision::FP32);
+  const bool native = rsam::cpu_bf16_support() == rsam::Bf16Support::Native;
+  EXPECT_EQ(rsam::resolve_precision("auto", true), native ? Precision::BF16 : Precision::FP32);
+  EXPECT_THROW(rsam::resolve_precision("fp16", true), rsam::Error);
 }

@@ -8,7 +8,9 @@
 
 namespace rsam {
 
-enum class LogLevel { Info, Warning };
+// Progress: a meter the default sink rewrites in place ("\r", no newline) until
+// the next line or log_progress_end(); other sinks get each update as a line.
+enum class LogLevel { Info, Warning, Progress };
 
 // The sink receives one line without its newline. An empty function restores
 // the default (stderr). Not for errors: those are thrown as rsam::Error.
@@ -16,5 +18,8 @@ void set_log_sink(std::function<void(LogLevel, const std::string&)> sink);
 void log(LogLevel level, const std::string& line);
 inline void log_info(const std::string& line) { log(LogLevel::Info, line); }
 inline void log_warning(const std::string& line) { log(LogLevel::Warning, line); }
+inline void log_progress(const std::string& line) { log(LogLevel::Progress, line); }
+// Ends an open progress meter with its newline (nothing if none is open).
+void log_progress_end();
 
 }  // namespace rsam

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <iomanip>
 #include <set>
@@ -414,6 +415,30 @@ void AdaptedSam::merge() {
   }
   adapters_.clear();
   trainable_.clear();
+}
+
+nlohmann::json describe_adapter_file(const std::string& path) {
+  const auto f = io::load_safetensors(path);
+  const auto it = f.metadata.find("rsam.adapter");
+  if (it == f.metadata.end()) throw Error("'" + path + "' is not an rsam adapter file (no rsam.adapter metadata)");
+  const auto cfg = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+  if (!cfg.is_object()) throw Error("'" + path + "': its rsam.adapter metadata is not a JSON object");
+  int64_t n = 0;
+  for (const auto& [k, t] : f.tensors) n += t.numel();
+  int64_t base = 0;
+  if (const auto b = f.metadata.find("rsam.base_params"); b != f.metadata.end()) {
+    char* end = nullptr;
+    base = std::strtoll(b->second.c_str(), &end, 10);
+    if (end == b->second.c_str() || *end || base < 0) base = 0;  // unreadable: said as unknown, not fatal
+  }
+  const auto fp = f.metadata.find("rsam.base_fingerprint");
+  return {{"method", cfg.value("method", "")},
+          {"config", cfg},
+          {"parameters", n},
+          {"tensors", f.tensors.size()},
+          {"base_parameters", base},
+          {"percent_of_base", base ? 100.0 * double(n) / double(base) : 0.0},
+          {"base_fingerprint", fp == f.metadata.end() ? "" : fp->second}};
 }
 
 }  // namespace rsam::adapt

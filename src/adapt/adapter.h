@@ -129,6 +129,11 @@ class AdaptedSam {
   int64_t base_params_ = 0;
 };
 
+// What an adapter file holds, read without a base model: {method, config,
+// parameters, tensors, base_parameters, percent_of_base, base_fingerprint}.
+// rsam::Error if the file is not an rsam adapter file.
+nlohmann::json describe_adapter_file(const std::string& path);
+
 // Carries an adapter file over to a re-sized copy of its base (`rsam convert
 // --img-size`): the adapters' tensors do not depend on the input size, but
 // the fingerprint does (the position tables are resampled). Verifies `in`

@@ -11,7 +11,6 @@
 #include "app/flags.h"
 #include "error.h"
 #include "io/fs.h"
-#include "io/tensor_file.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/runtime.h"
@@ -43,28 +42,16 @@ std::string label(const nlohmann::json& c) {
 }
 
 void run_info(const std::string& path, bool json) {
-  auto f = io::load_safetensors(path);
-  auto it = f.metadata.find("rsam.adapter");
-  if (it == f.metadata.end()) throw Error("'" + path + "' is not an rsam adapter file");
-  auto cfg = nlohmann::json::parse(it->second);
-  int64_t n = 0;
-  for (const auto& [k, t] : f.tensors) n += t.numel();
-  int64_t base = 0;
-  if (f.metadata.count("rsam.base_params")) base = std::stoll(f.metadata.at("rsam.base_params"));
-  nlohmann::json j{{"method", cfg.value("method", "")},
-                   {"config", cfg},
-                   {"parameters", n},
-                   {"tensors", f.tensors.size()},
-                   {"base_parameters", base},
-                   {"percent_of_base", base ? 100.0 * double(n) / double(base) : 0.0},
-                   {"base_fingerprint", f.metadata.count("rsam.base_fingerprint") ? f.metadata.at("rsam.base_fingerprint") : ""}};
+  const nlohmann::json j = adapt::describe_adapter_file(path);
   if (json) {
     std::cout << j.dump(2) << "\n";
     return;
   }
-  std::printf("method: %s\nconfig: %s\nparameters: %lld (%.3f%% of the base's %lld)\ntensors: %zu\nbase fingerprint: %s\n",
-              j["method"].get<std::string>().c_str(), cfg.dump().c_str(), (long long)n, j["percent_of_base"].get<double>(),
-              (long long)base, f.tensors.size(), j["base_fingerprint"].get<std::string>().c_str());
+  std::printf(
+      "method: %s\nconfig: %s\nparameters: %lld (%.3f%% of the base's %lld)\ntensors: %zu\nbase fingerprint: %s\n",
+      j["method"].get<std::string>().c_str(), j["config"].dump().c_str(), j["parameters"].get<long long>(),
+      j["percent_of_base"].get<double>(), j["base_parameters"].get<long long>(), j["tensors"].get<size_t>(),
+      j["base_fingerprint"].get<std::string>().c_str());
 }
 
 void run_merge(const std::string& ckpt, const std::string& adapter, const std::string& out) {

@@ -12,6 +12,7 @@
 #include "app/commands.h"
 #include "app/flags.h"
 #include "data/synth.h"
+#include "log.h"
 
 namespace rsam::app {
 
@@ -36,9 +37,9 @@ void add_synth_command(CLI::App& app) {
   c->callback([o, out, count, jobs] {
     const bool tty = isatty(2);
     auto s = data::write_synth(*out, *count, *o, *jobs, [&](size_t d, size_t n) {
-      if (tty && (d % 50 == 0 || d == n)) std::fprintf(stderr, "\rsynth %zu/%zu", d, n);
+      if (tty && (d % 50 == 0 || d == n)) log_progress("synth " + std::to_string(d) + "/" + std::to_string(n));
     });
-    if (tty) std::fprintf(stderr, "\n");
+    if (tty) log_progress_end();
     std::printf("%zu scenes, %zu objects, %zu photos -> %s\n", s.scenes, s.objects, s.photos.size(), out->c_str());
   });
 }

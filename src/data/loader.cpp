@@ -26,6 +26,8 @@ int parse_severity(const std::string& s) {
   throw Error("severity '" + s + "' is not 1..5 or 'random'");
 }
 
+std::string severity_name(int severity) { return severity == 0 ? "random" : std::to_string(severity); }
+
 Loader::Loader(const Dataset& data, LoaderOptions options) : data_(data), opt_(std::move(options)) {
   if (opt_.batch_size == 0) throw Error("loader: batch size must be at least 1");
   if (!(opt_.clean_ratio >= 0.0 && opt_.clean_ratio <= 1.0)) throw Error("loader: clean ratio must be in 0..1");

@@ -63,6 +63,7 @@ struct LoaderOptions {
 
 // "1".."5" or "random" (= 0); rsam::Error otherwise.
 int parse_severity(const std::string& s);
+std::string severity_name(int severity);  // the inverse: "1".."5" or "random"
 
 // Where the loader stands: the next global position to read is
 // epoch * dataset.size() + position; `step` counts batches returned so far

@@ -312,7 +312,7 @@ std::vector<std::string> default_photo_dirs() {
 }
 
 SynthWorld::SynthWorld(SynthOptions o) : opts_(std::move(o)) {
-  if (opts_.size < 32 || opts_.size > 8192) throw Error("synth: --size must be in 32..8192");
+  if (opts_.size < 32 || opts_.size > 8192) throw Error("synth: the scene size must be in 32..8192");
   if (opts_.min_objects < 1 || opts_.max_objects < opts_.min_objects || opts_.max_objects > 250)
     throw Error("synth: object counts must satisfy 1 <= min <= max <= 250");
   if (opts_.photos == "auto") {
@@ -428,11 +428,12 @@ void claim_options(const std::string& out, const nlohmann::json& meta) {
     auto old = nlohmann::json::parse(io::read_file(file.string()), nullptr, false);
     for (const char* k : {"size", "seed", "min_objects", "max_objects", "photos"})
       if (old.is_discarded() || !old.contains(k) || old[k] != meta[k])
-        throw Error("synth: " + out + " holds scenes made with other options (" + k + "); use a new --out");
+        throw Error("synth: " + out + " holds scenes made with other options (" + k + "); use a new output folder");
     return;
   }
   if (holds_files(root / "images") || holds_files(root / "masks"))
-    throw Error("synth: " + out + " holds scenes without a synth.json saying how they were made; use a new --out");
+    throw Error("synth: " + out +
+                " holds scenes without a synth.json saying how they were made; use a new output folder");
   io::write_text(file.string(), meta.dump(2) + "\n");
 }
 
@@ -448,7 +449,7 @@ void make_dirs(const fs::path& dir) {
 
 SynthSummary write_synth(const std::string& out, size_t count, const SynthOptions& opts, int jobs,
                          const std::function<void(size_t, size_t)>& progress) {
-  if (count == 0) throw Error("synth: --count must be >= 1");
+  if (count == 0) throw Error("synth: the scene count must be >= 1");
   SynthWorld world(opts);
   const fs::path root(out), images = root / "images", masks = root / "masks";
   nlohmann::json meta{{"size", opts.size},

@@ -62,8 +62,8 @@ Result corrupt(const Corruption& c, const cv::Mat& rgb, uint64_t seed, const cv:
       ids.push_back(static_cast<uint16_t>(v));
     }
   if (ids.size() > 256)
-    throw rsam::Error("--warp-masks can move a 16-bit mask with at most 255 instance ids, this one has " +
-                      std::to_string(ids.size() - 1) + " (without --warp-masks masks are copied unchanged)");
+    throw rsam::Error("warping masks can move a 16-bit mask with at most 255 instance ids, this one has " +
+                      std::to_string(ids.size() - 1) + " (without warping, masks are copied unchanged)");
   cv::Mat index(mask.size(), CV_8U);
   for (int y = 0; y < mask.rows; ++y) {
     const uint16_t* p = mask.ptr<uint16_t>(y);
@@ -176,11 +176,11 @@ bool lies_inside(const fs::path& path, const fs::path& root) {
 // again on the next run), and when a source tree lies inside --output no
 // output may land on a source (--input OUT/fog --output OUT).
 void check_folders(const RunOptions& o, const std::vector<Item>& items, const std::vector<std::string>& names) {
-  const std::pair<std::string, std::string> sources[] = {{"--input", o.input}, {"--masks", o.masks}};
+  const std::pair<std::string, std::string> sources[] = {{"the input folder", o.input}, {"the mask folder", o.masks}};
   for (const auto& [flag, path] : sources)
     if (io::same_file(o.output, path))
-      throw rsam::Error("degrade: --output '" + printable(o.output) + "' is " + flag + " itself (" + printable(path) +
-                        "); write the outputs to another folder");
+      throw rsam::Error("degrade: the output folder '" + printable(o.output) + "' is " + flag + " itself (" +
+                        printable(path) + "); write the outputs to another folder");
   const bool sources_inside = lies_inside(o.input, o.output) || (!o.masks.empty() && lies_inside(o.masks, o.output));
   if (!sources_inside) return;
   for (const Item& item : items) {
@@ -192,7 +192,7 @@ void check_folders(const RunOptions& o, const std::vector<Item>& items, const st
       for (const auto& [written, source] : pairs)
         if (io::same_file(written.string(), source.string()))
           throw rsam::Error("degrade: the output '" + printable(written.string()) + "' would overwrite its source '" +
-                            printable(source.string()) + "'; choose an --output outside the sources");
+                            printable(source.string()) + "'; choose an output folder outside the sources");
     }
   }
 }
@@ -483,8 +483,8 @@ cv::Mat contact_sheet(const cv::Mat& rgb, const std::vector<std::string>& names,
 }
 
 void preview(const PreviewOptions& o) {
-  if (o.output.empty()) throw rsam::Error("degrade: --preview needs --out SHEET.png");
-  io::check_outputs({{"--out", o.output}}, {{"the image", o.image}});
+  if (o.output.empty()) throw rsam::Error("degrade: a preview needs an output picture (SHEET.png)");
+  io::check_outputs({{"the preview sheet", o.output}}, {{"the image", o.image}});
   io::check_image_name(o.output, false);
   const cv::Mat rgb = io::read_image(o.image, io::ImageRead::Rgb);
   const cv::Mat sheet = contact_sheet(rgb, expand(o.corruption), o.severity, o.seed, o.tile);
@@ -514,12 +514,12 @@ std::string list_text() {
     if (s.group != group) {
       group = s.group;
       os << (group == "robustseg" ? "Robust-Seg (RobustSAM), severity 1..5, 3 = reference strength"
-             : group == "lqseg"   ? "LQSeg (GleSAM), fixed levels; --severity does not apply"
+             : group == "lqseg"   ? "LQSeg (GleSAM), fixed levels; severity does not apply"
                                   : "Extras, severity 1..5")
          << ":\n";
     }
     os << "  " << s.name << " - " << s.summary;
-    if (s.geometric) os << " [geometric: --warp-masks moves masks too]";
+    if (s.geometric) os << " [geometric: warping moves masks too]";
     if (!s.stochastic) os << " [deterministic]";
     os << "\n";
     if (s.levels.size() == 1) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "data/loader.h"
 #include "data/prompts.h"
 #include "error.h"
 #include "eval/summary.h"
@@ -30,11 +31,11 @@ nlohmann::json options_json(const EvalOptions& o) {
                       {"adapters", adapters},
                       {"data", utf8_escaped(o.data)},
                       {"corruptions", utf8_escaped(o.corruptions)},
-                      {"severity", utf8_escaped(o.severity)},
+                      {"severity", data::severity_name(o.severity)},
                       {"prompts", utf8_escaped(o.prompts)},
                       {"seed", o.seed},
                       {"max_samples", o.max_samples},
-                      {"precision", utf8_escaped(o.precision)},
+                      {"precision", precision_name(o.precision)},
                       {"refine", o.refine}};
   // Since 2026-12-03 a prompt type draws the same prompt wherever it is
   // listed; results written before (without this entry) drew the k-th listed
@@ -42,7 +43,7 @@ nlohmann::json options_json(const EvalOptions& o) {
   j["prompt_draws"] = "by type";
   // Only when they differ from the default, so results cached before --pick
   // and --flip existed still match.
-  if (o.pick != "score") j["pick"] = utf8_escaped(o.pick);
+  if (o.pick != Pick::Score) j["pick"] = pick_name(o.pick);
   if (o.flip) j["flip"] = true;
   return j;
 }
@@ -79,14 +80,14 @@ void write_data_files(const std::string& dir, const EvalOptions& o, const EvalRe
 void md_header(std::ostringstream& md, const EvalOptions& o) {
   md << "# rsam robustness report\n\n";
   md << "Re-run: `rsam eval --checkpoint " << o.checkpoint << " --data " << o.data << " --corruption " << o.corruptions
-     << " --severity " << o.severity << " --prompts " << o.prompts << " --seed " << o.seed;
+     << " --severity " << data::severity_name(o.severity) << " --prompts " << o.prompts << " --seed " << o.seed;
   if (!o.adapters.empty()) {
     md << " --compare ";
     for (size_t i = 0; i < o.adapters.size(); ++i) md << (i ? "," : "") << o.adapters[i];
   }
   if (o.max_samples) md << " --max-samples " << o.max_samples;
   if (o.refine) md << " --refine " << o.refine;
-  if (o.pick != "score") md << " --pick " << o.pick;
+  if (o.pick != Pick::Score) md << " --pick " << pick_name(o.pick);
   if (o.flip) md << " --flip";
   md << "`\n\nIoU / Dice in %, mean over samples. Per-sample numbers: `records.csv`, `results.json`.\n\n";
 }
@@ -215,7 +216,7 @@ void write_report(const std::string& dir, const EvalOptions& o, const EvalResult
   std::error_code ec;
   fs::create_directories(dir, ec);
   // Worded as check_report's (whose wording a test asserts).
-  if (ec) throw Error("cannot make the --report folder '" + dir + "': " + ec.message());
+  if (ec) throw Error("cannot make the report folder '" + dir + "': " + ec.message());
   write_data_files(dir, o, r);
   std::ostringstream md;
   md_header(md, o);

@@ -14,6 +14,7 @@
 
 #include "adapt/adapter.h"
 #include "data/dataset.h"
+#include "data/loader.h"
 #include "degrade/corruption.h"
 #include "error.h"
 #include "eval/evaluator.h"
@@ -102,7 +103,7 @@ json run_options(const train::TrainOptions& t, const std::string& cfg) {
           {"data", utf8_escaped(t.data)},
           {"adapter", json::parse(cfg)},
           {"corruption", utf8_escaped(t.corruption)},
-          {"severity", t.severity},
+          {"severity", data::severity_name(t.severity)},
           {"clean_ratio", t.clean_ratio},
           {"prompts", t.prompts},
           {"steps", t.steps},
@@ -159,7 +160,7 @@ train::TrainOptions run_recipe(const StudyOptions& o, const std::string& cfg_pat
   t.data = o.train_data;
   t.adapter = cfg_path;
   t.corruption = o.train_corruption;
-  t.severity = "random";
+  t.severity = 0;
   t.clean_ratio = 0.2;
   t.prompts = "points:1,points:3,box";
   t.steps = o.steps;

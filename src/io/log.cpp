@@ -8,6 +8,7 @@ namespace {
 
 std::mutex g_mu;
 std::function<void(LogLevel, const std::string&)> g_sink;
+bool g_meter_open = false;  // the default sink's progress line awaits its newline
 
 }  // namespace
 
@@ -22,8 +23,22 @@ void log(LogLevel level, const std::string& line) {
     g_sink(level, line);
     return;
   }
-  std::fprintf(stderr, "%s\n", line.c_str());
+  if (level == LogLevel::Progress) {
+    std::fprintf(stderr, "\r%s   ", line.c_str());
+    g_meter_open = true;
+  } else {
+    std::fprintf(stderr, "%s%s\n", g_meter_open ? "\n" : "", line.c_str());
+    g_meter_open = false;
+  }
   std::fflush(stderr);
+}
+
+void log_progress_end() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_sink || !g_meter_open) return;
+  std::fputc('\n', stderr);
+  std::fflush(stderr);
+  g_meter_open = false;
 }
 
 }  // namespace rsam

@@ -183,7 +183,7 @@ int free_port() {
 }  // namespace
 
 int launch_local(int n, char** argv) {
-  if (n < 1 || n > 256) throw Error("--nproc must be in 1..256");
+  if (n < 1 || n > 256) throw Error("the process count must be in 1..256");
   char self[4096];
   const ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
   if (len <= 0) throw Error("cannot find this program's path (/proc/self/exe)");

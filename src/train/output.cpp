@@ -60,7 +60,7 @@ void check_folder_run(const TrainOptions& o, const nlohmann::json& cfg) {
   if (found.empty() || o.overwrite) return;
   if (!o.resume)
     throw Error("'" + o.out + "' already holds a training run (" + found +
-                "): resume it (--resume, same options), replace it (--overwrite) or use another folder");
+                "): resume it (same options), replace it (overwrite) or use another folder");
   // config.json names the options the run started with, before any checkpoint.
   const std::string path = run_file(o, "config.json");
   if (!present(path)) return;
@@ -70,7 +70,7 @@ void check_folder_run(const TrainOptions& o, const nlohmann::json& cfg) {
   const std::string key = old.is_object() ? first_difference(old, cfg) : "";
   throw Error("'" + o.out + "' holds a run started with other options (" +
               (key.empty() ? std::string("config.json") : "'" + key + "' differs from config.json") +
-              "): resume it with the same options, or replace it (--overwrite)");
+              "): resume it with the same options, or replace it (overwrite)");
 }
 
 }  // namespace

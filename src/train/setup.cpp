@@ -59,7 +59,8 @@ NamedTensors select_weights(Sam& model, const std::string& trainable, uint64_t s
     p.value().set_requires_grad(on);
     if (on) params.emplace_back(p.key(), p.value());
   }
-  if (params.empty()) throw Error("--trainable '" + trainable + "' matches no parameter of the model");
+  if (params.empty())
+    throw Error("the trainable-weights pattern '" + trainable + "' matches no parameter of the model");
   return params;
 }
 
@@ -105,7 +106,7 @@ data::LoaderOptions loader_options(const TrainOptions& o) {
   lo.shuffle = true;
   lo.epochs = o.steps > 0 ? 0 : uint64_t(o.epochs);
   lo.corruptions = o.corruption;
-  lo.severity = data::parse_severity(o.severity);
+  lo.severity = o.severity;
   lo.clean_ratio = o.clean_ratio;
   lo.prompts = {data::parse_prompt(as_mix(o.prompts))};
   lo.workers = o.workers;

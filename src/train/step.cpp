@@ -209,7 +209,7 @@ void report_step(const Run& run, const Progress& pr, int64_t step, double lr, co
   std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  %.2f img/s  ETA %s", (long long)step,
                 (long long)run.total, loss, ips, fmt_eta(eta).c_str());
   if (pr.tty)
-    std::cerr << "\r" << line << "   " << std::flush;
+    log_progress(line);
   else if (step % 10 == 0 || step == run.total)
     log_info(line);
 }
@@ -232,7 +232,7 @@ void run_steps(const Run& run, History& h) {
     reduce_step(run, st);
     if (st.n_items == 0) break;
     if (!std::isfinite(st.loss_sum))
-      throw Error("loss became NaN/Inf at step " + std::to_string(h.step) + "; lower --lr");
+      throw Error("loss became NaN/Inf at step " + std::to_string(h.step) + "; lower the learning rate");
     if (o.clip > 0) torch::nn::utils::clip_grad_norm_(t.plist, o.clip);
     t.opt->step();
     ++h.step;
@@ -247,7 +247,7 @@ void run_steps(const Run& run, History& h) {
       }
     }
   }
-  if (!run.quiet && pr.tty) std::cerr << "\n";  // ends the line redrawn in place
+  if (!run.quiet && pr.tty) log_progress_end();
 }
 
 }  // namespace rsam::train::detail

@@ -77,7 +77,7 @@ nlohmann::json run_config(const TrainOptions& o) {
                      {"adapter", o.full ? "full" : o.adapter},
                      {"train_decoder", o.train_decoder},
                      {"corruption", o.corruption},
-                     {"severity", o.severity},
+                     {"severity", data::severity_name(o.severity)},
                      {"clean_ratio", o.clean_ratio},
                      {"prompts", o.prompts},
                      {"steps", o.steps},
@@ -90,7 +90,7 @@ nlohmann::json run_config(const TrainOptions& o) {
                      {"clip", o.clip},
                      {"warmup", o.warmup},
                      {"min_lr_ratio", o.min_lr_ratio},
-                     {"precision", o.precision},
+                     {"precision", precision_name(o.precision)},
                      {"grad_checkpoint", o.grad_checkpoint},
                      {"seed", o.seed}};
   if (o.masks_per_image != 1) cfg["masks_per_image"] = o.masks_per_image;
@@ -143,22 +143,26 @@ void check_ranges(const TrainOptions& o) {
 }  // namespace
 
 void check_options(const TrainOptions& o) {
-  if (o.checkpoint.empty() == o.init.empty()) throw Error("give exactly one of --checkpoint or --init");
-  if (!o.init.empty() && !o.full) throw Error("--init (random weights) needs --full");
-  if (o.data.empty()) throw Error("--data is required");
-  if ((o.steps > 0) == (o.epochs > 0)) throw Error("give exactly one of --steps or --epochs");
+  if (o.checkpoint.empty() == o.init.empty())
+    throw Error("give exactly one of a checkpoint to start from or an init config (random weights)");
+  if (!o.init.empty() && !o.full) throw Error("random initial weights need full training (every weight trainable)");
+  if (o.data.empty()) throw Error("no training data was given");
+  if ((o.steps > 0) == (o.epochs > 0)) throw Error("give exactly one of a step count or an epoch count");
   if (o.batch < 1 || o.accum < 1 || o.masks_per_image < 1)
-    throw Error("--batch, --accum and --masks-per-image must be >= 1");
-  if (o.iterative_points < 0) throw Error("--iterative-points must be >= 0");
-  if (!(o.rank_loss >= 0)) throw Error("--rank-loss must be >= 0");
-  if (!(o.occluded_weight > 0 && o.occluded_weight <= 100)) throw Error("--occluded-weight must be in (0, 100]");
-  if (!(o.consistency >= 0 && o.consistency <= 1000)) throw Error("--consistency must be in [0, 1000]");
+    throw Error("the batch size, the accumulation count and the masks per image must be >= 1");
+  if (o.iterative_points < 0) throw Error("the number of iterative points must be >= 0");
+  if (!(o.rank_loss >= 0)) throw Error("the ranking loss weight must be >= 0");
+  if (!(o.occluded_weight > 0 && o.occluded_weight <= 100))
+    throw Error("the occluded-object weight must be in (0, 100]");
+  if (!(o.consistency >= 0 && o.consistency <= 1000)) throw Error("the consistency weight must be in [0, 1000]");
   if (o.consistency > 0 && o.full)
-    throw Error("--consistency needs an adapter: it holds the adapted model to the frozen base, which --full trains");
-  if (o.iou_target != "input" && o.iou_target != "lowres") throw Error("--iou-target must be input or lowres");
-  if (!o.trainable.empty() && !o.full) throw Error("--trainable selects among all weights: it needs --full");
-  if (o.optimizer != "adam" && o.optimizer != "adamw") throw Error("--optimizer must be adam or adamw");
-  parse_precision(o.precision);
+    throw Error(
+        "the consistency term needs an adapter: it holds the adapted model to the frozen base, which full training "
+        "trains");
+  if (o.iou_target != "input" && o.iou_target != "lowres") throw Error("the IoU target must be input or lowres");
+  if (!o.trainable.empty() && !o.full)
+    throw Error("a trainable-weights pattern selects among all weights: it needs full training");
+  if (o.optimizer != "adam" && o.optimizer != "adamw") throw Error("the optimizer must be adam or adamw");
   check_ranges(o);
 }
 
@@ -221,7 +225,7 @@ TrainResult train(const TrainOptions& o) {
   // there (silently, until the launcher stops them).
   std::optional<io::FolderLock> lock;
   if (!o.distributed || rank_from_env() == 0) open_out(o, cfg, lock);
-  const bool bf16 = parse_precision(o.precision) == Precision::BF16;
+  const bool bf16 = o.precision == Precision::BF16;
   // Data-parallel ranks (torchrun's environment; `rsam train --nproc`): each
   // takes its share of every batch, the gradients are summed, and every rank
   // takes the same optimizer step. Rank 0 alone writes.

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "data/prompts.h"
+#include "model/predictor.h"
 #include "model/sam.h"
 
 namespace rsam::train {
@@ -23,7 +24,7 @@ struct TrainOptions {
   bool full = false;                     // train every weight (pre-training)
   std::string trainable;                 // with full: only parameters under these comma-separated name prefixes
   std::string corruption = "robustseg";  // loader corruption list, "none" for clean
-  std::string severity = "3";            // 1..5 or random
+  int severity = 3;                      // 1..5, 0 = random per item
   double clean_ratio = 0.0;
   std::string prompts = "points:3,box";  // one is drawn per sample (mix)
   int64_t steps = 0, epochs = 0;         // one of them
@@ -44,7 +45,7 @@ struct TrainOptions {
   double lr = 1e-4, wd = 1e-5, clip = 1.0;
   int64_t warmup = 0;  // linear warm-up steps, then cosine decay to lr * min_lr_ratio
   double min_lr_ratio = 0.0;
-  std::string precision = "fp32";
+  Precision precision = Precision::FP32;
   bool grad_checkpoint = false;
   uint64_t seed = 0;
   std::string out = "runs/train";

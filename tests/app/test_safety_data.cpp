@@ -179,8 +179,8 @@ TEST(SafetyData, EvalChecksItsReportFolderFirst) {
                           "/masks --corruption clean --prompts box --threads 1 --quiet --report ";
   std::ofstream(d + "/file") << "x";
   expect_one_line_error(run(cmd + d + "/file"), "is a file, not a folder");
-  expect_one_line_error(run(cmd + "/proc/rsam-report"), "cannot make the --report folder");
-  expect_one_line_error(run(cmd + "/proc"), "cannot write in the --report folder");
+  expect_one_line_error(run(cmd + "/proc/rsam-report"), "cannot make the report folder");
+  expect_one_line_error(run(cmd + "/proc"), "cannot write in the report folder");
 }
 
 // Issue 37 item 19: file names that are not UTF-8 (the sample ids come from

@@ -122,7 +122,7 @@ TEST(SafetyDegrade, OutputIsNeverTheInputAndEarlierOutputsAreNotDegradedAgain) {
   fs::create_directories(d + "/x");
   write_scene(d + "/x/a.png");
   const auto r = run("degrade --input " + d + "/x --output " + d + "/x --corruption gauss_noise");
-  expect_one_line_error(r, "is --input itself");
+  expect_one_line_error(r, "is the input folder itself");
   EXPECT_FALSE(fs::exists(d + "/x/gauss_noise"));
 
   ASSERT_EQ(run("degrade --input " + d + "/x --output " + d + "/x/deg1 --corruption gauss_noise").code, 0);

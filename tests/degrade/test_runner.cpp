@@ -414,13 +414,13 @@ TEST(RunnerSafety, OutputIsNeverTheInputNorAnEarlierOutput) {
   o.corruption = "gauss_noise";
   for (const std::string& out : {(t.path / "in").string(), (t.path / "in/").string(), (t.path / "in/sub/..").string()}) {
     o.output = out;
-    EXPECT_NE(error_of(o).find("is --input itself"), std::string::npos) << out << ": " << error_of(o);
+    EXPECT_NE(error_of(o).find("is the input folder itself"), std::string::npos) << out << ": " << error_of(o);
   }
   EXPECT_FALSE(fs::exists(t.path / "in/manifest.jsonl"));
   EXPECT_FALSE(fs::exists(t.path / "in/gauss_noise"));
   o.output = (t.path / "masks").string();
   o.masks = (t.path / "masks").string();
-  EXPECT_NE(error_of(o).find("is --masks itself"), std::string::npos) << error_of(o);
+  EXPECT_NE(error_of(o).find("is the mask folder itself"), std::string::npos) << error_of(o);
   o.masks.clear();
 
   // An earlier degrade's output inside the input is not degraded again.

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "eval/evaluator.h"
-#include "helpers.h"
+#include "train_helpers.h"
 #include "train/trainer.h"
 
 namespace rsam_test {

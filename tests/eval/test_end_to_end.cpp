@@ -225,7 +225,7 @@ TEST(EndToEnd, PickStabilityScoresTheMostStableCandidate) {
   const auto results_json = (fs::path(x.eval.report) / "results.json").string();
   // --pick stability: the same candidates, the most stable one scored.
   auto stable_opts = e;
-  stable_opts.pick = "stability";
+  stable_opts.pick = rsam::Pick::Stability;
   const auto stable = rsam::eval::evaluate(stable_opts);
   ASSERT_EQ(stable.records.size(), again.records.size());
   int lone = 0;
@@ -246,8 +246,7 @@ TEST(EndToEnd, PickStabilityScoresTheMostStableCandidate) {
   }
   EXPECT_GT(lone, 0);
   EXPECT_FALSE(rsam::eval::load_results(results_json, stable_opts).has_value());  // another pick, other numbers
-  stable_opts.pick = "largest";
-  EXPECT_THROW(rsam::eval::evaluate(stable_opts), rsam::Error);
+  EXPECT_THROW(rsam::parse_pick("largest"), rsam::Error);
 }
 
 TEST(EndToEnd, FlipScoresEveryMaskFromTwoViews) {

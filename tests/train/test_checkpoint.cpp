@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "error.h"
-#include "helpers.h"
+#include "train_helpers.h"
 #include "io/fs.h"
 #include "io/tensor_file.h"
 #include "model/checkpoint.h"

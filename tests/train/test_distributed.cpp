@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "error.h"
-#include "helpers.h"
+#include "train_helpers.h"
 #include "train/distributed.h"
 
 namespace fs = std::filesystem;

@@ -7,7 +7,7 @@
 #include <filesystem>
 
 #include "error.h"
-#include "helpers.h"
+#include "train_helpers.h"
 #include "train/loss.h"
 
 namespace fs = std::filesystem;

@@ -18,7 +18,7 @@
 #include "data/synth.h"
 #include "error.h"
 #include "eval/evaluator.h"
-#include "helpers.h"
+#include "train_helpers.h"
 #include "io/fs.h"
 #include "model/checkpoint.h"
 #include "model/image.h"
@@ -226,7 +226,7 @@ TEST(Train, Bf16WithGradientCheckpointing) {
   o.adapter = "gara";
   o.corruption = "none";
   o.steps = 2;
-  o.precision = "bf16";
+  o.precision = rsam::Precision::BF16;
   o.grad_checkpoint = true;
   o.workers = 0;
   o.threads = 1;
@@ -375,7 +375,7 @@ TEST(Train, ConsistencyHoldsTheAdapterToTheCleanEmbedding) {
   o.prompts = "box";
   auto run = [&](const std::string& corruption, double w, const std::string& out) {
     o.corruption = corruption;
-    o.severity = "5";
+    o.severity = 5;
     o.consistency = w;
     o.out = (fs::path(::testing::TempDir()) / out).string();
     fs::remove_all(o.out);

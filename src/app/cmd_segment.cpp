@@ -14,6 +14,7 @@
 #include "app/commands.h"
 #include "app/image_io.h"
 #include "error.h"
+#include "glesam/enhancer.h"
 #include "io/fs.h"
 #include "io/image_codec.h"
 #include "io/npy.h"
@@ -30,8 +31,8 @@ using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
 struct SegmentArgs {
-  std::string checkpoint, image, box, mask_input, out, overlay, logits_out, embedding_out, precision = "fp32";
-  std::string adapter, gates_out, pick = "score";
+  std::string checkpoint, image, box, mask_input, out, overlay, logits_out, embedding_out, precision = "auto";
+  std::string adapter, enhancer, gates_out, pick = "score";
   std::vector<std::string> points;
   bool multimask = false, single_mask = false, json = false, no_adapter = false, flip = false;
   int threads = 0, refine = 0;
@@ -112,6 +113,8 @@ void check_segment_args(const SegmentArgs& a, const std::string& checkpoint, con
   if (a.multimask && a.single_mask) throw Error("give --multimask or --single-mask, not both");
   if (a.multimask && a.refine > 0) throw Error("--refine gives one mask: not with --multimask");
   if (!a.gates_out.empty() && adapter.empty()) throw Error("--gates-out needs --adapter");
+  if (!a.enhancer.empty() && !glesam::is_enhancer_path(a.enhancer))
+    throw Error("--enhancer expects an enhancer description (.json), got '" + a.enhancer + "'");
   if (!a.out.empty()) io::check_image_name(a.out, /*lossless=*/true);
   if (!a.overlay.empty()) io::check_image_name(a.overlay, /*lossless=*/false);
   std::vector<io::NamedPath> outputs = {{"--out", a.out},
@@ -124,6 +127,7 @@ void check_segment_args(const SegmentArgs& a, const std::string& checkpoint, con
   io::check_outputs(outputs, {{"--image", a.image},
                               {"the checkpoint", checkpoint},
                               {"the adapter", adapter},
+                              {"the enhancer", a.enhancer},
                               {"--mask-input", a.mask_input}});
 }
 
@@ -159,7 +163,9 @@ nlohmann::json summary(const SegmentArgs& a, const Prediction& r, int64_t best, 
 void run_segment(const SegmentArgs& a) {
   configure_runtime(a.threads, a.precision);
   const Pick rule = parse_pick(a.pick);
-  const Precision prec = parse_precision(a.precision);
+  // auto: bf16 only for the bundled model, whose bf16 masks were measured
+  // against fp32 (docs/performance.md), and only on native-bf16 CPUs.
+  const Precision prec = resolve_precision(a.precision, a.checkpoint.empty());
   const auto t0 = Clock::now();
   const auto [checkpoint, adapter] = resolve_model(a.checkpoint, a.adapter, a.no_adapter);
   check_segment_args(a, checkpoint, adapter);
@@ -171,7 +177,13 @@ void run_segment(const SegmentArgs& a) {
   check_prompt(prompt, img.width, img.height, 4 * loaded.model->config.embedding_size());  // the mask input's shape
   std::optional<adapt::AdaptedSam> adapted;
   if (!adapter.empty()) adapted.emplace(adapt::AdaptedSam::load(loaded.model, adapter));
-  SamPredictor pred(adapted ? adapted->model() : loaded.model, prec, a.flip);
+  Sam model = adapted ? adapted->model() : loaded.model;
+  // GleSAM: the (adapted) encoder's embedding enhanced once, before the
+  // decodes; --embedding-out then writes the enhanced one.
+  std::shared_ptr<const glesam::Enhancer> enhancer;
+  if (!a.enhancer.empty()) enhancer = glesam::load_for(model, a.enhancer);
+  SamPredictor pred(model, prec, a.flip);
+  if (enhancer) glesam::attach(pred, enhancer);
   auto t1 = Clock::now();
   pred.set_image(img);
   const double encode_ms = ms_since(t1);
@@ -195,7 +207,9 @@ void run_segment(const SegmentArgs& a) {
 
   nlohmann::json j;
   j["model"] = loaded.model->config.type_name();
+  j["precision"] = precision_name(prec);
   if (adapted) j["adapter"] = adapted->method();
+  if (enhancer) j["enhancer"] = {{"method", "glesam"}, {"gamma", enhancer->gamma()}, {"timestep", enhancer->timestep()}};
   j["image"] = {{"width", img.width}, {"height", img.height}};
   j.update(summary(a, r, best, pick));
   j["timings_ms"] = {{"load", load_ms}, {"encode", encode_ms}, {"decode", decode_ms}, {"total", ms_since(t0)}};
@@ -229,15 +243,20 @@ void add_segment_command(CLI::App& app) {
       ->check(CLI::IsMember({"score", "stability"}));
   c->add_flag("--flip", a->flip,
               "Test-time flip: the image also encoded mirrored and the two views' logits averaged (twice the time)");
-  c->add_option("--precision", a->precision, "fp32 or bf16 (image encoder)")->check(CLI::IsMember({"fp32", "bf16"}));
+  c->add_option("--precision", a->precision,
+                "auto, fp32 or bf16 (image encoder); auto: bf16 for the bundled model on CPUs with native bf16, "
+                "else fp32")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   c->add_option("--threads", a->threads, "Intra-op threads (default: all cores)");
   c->add_option("--out", a->out, "Binary mask PNG (the picked mask)");
   c->add_option("--overlay", a->overlay, "Image with the mask and prompts drawn");
   c->add_option("--logits-out", a->logits_out, "float32 [N,256,256] low-res logits .npy");
-  c->add_option("--embedding-out", a->embedding_out, "float32 image embedding .npy");
+  c->add_option("--embedding-out", a->embedding_out, "float32 image embedding .npy (the one the decoder sees)");
   c->add_option("--adapter", a->adapter,
                 "Adapter file (.safetensors) trained on this checkpoint; default with rsam-tiny: its bundled GaRA");
   c->add_flag("--no-adapter", a->no_adapter, "Run the base model alone");
+  c->add_option("--enhancer", a->enhancer,
+                "GleSAM enhancer (E.json): the embedding restored by one diffusion step before decoding");
   c->add_option("--gates-out", a->gates_out, "Gate decisions per layer as JSON (+ a .png picture)");
   c->add_option("--refine", a->refine,
                 "Rounds of post-refinement: the mask decoded again with itself as the mask input")

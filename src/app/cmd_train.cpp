@@ -7,9 +7,11 @@
 #include <fstream>
 
 #include "app/commands.h"
+#include "app/enum_flags.h"
 #include "app/flags.h"
 #include "data/dataset.h"
 #include "error.h"
+#include "glesam/train.h"
 #include "train/distributed.h"
 #include "train/trainer.h"
 
@@ -32,7 +34,7 @@ void add_train_command(CLI::App& app) {
   c->add_option("--trainable", o->trainable,
                 "With --full: train only weights under these name prefixes, e.g. mask_decoder.iou_prediction_head");
   c->add_option("--corruption", o->corruption, "robustseg | lq | none | NAME,... (drawn per sample)");
-  c->add_option("--severity", o->severity, "1..5 or random");
+  c->add_option("--severity", o->severity, "1..5 or random")->transform(severity_names());
   c->add_option("--clean-ratio", o->clean_ratio, "Share of samples left clean");
   c->add_option("--prompts", o->prompts, "Prompt kinds drawn per sample, e.g. points:3,box");
   c->add_option("--steps", o->steps, "Optimizer steps");
@@ -58,7 +60,7 @@ void add_train_command(CLI::App& app) {
   c->add_option("--wd", o->wd, "Weight decay");
   c->add_option("--clip", o->clip, "Gradient-norm clip (0 = off)");
   c->add_option("--warmup", o->warmup, "Linear warm-up steps before cosine decay");
-  c->add_option("--precision", o->precision, "fp32 or bf16 (autocast)")->check(CLI::IsMember({"fp32", "bf16"}));
+  c->add_option("--precision", o->precision, "fp32 or bf16 (autocast)")->transform(precision_names());
   c->add_flag("--grad-checkpoint", o->grad_checkpoint, "Recompute encoder blocks in backward (less memory)");
   c->add_option("--seed", o->seed, "Seed for data order, corruptions, prompts and init")->check(kSeed);
   c->add_option("--out", o->out, "Output directory");
@@ -67,11 +69,31 @@ void add_train_command(CLI::App& app) {
   c->add_option("--save-every", o->save_every, "Checkpoint every N steps");
   c->add_option("--threads", o->threads, "Intra-op threads per process (default: all cores, shared by --nproc)");
   c->add_option("--workers", o->workers, "Data loading threads");
+  // GleSAM (issue 40): with --enhancer, one of its two stages instead of an adapter.
+  auto g = std::make_shared<glesam::GlesamTrainOptions>();
+  c->add_option("--enhancer", g->enhancer,
+                "GleSAM: train a stage of this enhancer (E.json: SD folder, gamma, timestep; stage 2: its LoRA)");
+  c->add_option("--glesam-stage", g->stage, "GleSAM stage: unet (1, the U-Net LoRA) or decoder (2)")
+      ->check(CLI::IsMember({"unet", "decoder"}));
+  c->add_option("--lora-rank", g->lora_rank, "GleSAM stage 1: LoRA rank (8)");
+  c->add_option("--lora-alpha", g->lora_alpha, "GleSAM stage 1: LoRA alpha (8)");
+  c->add_flag("--decoder-iou", g->decoder_iou, "GleSAM stage 2: also train the IoU token and head");
   auto nproc = std::make_shared<int>(1);
   c->add_option("--nproc", *nproc,
                 "Data-parallel processes on this machine (c10d Gloo); each takes its share of every batch");
   c->add_flag("--quiet", o->quiet, "No progress output");
-  c->callback([o, nproc] {
+  c->callback([o, g, nproc, c] {
+    if (!g->enhancer.empty()) {
+      if (*nproc != 1) throw Error("GleSAM training runs in one process: --nproc is for adapters");
+      g->base = *o;
+      // GleSAM's stage 2 trains with 3 random points (its released code);
+      // boxes only when asked for.
+      if (c->count("--prompts") == 0) g->base.prompts = "points:3";
+      const auto r = glesam::train_glesam(*g);
+      std::printf("trained %lld steps, last loss %.4f -> %s (%s)\n", (long long)r.steps, r.last_loss,
+                  r.weights_path.c_str(), r.enhancer_path.c_str());
+      return;
+    }
     if (*nproc != 1 && !train::started_as_rank()) {
       // Bad options fail here, once, rather than in every rank.
       train::check_options(*o);

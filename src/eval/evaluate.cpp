@@ -23,6 +23,7 @@
 #include "error.h"
 #include "eval/report.h"
 #include "eval/summary.h"
+#include "glesam/enhancer.h"
 #include "io/fs.h"
 #include "io/text.h"
 #include "log.h"
@@ -50,9 +51,13 @@ std::vector<std::string> expand_corruptions(const std::string& list) {
   return out;
 }
 
-std::string method_label(const std::string& adapter) {
-  if (adapter.empty() || adapter == "none") return "sam";
-  return fs::path(adapter).stem().string();
+std::string method_label(const std::string& item) {
+  if (item.empty() || item == "none") return "sam";
+  // GleSAM enhancers (.json) and "ADAPTER+ENHANCER.json" pairs name both.
+  const auto parts = glesam::split_method(item);
+  if (parts.enhancer.empty()) return fs::path(item).stem().string();
+  const std::string e = fs::path(parts.enhancer).stem().string();
+  return parts.adapter.empty() || parts.adapter == "none" ? e : fs::path(parts.adapter).stem().string() + "+" + e;
 }
 
 // What every sample is scored with, decided once from the options.
@@ -182,9 +187,16 @@ void score_method(const Plan& plan, data::Dataset& ds, size_t n, const std::stri
                   Precision prec, std::vector<Record>* out) {
   const EvalOptions& o = plan.o;
   auto base = load_sam(o.checkpoint).model;
+  const auto parts = glesam::split_method(adapter);
   std::optional<adapt::AdaptedSam> adapted;
-  if (adapter != "none") adapted.emplace(adapt::AdaptedSam::load(base, adapter));
-  SamPredictor pred(adapted ? adapted->model() : base, prec, o.flip);
+  if (!parts.adapter.empty() && parts.adapter != "none") adapted.emplace(adapt::AdaptedSam::load(base, parts.adapter));
+  Sam model = adapted ? adapted->model() : base;
+  // A GleSAM enhancer: its decoder replaces SAM's, and every embedding is
+  // enhanced once per image before the prompts are decoded.
+  std::shared_ptr<const glesam::Enhancer> enhancer;
+  if (!parts.enhancer.empty()) enhancer = glesam::load_for(model, parts.enhancer);
+  SamPredictor pred(model, prec, o.flip);
+  if (enhancer) glesam::attach(pred, enhancer);
   size_t done = 0, skipped = 0;
   for (size_t i = size_t(o.shard); i < n; i += size_t(o.shards)) {
     data::Sample s;
@@ -207,10 +219,10 @@ void score_method(const Plan& plan, data::Dataset& ds, size_t n, const std::stri
     ++done;
     // A progress meter rewritten in place on a terminal, not a log line.
     if (!o.quiet)
-      std::cerr << "\r" << label << ": " << done << "/" << (n + size_t(o.shards) - 1 - size_t(o.shard)) / size_t(o.shards)
-                << " samples" << std::flush;
+      log_progress(label + ": " + std::to_string(done) + "/" +
+                   std::to_string((n + size_t(o.shards) - 1 - size_t(o.shard)) / size_t(o.shards)) + " samples");
   }
-  if (!o.quiet) std::cerr << "\n";
+  if (!o.quiet) log_progress_end();
   if (done == 0 && o.shards == 1)
     throw Error("no sample of '" + o.data + "' could be evaluated (" + std::to_string(skipped) + " skipped)");
 }
@@ -241,19 +253,22 @@ std::unique_ptr<io::FolderLock> check_report(const EvalOptions& o, bool lock) {
     throw Error("the report folder '" + dir + "' is a file, not a folder");
   fs::create_directories(dir, ec);
   // The flag's name stays in the two messages below: tests/app/test_safety_data.cpp asserts it.
-  if (ec) throw Error("cannot make the --report folder '" + dir + "': " + ec.message());
+  if (ec) throw Error("cannot make the report folder '" + dir + "': " + ec.message());
   std::vector<io::NamedPath> outputs, inputs{{"the checkpoint", o.checkpoint}};
   for (const char* f : {"results.json", "records.csv", "report.md", "iou_per_corruption.png"})
     outputs.push_back({std::string("the report's ") + f, (fs::path(dir) / f).string()});
-  for (const auto& a : o.adapters)
-    if (a != "none") inputs.push_back({"the adapter", a});
+  for (const auto& a : o.adapters) {
+    const auto parts = glesam::split_method(a);
+    if (!parts.adapter.empty() && parts.adapter != "none") inputs.push_back({"the adapter", parts.adapter});
+    if (!parts.enhancer.empty()) inputs.push_back({"the enhancer", parts.enhancer});
+  }
   for (const auto& f : data::dataset_files(o.data)) inputs.push_back({"the dataset file", f});
   io::check_outputs(outputs, inputs);
   // Writable, tested with the lock file itself (root passes access(2) even
   // where nothing can be created, as in /proc).
   const std::string probe = (fs::path(dir) / ".rsam.lock").string();
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error("cannot write in the --report folder '" + dir + "': " + std::strerror(errno));
+  if (fd < 0) throw Error("cannot write in the report folder '" + dir + "': " + std::strerror(errno));
   ::close(fd);
   if (!lock) return nullptr;
   return std::make_unique<io::FolderLock>(dir);  // also removes what killed runs left there
@@ -274,7 +289,7 @@ EvalResult evaluate(const EvalOptions& o) {
   if (o.shards < 1 || o.shard < 0 || o.shard >= o.shards) throw Error("eval: shard must be in 0..shards-1");
   check_report(o, false);
   set_threads(o.threads);
-  Plan plan{o, expand_corruptions(o.corruptions), data::parse_prompts(o.prompts), data::parse_severity(o.severity)};
+  Plan plan{o, expand_corruptions(o.corruptions), data::parse_prompts(o.prompts), o.severity};
   auto ds = data::open_dataset(o.data);
   size_t n = ds->size();
   if (o.max_samples > 0) n = std::min(n, size_t(o.max_samples));
@@ -282,8 +297,8 @@ EvalResult evaluate(const EvalOptions& o) {
   const auto labels = method_labels(adapters);
 
   EvalResult res;
-  const auto prec = parse_precision(o.precision);
-  plan.pick = parse_pick(o.pick);
+  const auto prec = o.precision;
+  plan.pick = o.pick;
   if (const auto w = bf16_warning(); prec == Precision::BF16 && o.shard == 0 && !w.empty()) log_warning(w);
   for (size_t ai = 0; ai < adapters.size(); ++ai) score_method(plan, *ds, n, adapters[ai], labels[ai], prec, &res.records);
   res.summary = summarize(res.records);

@@ -12,28 +12,31 @@
 
 #include "eval/records.h"
 #include "io/fs.h"
+#include "model/predictor.h"
 
 namespace rsam::eval {
 
 struct EvalOptions {
   std::string checkpoint;
-  std::vector<std::string> adapters;  // empty: the base model alone; "none" in the list = the base
+  // Methods: adapter files, GleSAM enhancers (.json) or "ADAPTER+ENHANCER.json"
+  // (glesam::split_method). Empty: the base model alone; "none" in the list = the base.
+  std::vector<std::string> adapters;
   std::string data;
   std::string corruptions = "clean,robustseg";  // names, sets (robustseg, lqseg), "clean"
-  std::string severity = "3";
+  int severity = 3;  // 1..5, 0 = random per sample
   std::string prompts = "point:1,point:3,box,noisy-box";
   uint64_t seed = 0;
   int64_t max_samples = 0;  // 0 = all
-  std::string precision = "fp32";
+  Precision precision = Precision::FP32;
   int threads = 0;
   std::string report;   // output directory; empty = no files
   bool oracle = false;  // rank oracle over the adapters (GaRA Fig. 2)
   // Rounds of cascaded post-refinement (SamPredictor::refine) after the
   // first mask, for every prompt but clicks:N (whose rounds add clicks).
   int refine = 0;
-  // How one mask is picked from the three a lone point gets: "score" (the
-  // predicted IoU, SAM's demo) or "stability" (SAM's stability score).
-  std::string pick = "score";
+  // How one mask is picked from the three a lone point gets: by the
+  // predicted IoU (SAM's demo) or SAM's stability score.
+  Pick pick = Pick::Score;
   // Test-time flip: each image also encoded mirrored, the two views'
   // logits averaged (SamPredictor's flip).
   bool flip = false;

@@ -48,6 +48,32 @@ cv::Mat mask_overlay(const cv::Mat& rgb, const uint8_t* mask, const PromptMarks&
   return out;
 }
 
+cv::Mat masks_overlay(const cv::Mat& rgb, const std::vector<cv::Mat>& masks) {
+  cv::Mat out = rgb.clone();
+  std::vector<size_t> order(masks.size());
+  std::vector<int> area(masks.size());
+  for (size_t i = 0; i < masks.size(); ++i) {
+    order[i] = i;
+    area[i] = cv::countNonZero(masks[i]);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return area[a] > area[b]; });
+  for (size_t k = 0; k < order.size(); ++k) {
+    const size_t i = order[k];
+    // Golden-ratio hues: neighbours in the list get distant colours.
+    cv::Mat hsv(1, 1, CV_8UC3, cv::Scalar(int(std::fmod(i * 0.618033988749895, 1.0) * 180), 200, 255)), col;
+    cv::cvtColor(hsv, col, cv::COLOR_HSV2RGB);
+    const cv::Vec3b c = col.at<cv::Vec3b>(0, 0);
+    cv::Mat tinted(out.size(), CV_8UC3, cv::Scalar(c[0], c[1], c[2]));
+    cv::Mat blend;
+    cv::addWeighted(out, 0.45, tinted, 0.55, 0.0, blend);
+    blend.copyTo(out, masks[i]);
+    std::vector<std::vector<cv::Point>> contours;
+    cv::findContours(masks[i].clone(), contours, cv::RETR_LIST, cv::CHAIN_APPROX_NONE);
+    cv::drawContours(out, contours, -1, cv::Scalar(c[0] / 2, c[1] / 2, c[2] / 2), 1);
+  }
+  return out;
+}
+
 cv::Mat caption_tile(const cv::Mat& rgb, const cv::Mat& mask01, cv::Point pt, const std::string& caption,
                      const cv::Scalar& tint) {
   const int scale = std::max(1, int(std::lround(384.0 / std::max(rgb.cols, rgb.rows))));

@@ -28,6 +28,11 @@ struct PromptMarks {
 // rows x cols) tinted, its edge white and the prompts drawn. RGB out.
 cv::Mat mask_overlay(const cv::Mat& rgb, const uint8_t* mask, const PromptMarks& prompts);
 
+// "Segment everything" overlay: every mask (CV_8U, nonzero = in, the image's
+// size) blended in its own colour, the largest first so small masks stay on
+// top, each outlined in a darker shade of its colour. RGB in, RGB out.
+cv::Mat masks_overlay(const cv::Mat& rgb, const std::vector<cv::Mat>& masks);
+
 // A demo tile: the image (RGB) with a mask (0/1, CV_8U, may be empty) blended
 // in `tint` and outlined, enlarged to about 384 px, the prompt point drawn
 // (none when pt.x < 0) and a caption bar above.

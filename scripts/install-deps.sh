@@ -9,10 +9,14 @@ PKGS=(
   libopencv-dev libpng-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
   libgloo-dev             # headers of the Gloo backend torch links, for multi-process training
   mate-backgrounds        # real photographs for the synthetic scenes (rsam synth --photos auto)
+  python3-dev pybind11-dev python3-numpy  # the Python module `rsam` (python/)
+  python3-pytest python3-pil              # its tests (tests/python) and the Python example's PNGs
+  libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev  # rsam serve (httplib's compiled library and its headers' deps)
+  chromium chromium-driver  # rsam serve's browser test (tests/serve/browser_test.py)
 )
 if [ "${RSAM_FIXTURE_TOOLS:-0}" = 1 ]; then
   # Only to regenerate the reference fixtures (scripts/make_fixtures.py).
-  PKGS+=(python3-torch python3-torchvision)
+  PKGS+=(python3-torch python3-torchvision python3-opencv)
 fi
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo

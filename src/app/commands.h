@@ -23,10 +23,12 @@ void add_adapter_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
+void add_amg_command(CLI::App& app);
 
 void add_synth_command(CLI::App& app);
 void add_demo_command(CLI::App& app);
 void add_study_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 // Threads (0: all cores) and the runtime's one-time notes (bf16 without
 // native support, a BLAS that is not OpenBLAS) for commands that run a model.

@@ -1,7 +1,9 @@
 // rsam command-line entry point. Every failure the user can cause ends here
 // as one line on stderr and exit code 1; usage errors exit 2.
 #include <c10/util/Exception.h>
+#include <torch/version.h>
 #include <CLI/CLI.hpp>
+#include <opencv2/core/version.hpp>
 
 #include <cstdlib>
 #include <cstring>
@@ -47,7 +49,9 @@ int main(int argc, char** argv) {
   rsam::app::set_program_argv(argv);
   CLI::App app{"rsam: Segment Anything that keeps working on degraded images"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "rsam " RSAM_VERSION);  // the version is written once, in CMake
+  // The version is written once, in CMake; the libraries' for bug reports.
+  app.set_version_flag("--version", "rsam " RSAM_VERSION " (LibTorch " TORCH_VERSION ", OpenCV " CV_VERSION ")");
+  app.footer("Run 'rsam COMMAND --help' for a command's flags; docs/cli.md has them all.");
   rsam::app::add_segment_command(app);
   rsam::app::add_info_command(app);
   rsam::app::add_convert_command(app);
@@ -60,6 +64,8 @@ int main(int argc, char** argv) {
   rsam::app::add_train_command(app);
   rsam::app::add_eval_command(app);
   rsam::app::add_compare_command(app);
+  rsam::app::add_amg_command(app);
+  rsam::app::add_serve_command(app);
   try {
     // Page faults on re-allocated tensors cost more than the encode itself
     // at rsam-tiny's size (runtime.h). RSAM_CPU_CACHE=0 keeps torch's own

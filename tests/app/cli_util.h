@@ -7,6 +7,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -101,6 +102,26 @@ inline std::string scene_folder(const std::string& name, int n) {
     cv::imwrite(dir + "/masks" + file, mask);
   }
   return dir;
+}
+
+// Starts `rsam COMMON --out DIR` and SIGKILLs it once it has written its
+// first checkpoint (the training tests' kill-and-resume case). A fatal
+// failure if the run ended before it could be killed.
+inline void kill_after_first_checkpoint(const std::string& common, const std::string& dir) {
+  const std::string cmd = kBin + " " + common + " --out " + dir + " >/dev/null 2>&1";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  const std::string ckpt = dir + "/checkpoint.pt";
+  for (int i = 0; i < 20000 && !std::ifstream(ckpt).good(); ++i) usleep(1000);
+  usleep(20000);
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
 }
 
 }  // namespace rsam::cli_test

@@ -265,21 +265,9 @@ void expect_resume_matches(const std::string& common, const std::string& name) {
   auto ref = run(common + " --out " + ref_dir);
   ASSERT_EQ(ref.code, 0) << ref.err;
 
-  // Start the same run, SIGKILL it once it has checkpointed, resume it.
-  const std::string cmd = kBin + " " + common + " --out " + kill_dir + " >/dev/null 2>&1";
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
-    _exit(127);
-  }
-  const std::string ckpt = kill_dir + "/checkpoint.pt";
-  for (int i = 0; i < 20000 && !std::ifstream(ckpt).good(); ++i) usleep(1000);
-  usleep(20000);
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+  // The same run, SIGKILLed once it has checkpointed, then resumed.
+  kill_after_first_checkpoint(common, kill_dir);
+  if (::testing::Test::HasFatalFailure()) return;
   int lines_at_kill = 0;
   {
     std::ifstream mf(kill_dir + "/metrics.jsonl");

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "diffusion/lora.h"
+#include "diffusion_test_util.h"
 #include "diffusion/sd.h"
 #include "error.h"
 #include "glesam/enhancer.h"
@@ -33,26 +34,9 @@ Tensor npy(const std::string& path) {
   return torch::from_blob(a.data.data(), a.shape, torch::kFloat32).clone();
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
-    return m;
-  }
-  ADD_FAILURE() << "expected rsam::Error";
-  return "";
-}
-
-std::string scratch(const std::string& name) {
-  static int counter = 0;
-  const std::string p =
-      ::testing::TempDir() + "rsam_glesam_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" + name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+// The diffusion tests' one-line-error check and scratch folders.
+using diffusion::testing::error_of;
+using diffusion::testing::scratch;
 
 void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 

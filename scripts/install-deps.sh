@@ -8,6 +8,7 @@ PKGS=(
   libopenblas0-pthread    # without it torch's fp32 matmul uses the reference BLAS (~30x slower)
   libopencv-dev libpng-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
   libgloo-dev             # headers of the Gloo backend torch links, for multi-process training
+  libicu-dev              # Unicode properties for the CLIP tokenizer (src/diffusion/tokenizer.cpp)
   mate-backgrounds        # real photographs for the synthetic scenes (rsam synth --photos auto)
   python3-dev pybind11-dev python3-numpy  # the Python module `rsam` (python/)
   python3-pytest python3-pil              # its tests (tests/python) and the Python example's PNGs
@@ -15,8 +16,8 @@ PKGS=(
   chromium chromium-driver  # rsam serve's browser test (tests/serve/browser_test.py)
 )
 if [ "${RSAM_FIXTURE_TOOLS:-0}" = 1 ]; then
-  # Only to regenerate the reference fixtures (scripts/make_fixtures.py).
-  PKGS+=(python3-torch python3-torchvision python3-opencv)
+  # Only to regenerate the reference fixtures (scripts/make_*fixtures.py; python3-regex: CLIP's tokenizer).
+  PKGS+=(python3-torch python3-torchvision python3-opencv python3-regex)
 fi
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -7,14 +7,16 @@ CLIPTextModel (the 4.27.1 source: the 4.28.1 that GleSAM pins has the same
 text-model code). Their modules are imported from the public source as it is;
 the third-party packages they import at load time and this machine lacks
 (huggingface_hub, safetensors, packaging, filelock, tqdm, torch_mlu) are replaced
-by small stubs below, and transformers' PreTrainedModel/PretrainedConfig
+by small stubs (scripts/fixture_util.py), and transformers' PreTrainedModel/PretrainedConfig
 plumbing by a minimal base class (hub download, saving and init helpers are
 not on the forward path).
 
 Each case is a folder laid out as diffusers writes a Stable Diffusion model
 (unet/, text_encoder/, tokenizer/, scheduler/) with tiny random weights, plus
-io/*.npy holding the inputs and the reference outputs. The C++ tests read
-these files and need no Python.
+io/*.npy holding the inputs and the reference outputs. tokenizer/ holds
+transformers' CLIPTokenizer ids for many texts on a small learnt vocab/merges
+pair (python3-regex needed). The C++ tests read these files and need no
+Python.
 
 Run with Debian's python3-torch (RSAM_FIXTURE_TOOLS=1 scripts/install-deps.sh)
 and git mirrors of huggingface/diffusers and a transformers 4.27/4.28 tree:
@@ -22,14 +24,10 @@ and git mirrors of huggingface/diffusers and a transformers 4.27/4.28 tree:
     /usr/bin/python3 scripts/make_diffusion_fixtures.py \\
         --diffusers-git /path/to/diffusers/.git --transformers-git /path/to/transformers/.git
 """
-import argparse
-import importlib.abc
-import importlib.machinery
 import json
 import os
-import re
+import random
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -38,242 +36,9 @@ import types
 import numpy as np
 import torch
 
-# ---------------------------------------------------------------- stubs ----
-
-
-def _passthrough(*args, **kwargs):
-    # Used as a decorator (returns the function) or as a do-nothing call.
-    if len(args) == 1 and callable(args[0]) and not kwargs:
-        return args[0]
-    return None
-
-
-_STUB_CACHE = tempfile.mkdtemp(prefix="rsam-fixture-hf-")
-
-
-class _StubModule(types.ModuleType):
-    """Any attribute exists: constants are strings, *Error names are
-    exception classes, everything else is a pass-through callable."""
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        if name.endswith(("Error", "Exception", "Warning")):
-            value = type(name, (Exception,), {})
-        elif name.isupper():
-            # A private temp folder: diffusers writes a version file into its cache.
-            value = _STUB_CACHE if "CACHE" in name or "HOME" in name else ""
-        else:
-            value = _passthrough
-        setattr(self, name, value)
-        return value
-
-
-class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def __init__(self, roots):
-        self.roots = set(roots)
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname.split(".")[0] in self.roots:
-            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = _StubModule(spec.name)
-        module.__path__ = []
-        return module
-
-    def exec_module(self, module):
-        pass
-
-
-def _packaging_stub():
-    """packaging.version with what diffusers/transformers compare: release
-    numbers (pre-release tags ignored)."""
-
-    class Version:
-        def __init__(self, text):
-            self.text = str(text)
-            nums = re.match(r"\s*v?(\d+(?:\.\d+)*)", self.text)
-            self.release = tuple(int(x) for x in nums.group(1).split(".")) if nums else (0,)
-
-        @property
-        def base_version(self):
-            return ".".join(str(x) for x in self.release)
-
-        @property
-        def major(self):
-            return self.release[0]
-
-        @property
-        def minor(self):
-            return (self.release + (0,))[1]
-
-        def _key(self):
-            r = list(self.release)
-            while len(r) > 1 and r[-1] == 0:
-                r.pop()
-            return tuple(r)
-
-        def __lt__(self, o):
-            return self._key() < Version(o)._key() if not isinstance(o, Version) else self._key() < o._key()
-
-        def __le__(self, o):
-            return not Version.__gt__(self, o)
-
-        def __gt__(self, o):
-            o = o if isinstance(o, Version) else Version(o)
-            return self._key() > o._key()
-
-        def __ge__(self, o):
-            return not Version.__lt__(self, o)
-
-        def __eq__(self, o):
-            o = o if isinstance(o, Version) else Version(o)
-            return self._key() == o._key()
-
-        def __hash__(self):
-            return hash(self._key())
-
-        def __str__(self):
-            return self.text
-
-    pkg = types.ModuleType("packaging")
-    pkg.__path__ = []
-    ver = types.ModuleType("packaging.version")
-    ver.Version = Version
-    ver.parse = Version
-    ver.InvalidVersion = type("InvalidVersion", (ValueError,), {})
-    pkg.version = ver
-    sys.modules["packaging"] = pkg
-    sys.modules["packaging.version"] = ver
-
-
-def install_stubs():
-    have = lambda m: importlib.util.find_spec(m) is not None  # noqa: E731
-    if not have("packaging"):
-        _packaging_stub()
-    roots = [m for m in ("huggingface_hub", "filelock", "tqdm", "torch_mlu") if not have(m)]
-    if not have("safetensors"):
-        roots.append("safetensors")  # diffusers imports it; weights are written by write_safetensors below
-    sys.meta_path.insert(0, _StubFinder(roots))
-    # diffusers checks its runtime dependencies' installed versions by name.
-    import importlib.metadata as md
-    real_version = md.version
-    stubbed = set(roots) | {"packaging", "importlib_metadata", "huggingface-hub"}
-    md.version = lambda name: "99.0" if name.replace("-", "_") in stubbed or name in stubbed else real_version(name)
-
-
-# ------------------------------------------------------- file writers ----
-
-_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
-
-
-def write_safetensors(path, tensors, metadata=None):
-    """The safetensors format: u64 header length, JSON header (dtype, shape,
-    data_offsets per tensor, optional __metadata__), then the raw bytes."""
-    header, blobs, offset = {}, [], 0
-    if metadata:
-        header["__metadata__"] = metadata
-    for name, t in tensors.items():
-        t = t.detach().contiguous()
-        raw = t.view(torch.uint8).numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes()
-        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-
-
-def write_json(path, obj):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-
-
-def write_npy(path, array):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.save(path, np.ascontiguousarray(array))
-
-
-# --------------------------------------------------- reference sources ----
-
-
-def extract(gitdir, rev, paths, dest):
-    os.makedirs(dest, exist_ok=True)
-    archive = subprocess.run(["git", "--git-dir", gitdir, "archive", rev] + paths, check=True,
-                             stdout=subprocess.PIPE).stdout
-    subprocess.run(["tar", "-x", "-C", dest], input=archive, check=True)
-
-
-_TRANSFORMERS_SHIMS = {
-    "__init__.py": "",
-    "models/__init__.py": "",
-    "models/clip/__init__.py": "",
-    "onnx/__init__.py": "OnnxConfig = object\n",
-    "utils/__init__.py": '''
-import logging as _logging
-class _Logging:
-    get_logger = staticmethod(_logging.getLogger)
-logging = _Logging()
-def _deco(*a, **k):
-    return lambda f: f
-add_start_docstrings = add_start_docstrings_to_model_forward = replace_return_docstrings = _deco
-class ModelOutput:
-    pass
-TensorType = object
-''',
-    "modeling_outputs.py": "class BaseModelOutput:\n    pass\nclass BaseModelOutputWithPooling:\n    pass\n",
-    # The forward path only needs config access and weight init; tuples are
-    # returned (use_return_dict False) so ModelOutput is never built.
-    "configuration_utils.py": '''
-class PretrainedConfig:
-    def __init__(self, **kwargs):
-        self.output_attentions = False
-        self.output_hidden_states = False
-        self.use_return_dict = False
-        for k, v in kwargs.items():
-            setattr(self, k, v)
-''',
-    "modeling_utils.py": '''
-import torch
-class PreTrainedModel(torch.nn.Module):
-    def __init__(self, config, *args, **kwargs):
-        super().__init__()
-        self.config = config
-    def post_init(self):
-        self.apply(self._init_weights)
-''',
-}
-
-
-def load_references(diffusers_git, diffusers_rev, transformers_git, transformers_rev, work):
-    extract(diffusers_git, diffusers_rev, ["src/diffusers"], os.path.join(work, "d"))
-    sys.path.insert(0, os.path.join(work, "d", "src"))
-    tdir = os.path.join(work, "t")
-    extract(transformers_git, transformers_rev,
-            ["src/transformers/activations.py", "src/transformers/models/clip/modeling_clip.py",
-             "src/transformers/models/clip/configuration_clip.py"], tdir)
-    root = os.path.join(tdir, "src", "transformers")
-    for rel, text in _TRANSFORMERS_SHIMS.items():
-        os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
-        with open(os.path.join(root, rel), "w") as f:
-            f.write(text)
-    sys.path.insert(0, os.path.join(tdir, "src"))
-    install_stubs()
-    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
-    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-    from transformers.models.clip.modeling_clip import CLIPTextModel
-    from transformers.models.clip.configuration_clip import CLIPTextConfig
-    return UNet2DConditionModel, DDIMScheduler, CLIPTextModel, CLIPTextConfig
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_util import (build_unet, extract, folder_bytes, install_stubs, load_references,  # noqa: E402
+                          merge_random_lora, randomize, reference_args, write_json, write_npy, write_safetensors)
 
 
 # ---------------------------------------------------------------- cases ----
@@ -374,21 +139,8 @@ def added(content):
             "rstrip": False, "single_word": False}
 
 
-def randomize(model, gen):
-    # Torch's default init leaves norms at 1/0; move every norm so a wrong
-    # eps or a missing affine shows.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            elif "embedding" in name:
-                p.copy_(torch.randn(p.shape, generator=gen))
-
-
 def unet_case(UNet, out, config, batch, hw, timesteps, seq, dtype, gen):
-    unet = UNet(**{k: v for k, v in config.items() if not k.startswith("_") and k != "sample_size"}).eval()
+    unet = build_unet(UNet, config)
     randomize(unet, gen)
     sd = {k: v.detach().clone() for k, v in unet.state_dict().items()}
     if dtype == torch.float16:
@@ -477,66 +229,231 @@ def scheduler_case(DDIMScheduler, out, config, timesteps, gen):
     write_npy(os.path.join(io, "sched_x0.npy"), x0.numpy())
 
 
-# GleSAM's LoRA target list (models/sd_unifined_model_CRE_addlora.py).
-GLESAM_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
-                  "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv",
-                  "time_emb_proj", "conv_in", "conv_out"]
-ATTN_PROJ = ("to_q", "to_k", "to_v", "to_out.0")
-
-
 def lora_case(unet, out, sample, t, ehs, rank, gen):
-    """A LoRA file laid out as GleSAM's pytorch_lora_weights.safetensors:
-    peft's A/B per target module, renamed by diffusers 0.27's
-    convert_state_dict_to_diffusers (only the attention projections become
-    lora.down/lora.up), prefixed "unet." by save_lora_weights. The reference
-    output merges W += (alpha/r) B A into a copy of the U-Net (alpha = r, as
-    GleSAM's scripts set it)."""
-    targets = []
-    for name, m in unet.named_modules():
-        if any(name == s or name.endswith("." + s) for s in GLESAM_TARGETS):
-            assert isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)), name
-            targets.append((name, m))
-    tensors = {}
+    """A LoRA file laid out as GleSAM's pytorch_lora_weights.safetensors
+    (fixture_util.merge_random_lora); the reference output is the U-Net with
+    the factors merged."""
+    tensors = merge_random_lora(unet, rank, gen, 0.3)
     with torch.no_grad():
-        for name, m in targets:
-            if isinstance(m, torch.nn.Linear):
-                a = torch.randn(rank, m.in_features, generator=gen) / m.in_features ** 0.5
-                b = 0.3 * torch.randn(m.out_features, rank, generator=gen)
-                m.weight += b @ a
-            else:
-                kh, kw = m.kernel_size
-                a = torch.randn(rank, m.in_channels, kh, kw, generator=gen) / (m.in_channels * kh * kw) ** 0.5
-                b = 0.3 * torch.randn(m.out_channels, rank, 1, 1, generator=gen)
-                m.weight += torch.einsum("or,rikl->oikl", b[:, :, 0, 0], a)
-            if name.endswith(ATTN_PROJ):
-                down, up = "lora.down", "lora.up"
-            else:
-                down, up = "lora_A", "lora_B"
-            tensors[f"unet.{name}.{down}.weight"] = a
-            tensors[f"unet.{name}.{up}.weight"] = b
         y = unet(sample, t, ehs).sample
     write_safetensors(os.path.join(out, "lora", "pytorch_lora_weights.safetensors"), tensors,
                       metadata={"format": "pt"})
     write_npy(os.path.join(out, "io", "lora_out.npy"), y.numpy())
-    return len(targets)
+    return len(tensors) // 2
+
+
+# ------------------------------------------------------------ tokenizer ----
+# transformers' own CLIPTokenizer (slow; ftfy blocked, so its BasicTokenizer
+# path, as on a machine without ftfy) on a small vocab/merges pair learnt
+# here: the real CLIP files are too big to ship. Runs in a child process
+# (--tokenizer-only) because it needs transformers' real utils package,
+# which the model shims above replace.
+
+TOKENIZER_FILES = ["src/transformers/tokenization_utils.py", "src/transformers/tokenization_utils_base.py",
+                   "src/transformers/dynamic_module_utils.py", "src/transformers/utils",
+                   "src/transformers/models/clip/tokenization_clip.py"]
+
+CORPUS = """a photo of a cat sitting on the sofa, a dog in the park. the cats and the dogs are
+playing with a red ball; photograph of an astronaut riding a horse on the moon. high quality,
+detailed, 4k, trending on artstation! portrait of a woman with long hair, oil painting by
+an old master. it's a beautiful day: don't worry, we're fine, they've gone, i'm here, you'll
+see, he'd know. café naïve résumé über straße. ελληνικά русский текст 東京 タワー 🙂🙂 ❤️
+landscape, mountains, river, sunset, clouds, reflections, cinematic lighting, photorealistic"""
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def learn_bpe(corpus, n_merges):
+    """Plain BPE training over the corpus' whitespace words in CLIP's byte
+    alphabet ("</w>" on each word's last symbol): the most frequent pair
+    merged first, ties to the smallest pair."""
+    enc = bytes_to_unicode()
+    words = {}
+    for w in corpus.lower().split():
+        sym = tuple(enc[b] for b in w.encode("utf-8"))
+        sym = sym[:-1] + (sym[-1] + "</w>",)
+        words[sym] = words.get(sym, 0) + 1
+    merges = []
+    for _ in range(n_merges):
+        counts = {}
+        for sym, c in words.items():
+            for pair in zip(sym, sym[1:]):
+                counts[pair] = counts.get(pair, 0) + c
+        if not counts:
+            break
+        best = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(best)
+        merged = {}
+        for sym, c in words.items():
+            out, i = [], 0
+            while i < len(sym):
+                if i + 1 < len(sym) and (sym[i], sym[i + 1]) == best:
+                    out.append(sym[i] + sym[i + 1])
+                    i += 2
+                else:
+                    out.append(sym[i])
+                    i += 1
+            merged[tuple(out)] = merged.get(tuple(out), 0) + c
+        words = merged
+    return merges
+
+
+def clip_vocab(merges, dropped):
+    """CLIP's vocab.json order: the 256 byte symbols, the same with "</w>",
+    one token per merge, then the two specials. Ids of `dropped` tokens are
+    left out (their merges still apply: the tokenizer must answer unk)."""
+    base = list(bytes_to_unicode().values())
+    tokens = base + [b + "</w>" for b in base] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens) if t not in dropped}
+
+
+def tokenizer_folder(path, vocab, merges, pad_in_map):
+    """The tokenizer/ files as SD-2.1 (pad "!" in special_tokens_map, as a
+    plain string) or SD-1.5 (pad = EOS) ship them."""
+    write_json(os.path.join(path, "vocab.json"), vocab)
+    with open(os.path.join(path, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    write_json(os.path.join(path, "tokenizer_config.json"),
+               {"add_prefix_space": False, "bos_token": added("<|startoftext|>"), "do_lower_case": True,
+                "eos_token": added("<|endoftext|>"), "errors": "replace", "model_max_length": 77,
+                "pad_token": added("<|endoftext|>"), "tokenizer_class": "CLIPTokenizer",
+                "unk_token": added("<|endoftext|>")})
+    # special_tokens_map.json spells AddedTokens without "__type".
+    token = lambda content: {k: v for k, v in added(content).items() if k != "__type"}  # noqa: E731
+    write_json(os.path.join(path, "special_tokens_map.json"),
+               {"bos_token": token("<|startoftext|>"), "eos_token": token("<|endoftext|>"),
+                "pad_token": pad_in_map, "unk_token": token("<|endoftext|>")})
+
+
+TEXTS = [
+    "", "a photo of a cat", "A PHOTO of a Cat!! on the SOFA", "!", "hello!world",
+    "Hello, world. (test) [x] {y} <z> @user #tag $5 %20 ^_^ &amp; *star* ~tilde~ `code` |pipe| back\\slash/",
+    "in 2023 there were 1,234,567 cats; pi = 3.14159 and 4k 8K 1080p",
+    "it's don't we're they've I'm you'll he'd IT'S She'LL it’s",
+    "café naïve résumé Ångström façade ÉCOLE crème brûlée",
+    "Ελληνικά Русский текст עברית العربية हिन्दी ไทย Tiếng Việt",
+    "東京タワー 中文字符 한국어 日本語のテキスト",
+    "🙂👍🏽 ❤️ 👨‍👩‍👧 ✨ 🇫🇷 ☕️",
+    "  multiple   spaces\tand\ttabs\nnewlines\r\n  \u00a0nbsp\u2003em\u2028line\u2029para\u3000ideo  ",
+    "a <|startoftext|> b <|endoftext|>c<|endoftext|><|endoftext|>d <|ENDOFTEXT|>",
+    "null\x00char\x07bell\ufffdrepl\u200bzwsp\u00adsoft\x0bvt\x0cff\x1cfs\x85nel\ue000pua",
+    "ΟΔΟΣ ΣΑΣ ΣΊΣΥΦΟΣ İstanbul ß STRASSE ﬁ ligature ℌ ½ ² Ⅻ ①",
+    "x\u0301 \u0301 e\u0301\u0302 n\u0303 a\u030a",
+    " ".join(["photograph"] * 40), "a " * 75, "a " * 76, "ab " * 80,
+    ("a highly detailed matte painting of a castle on a hill surrounded by a misty forest at dawn, "
+     "dramatic lighting, volumetric fog, by greg rutkowski and alphonse mucha, trending on artstation, "
+     "unreal engine, octane render, 8k, ultra realistic, sharp focus, intricate details, concept art"),
+]
+BYTE_TEXTS = [b"abc\xff\xfedef", b"\xe2\x82", b"caf\xc3", b"caf\xc3 x", b"\xed\xa0\x80 surrogate",
+              b"\xf4\x90\x80\x80 past max", b"\xc0\xaf overlong", b"\xe2\x82A\xf0\x9f\x99", b"\x80\x80\x80"]
+
+
+def random_texts(rng, n):
+    """Mixed-script strings: letters, digits, marks, punctuation, symbols,
+    spaces and controls drawn from many blocks."""
+    pools = [(0x20, 0x7E), (0xA0, 0x24F), (0x300, 0x36F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0x6FF),
+             (0x900, 0x97F), (0xE00, 0xE7F), (0x1E00, 0x1EFF), (0x2000, 0x206F), (0x20A0, 0x20CF),
+             (0x2100, 0x218F), (0x2460, 0x24FF), (0x3000, 0x30FF), (0x4E00, 0x4E80), (0xAC00, 0xAC80),
+             (0xFB00, 0xFB4F), (0xFF00, 0xFFEF), (0x1F300, 0x1F6FF), (0x0, 0x1F)]
+    out = []
+    for _ in range(n):
+        chars = []
+        for _ in range(rng.randint(1, 60)):
+            lo, hi = pools[rng.randrange(len(pools))]
+            chars.append(chr(rng.randint(lo, hi)))
+        out.append("".join(chars))
+    return out
+
+
+def random_bytes(rng, n):
+    out = []
+    for _ in range(n):
+        b = bytearray()
+        for _ in range(rng.randint(1, 50)):
+            r = rng.random()
+            b += bytes([rng.randint(0x61, 0x7A)]) if r < 0.5 else chr(rng.randint(0x80, 0x2FFF)).encode() \
+                if r < 0.7 else bytes([rng.randint(0, 255)])
+        out.append(bytes(b))
+    return out
+
+
+def load_clip_tokenizer(transformers_git, transformers_rev, work):
+    extract(transformers_git, transformers_rev, TOKENIZER_FILES, work)
+    root = os.path.join(work, "src", "transformers")
+    # The package's __init__ (version checks, lazy imports) is not needed:
+    # the three package levels are bare namespace modules.
+    for name, path in (("transformers", root), ("transformers.models", os.path.join(root, "models")),
+                       ("transformers.models.clip", os.path.join(root, "models", "clip"))):
+        module = types.ModuleType(name)
+        module.__path__ = [path]
+        sys.modules[name] = module
+    sys.modules["transformers"].__version__ = "4.27.1"
+    sys.modules["ftfy"] = None  # import ftfy -> ImportError: the BasicTokenizer path
+    install_stubs()
+    from transformers.models.clip.tokenization_clip import CLIPTokenizer
+    from transformers import tokenization_utils_base
+    # Without the `tokenizers` package transformers falls back to a dataclass
+    # AddedToken whose str() is its repr; the real one's is its content.
+    tokenization_utils_base.AddedToken.__str__ = lambda self: self.content
+    return CLIPTokenizer
+
+
+def tokenizer_cases(out, transformers_git, transformers_rev):
+    work = tempfile.mkdtemp(prefix="rsam-clip-tokenizer-")
+    try:
+        CLIPTokenizer = load_clip_tokenizer(transformers_git, transformers_rev, work)
+        folder = os.path.join(out, "tokenizer")
+        shutil.rmtree(folder, ignore_errors=True)
+        merges = learn_bpe(CORPUS, 300)
+        vocab = clip_vocab(merges, {"".join(m) for m in merges[7::60]} | {"ðŁ", "ĥ</w>"})
+        tokenizer_folder(os.path.join(folder, "sd2"), vocab, merges, "!")
+        tokenizer_folder(os.path.join(folder, "sd1"), vocab, merges, "<|endoftext|>")
+        rng = random.Random(39)
+        texts = [(t, None) for t in TEXTS + random_texts(rng, 30)]
+        texts += [(b.decode("utf-8", errors="replace"), b) for b in BYTE_TEXTS + random_bytes(rng, 20)]
+        cases = []
+        for name, path in (("sd2", "tokenizer/sd2"), ("sd1", "tokenizer/sd1"), ("tiny", "sd2/tokenizer")):
+            tok = CLIPTokenizer.from_pretrained(os.path.join(out, path))
+            assert tok.fix_text is None
+            for text, raw in texts if name != "tiny" else texts[:12]:
+                ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True).input_ids
+                case = {"tokenizer": path, "tokens": tok.tokenize(text), "ids": ids}
+                case.update({"hex": raw.hex()} if raw is not None else {"text": text})
+                cases.append(case)
+        with open(os.path.join(folder, "cases.json"), "w", encoding="utf-8") as f:
+            json.dump({"reference": "transformers 4.27.1 CLIPTokenizer (slow, without ftfy), "
+                                    "tok(text, padding='max_length', max_length=77, truncation=True)",
+                       "cases": cases}, f, separators=(",", ":"), ensure_ascii=False)
+            f.write("\n")
+        return len(cases)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--diffusers-git", default="/work/.mirror/huggingface+diffusers/repo")
-    ap.add_argument("--diffusers-rev", default="v0.27.0")
-    ap.add_argument("--transformers-git", default="/work/.mirror/xiaojunjun65+transformers-mlu_4.27.1/repo")
-    ap.add_argument("--transformers-rev", default="HEAD")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
-                                                  "data", "diffusion"))
+    ap = reference_args(__doc__, "diffusion")
+    ap.add_argument("--tokenizer-only", action="store_true", help="only tests/data/diffusion/tokenizer")
     args = ap.parse_args()
+    out = os.path.abspath(args.out)
+    if args.tokenizer_only:
+        n = tokenizer_cases(out, args.transformers_git, args.transformers_rev)
+        print(f"wrote {out}/tokenizer: {folder_bytes(os.path.join(out, 'tokenizer'))} bytes, {n} cases")
+        return
     torch.set_num_threads(1)
     torch.manual_seed(39)  # the modules' default init draws from the global generator
     work = tempfile.mkdtemp(prefix="rsam-diffusion-ref-")
     try:
         UNet, DDIM, CLIP, CLIPConfig = load_references(args.diffusers_git, args.diffusers_rev,
                                                        args.transformers_git, args.transformers_rev, work)
-        out = os.path.abspath(args.out)
         for case in ("sd1", "sd2", "odd"):  # configs/ holds hand-written real SD configs
             shutil.rmtree(os.path.join(out, case), ignore_errors=True)
         gen = torch.Generator().manual_seed(39)
@@ -566,10 +483,11 @@ def main():
         odd = os.path.join(out, "odd")
         unet_case(UNet, odd, ODD_UNET, 2, (6, 10), [3, 250], 4, torch.float32, gen)
 
-        total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
-        print(f"wrote {out}: {total} bytes; sd1 LoRA wraps {n} modules")
+        print(f"wrote {out}: {folder_bytes(out)} bytes; sd1 LoRA wraps {n} modules")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    # The tokenizer needs transformers' real utils, which the shims above replace.
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--tokenizer-only"] + sys.argv[1:], check=True)
 
 
 if __name__ == "__main__":

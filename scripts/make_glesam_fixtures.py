@@ -19,10 +19,10 @@ z_H computed as GleSAM's code does it:
         float32 (get_x0_from_noise);  z_H = x0 / gamma.
 
 diffusers v0.27.0 and the CLIP text model come from the same sources as
-scripts/make_diffusion_fixtures.py (whose loaders and writers this imports).
+scripts/make_diffusion_fixtures.py (its cases and scripts/fixture_util.py's
+loaders and writers are imported).
 Run with Debian's /usr/bin/python3 (torch 1.13); deterministic.
 """
-import argparse
 import os
 import shutil
 import sys
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_util as fu  # noqa: E402
 import make_diffusion_fixtures as mdf  # noqa: E402
 
 CHANNELS = 32  # tests/data/sam/tiny_a's prompt_embed_dim
@@ -47,8 +48,7 @@ CASES = [("g5_t1", 5, 1), ("g3_t999", 3, 999), ("g1_t500", 1, 500)]
 
 def cre_widen(UNet, base, channels):
     """GleSAM's CRE on a copy of `base`: in/out widened to `channels`."""
-    cfg = {k: v for k, v in UNET.items() if not k.startswith("_") and k != "sample_size"}
-    wide = UNet(**dict(cfg, in_channels=channels, out_channels=channels)).eval()
+    wide = fu.build_unet(UNet, dict(UNET, in_channels=channels, out_channels=channels))
     sd = base.state_dict()
     rep = channels // 4
     sd["conv_in.weight"] = sd["conv_in.weight"].repeat(1, rep, 1, 1)
@@ -56,30 +56,6 @@ def cre_widen(UNet, base, channels):
     sd["conv_out.bias"] = sd["conv_out.bias"].repeat(rep)
     wide.load_state_dict(sd)
     return wide
-
-
-def add_merged_lora(unet, rank, gen):
-    """Random A, B on GleSAM's targets, merged into `unet`; returns the file
-    tensors in the released layout (diffusers' converter renames only the
-    attention projections to lora.down/lora.up)."""
-    tensors = {}
-    with torch.no_grad():
-        for name, m in unet.named_modules():
-            if not any(name == s or name.endswith("." + s) for s in mdf.GLESAM_TARGETS):
-                continue
-            if isinstance(m, torch.nn.Linear):
-                a = torch.randn(rank, m.in_features, generator=gen) / m.in_features ** 0.5
-                b = 0.2 * torch.randn(m.out_features, rank, generator=gen)
-                m.weight += b @ a
-            else:
-                kh, kw = m.kernel_size
-                a = torch.randn(rank, m.in_channels, kh, kw, generator=gen) / (m.in_channels * kh * kw) ** 0.5
-                b = 0.2 * torch.randn(m.out_channels, rank, 1, 1, generator=gen)
-                m.weight += torch.einsum("or,rikl->oikl", b[:, :, 0, 0], a)
-            down, up = ("lora.down", "lora.up") if name.endswith(mdf.ATTN_PROJ) else ("lora_A", "lora_B")
-            tensors[f"unet.{name}.{down}.weight"] = a.clone()
-            tensors[f"unet.{name}.{up}.weight"] = b.clone()
-    return tensors
 
 
 def enhance(unet, alphas_cumprod, text, z, gamma, t):
@@ -105,58 +81,51 @@ def decoder_files(out, gen):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--diffusers-git", default="/work/.mirror/huggingface+diffusers/repo")
-    ap.add_argument("--diffusers-rev", default="v0.27.0")
-    ap.add_argument("--transformers-git", default="/work/.mirror/xiaojunjun65+transformers-mlu_4.27.1/repo")
-    ap.add_argument("--transformers-rev", default="HEAD")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
-                                                  "data", "glesam"))
+    ap = fu.reference_args(__doc__, "glesam")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(40)
     work = tempfile.mkdtemp(prefix="rsam-glesam-ref-")
     try:
-        UNet, DDIM, CLIP, CLIPConfig = mdf.load_references(args.diffusers_git, args.diffusers_rev,
+        UNet, DDIM, CLIP, CLIPConfig = fu.load_references(args.diffusers_git, args.diffusers_rev,
                                                            args.transformers_git, args.transformers_rev, work)
         out = os.path.abspath(args.out)
         shutil.rmtree(out, ignore_errors=True)
         gen = torch.Generator().manual_seed(40)
         sd = os.path.join(out, "sd")
 
-        base = UNet(**{k: v for k, v in UNET.items() if not k.startswith("_") and k != "sample_size"}).eval()
-        mdf.randomize(base, gen)
-        mdf.write_json(os.path.join(sd, "unet", "config.json"), UNET)
-        mdf.write_safetensors(os.path.join(sd, "unet", "diffusion_pytorch_model.safetensors"),
+        base = fu.build_unet(UNet, UNET)
+        fu.randomize(base, gen)
+        fu.write_json(os.path.join(sd, "unet", "config.json"), UNET)
+        fu.write_safetensors(os.path.join(sd, "unet", "diffusion_pytorch_model.safetensors"),
                               {k: v.detach().clone() for k, v in base.state_dict().items()})
         mdf.clip_case(CLIP, CLIPConfig, sd, "gelu", "!", False, gen)
         mdf.tokenizer_files(sd, "<|endoftext|>", "!", dict_form=False)
-        mdf.write_json(os.path.join(sd, "scheduler", "scheduler_config.json"), SCHEDULER)
+        fu.write_json(os.path.join(sd, "scheduler", "scheduler_config.json"), SCHEDULER)
         io = os.path.join(out, "io")
         os.makedirs(io, exist_ok=True)
         text = torch.from_numpy(np.load(os.path.join(sd, "io", "clip_empty_out.npy")))
         shutil.rmtree(os.path.join(sd, "io"))  # the SD folder holds only what a real one has
-        mdf.write_npy(os.path.join(out, "text_embedding.npy"), text.numpy())
+        fu.write_npy(os.path.join(out, "text_embedding.npy"), text.numpy())
         ac = DDIM.from_config({k: v for k, v in SCHEDULER.items() if k != "_class_name"}).alphas_cumprod
 
         wide = cre_widen(UNet, base, CHANNELS)
         # SAM embeddings are small (|z| ~ 0.1-1); gamma brings them nearer
         # the U-Net's unit-variance latents, as FDA intends.
         z = 0.3 * torch.randn(2, CHANNELS, 8, 8, generator=gen)
-        mdf.write_npy(os.path.join(io, "z_low.npy"), z.numpy())
+        fu.write_npy(os.path.join(io, "z_low.npy"), z.numpy())
         # Without LoRA: CRE alone (the paper's starting point).
-        mdf.write_npy(os.path.join(io, "z_high_nolora_g5_t1.npy"), enhance(wide, ac, text, z, 5, 1).numpy())
-        lora = add_merged_lora(wide, 2, gen)
-        mdf.write_safetensors(os.path.join(out, "lora", "pytorch_lora_weights.safetensors"), lora,
+        fu.write_npy(os.path.join(io, "z_high_nolora_g5_t1.npy"), enhance(wide, ac, text, z, 5, 1).numpy())
+        lora = fu.merge_random_lora(wide, 2, gen, 0.2)
+        fu.write_safetensors(os.path.join(out, "lora", "pytorch_lora_weights.safetensors"), lora,
                               metadata={"format": "pt"})
         for name, gamma, t in CASES:
-            mdf.write_npy(os.path.join(io, f"z_high_{name}.npy"), enhance(wide, ac, text, z, gamma, t).numpy())
+            fu.write_npy(os.path.join(io, f"z_high_{name}.npy"), enhance(wide, ac, text, z, gamma, t).numpy())
         decoder_files(out, gen)
-        mdf.write_json(os.path.join(out, "enhancer.json"),
+        fu.write_json(os.path.join(out, "enhancer.json"),
                        {"method": "glesam", "sd": "sd", "lora": "lora/pytorch_lora_weights.safetensors",
                         "decoder": "ft-decoder.pth", "gamma": 5, "timestep": 1})
-        total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
-        print(f"wrote {out}: {total} bytes, LoRA on {len(lora) // 2} modules")
+        print(f"wrote {out}: {fu.folder_bytes(out)} bytes, LoRA on {len(lora) // 2} modules")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "diffusion/layers.h"
+#include "diffusion/sd.h"
 #include "diffusion/unet.h"
 #include "error.h"
 #include "model/checkpoint.h"
@@ -14,10 +15,19 @@ namespace rsam::diffusion {
 UNetBenchResult bench_unet(UNetConfig cfg, const UNetBenchOptions& o) {
   if (o.channels < 1 || o.size < 8 || o.repeat < 1)
     throw Error("U-Net bench: channels >= 1, a latent side >= 8 and at least one forward");
-  cfg.in_channels = cfg.out_channels = o.channels;
-  UNet2DConditionModel unet(cfg);
-  init_random(*unet, 0);
-  unet->eval();
+  UNet2DConditionModel unet{nullptr};
+  if (o.unet_dir.empty()) {
+    cfg.in_channels = cfg.out_channels = o.channels;
+    unet = UNet2DConditionModel(cfg);
+    init_random(*unet, 0);
+    unet->eval();
+  } else {
+    unet = load_unet(o.unet_dir);
+    cfg = unet->config;
+    if (cfg.in_channels != o.channels)
+      throw Error("U-Net bench: " + o.unet_dir + " has " + std::to_string(cfg.in_channels) + " input channels, not " +
+                  std::to_string(o.channels));
+  }
   UNetBenchResult r;
   r.parameters = parameter_count(*unet);
   const auto x = torch::randn({1, o.channels, o.size, o.size});

@@ -15,6 +15,10 @@ struct UNetBenchOptions {
   int64_t size = 64;      // latent side: SAM's embedding is 64x64
   bool bf16 = false;      // CPU bf16 autocast (norms stay fp32)
   int repeat = 2;         // the first forward also faults memory in
+  // A diffusers unet folder: its config and weights instead of random ones
+  // (bench/unet_compare.sh times diffusers on the same files). `channels`
+  // must then be the folder's.
+  std::string unet_dir;
 };
 
 struct UNetBenchResult {

@@ -489,10 +489,28 @@ ClipTokens ClipTokens::from_json(const std::string& tokenizer_config, const std:
     throw Error(origin + ": " + key + " '" + token + "' is not in vocab.json");
   };
   ClipTokens c;
-  c.bos = id_of(special("bos_token"), "bos_token");
-  c.eos = id_of(special("eos_token"), "eos_token");
+  const std::string bos = special("bos_token"), eos = special("eos_token");
+  c.bos = id_of(bos, "bos_token");
+  c.eos = id_of(eos, "eos_token");
   c.pad_token = special("pad_token");
   c.pad = id_of(c.pad_token, "pad_token");
+  std::string unk = "<|endoftext|>";
+  for (const auto* file : {&tc, &stm})
+    if (file->contains("unk_token") && !file->at("unk_token").is_null())
+      unk = token_text(file->at("unk_token"), origin, "unk_token");
+  c.unk = id_of(unk, "unk_token");
+  c.special_ids = {{bos, c.bos}, {eos, c.eos}, {unk, c.unk}, {c.pad_token, c.pad}};
+  // Also kept whole in a prompt (a list of strings or AddedTokens; the map wins).
+  const json* extra = stm.contains("additional_special_tokens")  ? &stm.at("additional_special_tokens")
+                      : tc.contains("additional_special_tokens") ? &tc.at("additional_special_tokens")
+                                                                 : nullptr;
+  if (extra && !extra->is_null()) {
+    if (!extra->is_array()) throw Error(origin + ": 'additional_special_tokens' must be a list");
+    for (const auto& t : *extra) {
+      const std::string text = token_text(t, origin, "additional_special_tokens");
+      if (!text.empty()) c.special_ids[text] = id_of(text, "additional special token");
+    }
+  }
   const std::string tc_origin = origin + "/tokenizer_config.json";
   if (!tc.contains("model_max_length")) throw Error(tc_origin + ": 'model_max_length' is missing");
   c.max_length = Reader{tc, tc_origin}.integer("model_max_length", 2, 4096);
@@ -508,7 +526,7 @@ ClipTokens ClipTokens::from_folder(const std::string& dir) {
 
 std::vector<int64_t> ClipTokens::encode(const std::string& prompt) const {
   if (!prompt.empty())
-    throw Error("only the empty prompt is supported (rsam has no CLIP BPE tokenizer); got \"" +
+    throw Error("ClipTokens encodes only the empty prompt (ClipTokenizer encodes text); got \"" +
                 (prompt.size() > 30 ? prompt.substr(0, 27) + "..." : prompt) + "\"");
   std::vector<int64_t> ids(size_t(max_length), pad);
   ids[0] = bos;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -103,13 +104,20 @@ struct ClipTokens {
   int64_t bos = 0, eos = 0, pad = 0;
   int64_t max_length = 77;
   std::string pad_token;  // the pad token's text ("!" for SD-2.x, "<|endoftext|>" for SD-1.x)
+  // For ClipTokenizer (tokenizer.h): the unknown token (CLIPTokenizer's
+  // default "<|endoftext|>" when neither file names it) and every special
+  // token's text -> id (bos, eos, unk, pad, additional_special_tokens): the
+  // texts a prompt is split on before BPE, as transformers does.
+  int64_t unk = 0;
+  std::map<std::string, int64_t> special_ids;
 
   static ClipTokens from_folder(const std::string& tokenizer_dir);
   // From the three files' contents (special_tokens_map may be empty: absent).
   static ClipTokens from_json(const std::string& tokenizer_config, const std::string& special_tokens_map,
                               const std::string& vocab, const std::string& origin = "tokenizer");
-  // The ids of `prompt` padded to max_length. Only the empty prompt is
-  // supported (what GleSAM conditions on); any other text is an rsam::Error.
+  // The ids of the empty prompt padded to max_length (what GleSAM
+  // conditions on); any other text is an rsam::Error: ClipTokenizer encodes
+  // text.
   std::vector<int64_t> encode(const std::string& prompt) const;
 };
 

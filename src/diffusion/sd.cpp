@@ -6,6 +6,7 @@
 #include <map>
 
 #include "diffusion/schedule.h"
+#include "diffusion/tokenizer.h"
 #include "error.h"
 #include "model/checkpoint.h"
 
@@ -188,11 +189,13 @@ ClipTextModel load_text_encoder(const std::string& dir, const torch::Device& dev
 
 torch::Tensor encode_prompt(const std::string& folder, const std::string& prompt, const torch::Device& device) {
   need_dir(folder, "the Stable Diffusion folder");
-  const auto tokens = ClipTokens::from_folder(folder + "/tokenizer");
-  const auto ids = tokens.encode(prompt);
+  // ids.size() is the tokenizer's model_max_length.
+  const std::string dir = folder + "/tokenizer";
+  const auto ids =
+      prompt.empty() ? ClipTokens::from_folder(dir).encode(prompt) : ClipTokenizer::from_folder(dir).encode(prompt);
   auto encoder = load_text_encoder(folder + "/text_encoder", device);
-  if (tokens.max_length > encoder->config.max_position_embeddings)
-    throw Error(folder + "/tokenizer: model_max_length " + std::to_string(tokens.max_length) +
+  if (int64_t(ids.size()) > encoder->config.max_position_embeddings)
+    throw Error(dir + ": model_max_length " + std::to_string(ids.size()) +
                 " exceeds the text encoder's " + std::to_string(encoder->config.max_position_embeddings) + " positions");
   torch::NoGradGuard ng;
   auto t = torch::tensor(ids, torch::kLong).unsqueeze(0).to(device);
@@ -207,7 +210,7 @@ StableDiffusion load_stable_diffusion(const std::string& folder, const SdLoadOpt
   sd.alphas_cumprod = alphas_cumprod(sd.scheduler).to(opts.device);
   // The text encoder is loaded, run once and freed before the U-Net is
   // read: the two are never in memory together.
-  if (opts.text_embedding) sd.text_embedding = encode_prompt(folder, "", opts.device);
+  if (opts.text_embedding) sd.text_embedding = encode_prompt(folder, opts.prompt, opts.device);
   sd.unet = load_unet(folder + "/unet", opts.device);
   return sd;
 }

@@ -33,8 +33,10 @@ ClipTextModel load_text_encoder(const std::string& text_encoder_dir, const torch
 // mis-shaped tensors are an error naming the first ones).
 void load_weights(torch::nn::Module& model, const io::StateDict& sd, const std::string& origin);
 
-// The CLIP text embedding of `prompt` ("" only, see ClipTokens::encode) for
-// the folder's tokenizer/ and text_encoder/: [1, 77, D] float32.
+// The CLIP text embedding of `prompt` for the folder's tokenizer/ and
+// text_encoder/: [1, 77, D] float32. The empty prompt needs only the
+// tokenizer's JSON files (ClipTokens); text is tokenized by ClipTokenizer
+// (tokenizer.h: vocab.json + merges.txt).
 torch::Tensor encode_prompt(const std::string& sd_folder, const std::string& prompt = "",
                             const torch::Device& device = torch::kCPU);
 
@@ -44,11 +46,12 @@ struct StableDiffusion {
   UNet2DConditionModel unet{nullptr};
   SchedulerConfig scheduler;
   torch::Tensor alphas_cumprod;   // [T] float64
-  torch::Tensor text_embedding;   // [1, 77, D] float32: the empty prompt
+  torch::Tensor text_embedding;   // [1, 77, D] float32: the prompt's (GleSAM's is empty)
 };
 struct SdLoadOptions {
   torch::Device device{torch::kCPU};
   bool text_embedding = true;  // false: skip tokenizer/ and text_encoder/
+  std::string prompt;          // the text the U-Net is conditioned on ("" as GleSAM)
 };
 StableDiffusion load_stable_diffusion(const std::string& folder, const SdLoadOptions& opts = {});
 

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "error.h"
+#include "error_of.h"
 #include "io/npy.h"
 
 namespace rsam::diffusion::testing {
@@ -23,20 +24,6 @@ inline torch::Tensor npy(const std::string& rel) {
 }
 
 // max |a - b| / max |b|: the error relative to the output's scale.
-// The message of the rsam::Error `f` throws (a test failure if it throws
-// none, or a message of more than one line).
-inline std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
-    return m;
-  }
-  ADD_FAILURE() << "expected rsam::Error";
-  return "";
-}
-
 inline double rel_max(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max()).item<double>();
 }

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "diffusion/sd.h"
+#include "diffusion/tokenizer.h"
 #include "diffusion_test_util.h"
 #include "error.h"
 
@@ -74,6 +75,22 @@ TEST(ClipTokens, OnlyTheEmptyPrompt) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("only the empty prompt"), std::string::npos) << e.what();
   }
+}
+
+// Text goes through ClipTokenizer into the same encoder; the U-Net's
+// conditioning follows SdLoadOptions::prompt.
+TEST(ClipTokens, TextPromptsAreTokenizedAndEncoded) {
+  const std::string text = "Hello! a photo";
+  const auto ids = ClipTokenizer::from_folder(data("sd2/tokenizer")).encode(text);
+  auto enc = load_text_encoder(data("sd2/text_encoder"));
+  torch::NoGradGuard ng;
+  const auto ref = enc(torch::tensor(ids, torch::kLong).unsqueeze(0));
+  const auto emb = encode_prompt(data("sd2"), text);
+  EXPECT_TRUE(torch::equal(emb, ref));
+  EXPECT_FALSE(torch::allclose(emb, encode_prompt(data("sd2"))));
+  SdLoadOptions o;
+  o.prompt = text;
+  EXPECT_TRUE(torch::equal(load_stable_diffusion(data("sd2"), o).text_embedding, emb));
 }
 
 TEST(Clip, FilesWithoutPositionIdsUseArange) {

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Same-run comparison of the image encoder against the official Python
 # predictor (random ViT weights of an official shape): runs the two in turn,
-# ROUNDS times each, and prints every run's encode time as JSON lines.
-#   bench/compare_official.sh SAM_REPO [MODEL] [PRECISION] [THREADS] [ROUNDS]
+# ROUNDS times each, and prints every run's timings (encode, decode) as JSON
+# lines. With CHECKPOINT (a .pth of MODEL's shape), both load it and report
+# load_ms, and rsam also loads the .safetensors beside it when there is one
+# (`rsam convert CHECKPOINT X.safetensors` makes it).
+#   bench/compare_official.sh SAM_REPO [MODEL] [PRECISION] [THREADS] [ROUNDS] [CHECKPOINT]
 # SAM_REPO is a checkout of facebookresearch/segment-anything; needs
 # Debian's python3-torch and python3-torchvision (RSAM_FIXTURE_TOOLS=1
 # scripts/install-deps.sh).
@@ -12,10 +15,22 @@ model=${2:-vit_b}
 prec=${3:-fp32}
 threads=${4:-2}
 rounds=${5:-3}
+ckpt=${6:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
-for _ in $(seq "$rounds"); do
-  "$here/build/rsam" bench --model "$model" --precision "$prec" --threads "$threads" --repeat 2 --decode-repeat 10 --json |
+rsam_bench() {
+  "$here/build/rsam" bench "$@" --precision "$prec" --threads "$threads" --repeat 2 --decode-repeat 10 --json |
     sed 's/^{/{"impl":"rsam",/'
-  /usr/bin/python3 "$here/bench/official_encoder.py" --sam-repo "$repo" --model "$model" --precision "$prec" \
-    --threads "$threads" --repeat 2
+}
+for _ in $(seq "$rounds"); do
+  if [ -n "$ckpt" ]; then
+    rsam_bench --checkpoint "$ckpt"
+    sft=${ckpt%.pth}.safetensors
+    [ -f "$sft" ] && rsam_bench --checkpoint "$sft"
+    /usr/bin/python3 "$here/bench/official_encoder.py" --sam-repo "$repo" --model "$model" --precision "$prec" \
+      --threads "$threads" --repeat 2 --checkpoint "$ckpt"
+  else
+    rsam_bench --model "$model"
+    /usr/bin/python3 "$here/bench/official_encoder.py" --sam-repo "$repo" --model "$model" --precision "$prec" \
+      --threads "$threads" --repeat 2
+  fi
 done

@@ -2,13 +2,18 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <filesystem>
 #include <optional>
 
 #include <sys/resource.h>
 
 #include "adapt/adapter.h"
 #include "bench/profile.h"
+#include "diffusion/bench.h"
 #include "error.h"
+#include "glesam/bench.h"
 #include "model/attention.h"
 #include "model/checkpoint.h"
 #include "model/runtime.h"
@@ -218,6 +223,107 @@ nlohmann::json run_bench(const BenchOptions& o) {
     j["overhead_ratio_median"] = median(ratios);
   }
   return j;
+}
+
+namespace {
+
+// GleSAM's U-Net: forwards of one built from a diffusers config with random
+// weights of its real shapes, or of a unet folder with its own weights.
+nlohmann::json run_unet(const BenchRequest& r) {
+  diffusion::UNetBenchOptions o;
+  o.channels = r.unet_channels;
+  o.bf16 = r.precision == "bf16";
+  o.repeat = r.repeat;
+  // A unet folder: its own weights (bench/unet_compare.sh gives diffusers the same).
+  const bool folder = std::filesystem::is_directory(r.unet);
+  const auto cfg = diffusion::UNetConfig::from_file(folder ? r.unet + "/config.json" : r.unet);
+  if (folder) {
+    o.unet_dir = r.unet;
+    o.channels = cfg.in_channels;
+  }
+  const auto u = diffusion::bench_unet(cfg, o);
+  return {{"unet", r.unet},         {"parameters", u.parameters}, {"channels", o.channels},
+          {"precision", r.precision}, {"threads", num_threads()},  {"forward_ms", u.forward_ms},
+          {"peak_rss_gb", u.peak_rss_gb}};
+}
+
+// GleSAM (glesam/bench.h): SAM (model, default vit_b) + the CRE-widened U-Net.
+nlohmann::json run_enhancer(const BenchRequest& r) {
+  glesam::EnhancerBenchOptions o;
+  if (!r.model.empty()) o.sam = r.model;
+  o.unet_config = r.enhancer_unet;
+  o.bf16 = r.precision == "bf16";
+  o.repeat = r.repeat;
+  o.decode_repeat = r.decode_repeat;
+  o.train_steps = r.train_steps;
+  return glesam::bench_enhancer(o);
+}
+
+std::string printf_string(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string printf_string(const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+}  // namespace
+
+nlohmann::json run_bench_request(const BenchRequest& r) {
+  if (r.repeat < 1) throw Error("bench: repeat must be >= 1");
+  if (!r.unet.empty()) return run_unet(r);
+  if (!r.enhancer_unet.empty()) return run_enhancer(r);
+  if (r.checkpoint.empty() == r.model.empty()) throw Error("bench: give exactly one of a checkpoint or a model preset");
+  if (r.decode_repeat < 1) throw Error("bench: decode repeat must be >= 1");
+  if (!r.model.empty() && !SamConfig::find_preset(r.model))
+    throw Error("unknown model preset '" + r.model + "' (vit_b, vit_l, vit_h)");
+  BenchOptions o;
+  o.checkpoint = r.checkpoint;
+  o.model = r.model;
+  o.precision = parse_precision(r.precision);
+  o.adapter = r.adapter;
+  o.repeat = r.repeat;
+  o.decode_repeat = r.decode_repeat;
+  o.reference_attention = r.reference_attention;
+  o.profile = r.profile;
+  o.compare_decoder = r.compare_decoder;
+  o.batch = r.batch;
+  return run_bench(o);
+}
+
+std::string format_bench(const nlohmann::json& j) {
+  if (j.contains("sam")) return j.dump(1) + "\n";  // GleSAM's enhancer: its JSON, indented
+  if (j.contains("unet"))
+    return printf_string("U-Net %s (%lld parameters, %lld channels) %s, %d threads: last forward %.0f ms, peak RSS "
+                         "%.2f GB\n",
+                         j["unet"].get<std::string>().c_str(), (long long)j["parameters"].get<int64_t>(),
+                         (long long)j["channels"].get<int64_t>(), j["precision"].get<std::string>().c_str(),
+                         j["threads"].get<int>(), j["forward_ms"].back().get<double>(), j["peak_rss_gb"].get<double>());
+  std::string s = printf_string("%s %s, %d threads: encode median %.0f ms, decode median %.1f ms\n",
+                                j["model"].get<std::string>().c_str(), j["precision"].get<std::string>().c_str(),
+                                j["threads"].get<int>(), j["encode_median_ms"].get<double>(),
+                                j["decode_median_ms"].get<double>());
+  if (j.contains("load_ms")) s += printf_string("load %.0f ms\n", j["load_ms"].get<double>());
+  for (const std::string n : {"decode", "batch", "segment"}) {
+    if (!j.contains(n + "_median_ms")) continue;
+    s += printf_string("%-8s median %.1f ms%s", n.c_str(), j[n + "_median_ms"].get<double>(),
+                       n == "batch" ? " per prompt" : "");
+    if (j.contains(n + "_reference_median_ms"))
+      s += printf_string(", reference decoder %.1f ms, ratio (pairwise median) %.3f",
+                         j[n + "_reference_median_ms"].get<double>(), j[n + "_ratio_median"].get<double>());
+    s += "\n";
+  }
+  s += printf_string("peak RSS %.0f MB\n", j["peak_rss_mb"].get<double>());
+  if (j.contains("profile"))
+    for (const auto& [name, table] : j["profile"].items())
+      s += "per-op profile, " + name + " (ms per call):\n" + format_profile(table);
+  if (j.contains("adapter"))
+    s += printf_string("with %s: encode median %.0f ms, overhead ratio (pairwise median) %.3f\n",
+                       j["adapter"].get<std::string>().c_str(), j["adapted_encode_median_ms"].get<double>(),
+                       j["overhead_ratio_median"].get<double>());
+  return s;
 }
 
 }  // namespace rsam

@@ -35,4 +35,24 @@ struct BenchOptions {
 // and with profile: per-op tables {decode, segment, ...} (bench/profile.h).
 nlohmann::json run_bench(const BenchOptions& o);
 
+// Everything `rsam bench` can be asked, as its flags say it.
+struct BenchRequest {
+  std::string checkpoint, model;  // SAM: exactly one (or model for GleSAM's SAM)
+  std::string precision = "fp32";  // fp32 or bf16
+  std::string adapter;
+  std::string unet;           // a diffusers unet/config.json (random weights) or a unet folder (its weights)
+  std::string enhancer_unet;  // GleSAM: the enhancer's U-Net config
+  int repeat = 3, decode_repeat = 20, batch = 16, train_steps = 1;
+  int64_t unet_channels = 4;
+  bool reference_attention = false, profile = false, compare_decoder = true;
+};
+
+// Runs what the request names, on the threads the caller set up:
+// GleSAM's enhancer (glesam/bench.h) with enhancer_unet, a diffusion U-Net's
+// forward (diffusion/bench.h) with unet, else run_bench. Returns the report.
+nlohmann::json run_bench_request(const BenchRequest& r);
+
+// A report of run_bench_request as the lines `rsam bench` prints.
+std::string format_bench(const nlohmann::json& report);
+
 }  // namespace rsam

@@ -162,6 +162,40 @@ SamConfig detect_config(const io::StateDict& sd, const SamConfig* hint) {
 
 namespace {
 
+// Whether no element's exponent bits are all ones (NaN or Inf), n elements
+// of U at data, in blocks so that a bad weight ends the scan early.
+template <typename U>
+bool exponents_finite(const void* data, size_t n, U mask) {
+  const U* q = static_cast<const U*>(data);
+  constexpr size_t kBlock = size_t(1) << 16;
+  for (size_t i = 0; i < n; i += kBlock) {
+    const size_t end = std::min(n, i + kBlock);
+    U any = 0;
+    for (size_t j = i; j < end; ++j) any |= U((q[j] & mask) == mask);
+    if (any) return false;
+  }
+  return true;
+}
+
+// One read of a CPU tensor's bits on the calling thread. isfinite().all()
+// built a bool tensor per weight and ran two parallel kernels per tensor,
+// whose threads spin for a core the machine may not have free: most of a
+// ViT-B load on a busy machine.
+bool all_finite(const torch::Tensor& t) {
+  if (!t.is_floating_point()) return true;
+  if (t.device().is_cpu() && t.is_contiguous()) {
+    const size_t n = size_t(t.numel());
+    switch (t.scalar_type()) {
+      case torch::kFloat32: return exponents_finite<uint32_t>(t.data_ptr(), n, 0x7f800000u);
+      case torch::kFloat64: return exponents_finite<uint64_t>(t.data_ptr(), n, 0x7ff0000000000000ull);
+      case torch::kFloat16: return exponents_finite<uint16_t>(t.data_ptr(), n, 0x7c00u);
+      case torch::kBFloat16: return exponents_finite<uint16_t>(t.data_ptr(), n, 0x7f80u);
+      default: break;
+    }
+  }
+  return torch::isfinite(t).all().item<bool>();
+}
+
 // Names and shapes checked against the model first (every missing,
 // unexpected or mis-shaped key named), then each tensor copied in from
 // tensor_at(i), the i-th of `sd` (whose data may be empty: shapes only).
@@ -204,7 +238,7 @@ void load_tensors(torch::nn::Module& model, const io::StateDict& sd,
     const auto& k = sd[i].first;
     auto& dst = targets[k];
     auto src = tensor_at(i);
-    if (src.is_floating_point() && !torch::isfinite(src).all().item<bool>())
+    if (!all_finite(src))
       throw Error(origin + ": tensor '" + k + "' holds NaN or Inf");
     if (alias && src.scalar_type() == dst.scalar_type() && dst.device().is_cpu())
       dst.set_data(src);

@@ -186,11 +186,13 @@ Tensor MaskDecoderImpl::upscale_masks_fast(const Tensor& keys, const Tensor& hyp
   y = torch::gelu(torch::layer_norm(y, {c1}, ln->weight, ln->bias, ln->eps));
   auto w2 = ct2->weight.permute({0, 2, 3, 1}).reshape({c1, 4 * c2});
   auto z = torch::gelu(torch::addmm(ct2->bias.repeat({4}), y, w2));  // [B*N*4, 4*c2]
-  // Each pixel's c2 features dotted with the M hypernetwork outputs.
-  auto m = torch::matmul(z.view({B, N * 16, c2}), hyper_in.transpose(1, 2));  // [B, N*16, M]
+  // Each pixel's c2 features dotted with the M hypernetwork outputs, masks
+  // major: the GEMM whose output rows are N*16 long, not M wide, runs faster
+  // and the reordering below then moves runs of pixels, not single values.
+  auto m = torch::matmul(hyper_in, z.view({B, N * 16, c2}).transpose(1, 2));  // [B, M, N*16]
   // (ty, tx, i, j, i2, j2) -> row 4*ty + 2*i + i2, column 4*tx + 2*j + j2
-  return m.view({B, h, w, 2, 2, 2, 2, M})
-      .permute({0, 7, 1, 3, 5, 2, 4, 6})
+  return m.view({B, M, h, w, 2, 2, 2, 2})
+      .permute({0, 1, 2, 4, 6, 3, 5, 7})
       .reshape({B, M, 4 * h, 4 * w});
 }
 

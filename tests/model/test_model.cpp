@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <limits>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -189,6 +191,38 @@ TEST(Load, SafetensorsRoundTripKeepsConfigAndWeights) {
   auto a = rsam::state_dict_of(*m), b = rsam::state_dict_of(*back.model);
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].second.data, b[i].second.data) << a[i].first;
+  std::remove(path.c_str());
+}
+
+// The mapped .safetensors load checks every weight's bits itself: a NaN,
+// an Inf or a cut-off file is a one-line error, not a model.
+TEST(Load, MappedSafetensorsRejectNonFiniteAndTruncatedFiles) {
+  torch::manual_seed(1);
+  rsam::Sam m(tiny());
+  const auto sd = rsam::state_dict_of(*m);
+  const std::map<std::string, std::string> meta{{"rsam.config", m->config.to_json()}};
+  const auto path = tmp_path("nonfinite.safetensors");
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    auto s = sd;
+    auto& t = s[7].second;
+    reinterpret_cast<float*>(t.data.data())[t.numel() - 1] = bad;
+    rsam::io::save_safetensors(path, s, meta);
+    try {
+      rsam::load_sam(path);
+      FAIL() << "no error for " << bad;
+    } catch (const rsam::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'" + s[7].first + "' holds NaN or Inf"), std::string::npos) << e.what();
+    }
+  }
+  rsam::io::save_safetensors(path, sd, meta);
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  std::vector<char> bytes(1 << 20);
+  bytes.resize(std::fread(bytes.data(), 1, bytes.size(), f));
+  std::fclose(f);
+  f = std::fopen(path.c_str(), "wb");
+  std::fwrite(bytes.data(), 1, bytes.size() - 5, f);
+  std::fclose(f);
+  EXPECT_THROW(rsam::load_sam(path), rsam::Error);
   std::remove(path.c_str());
 }
 

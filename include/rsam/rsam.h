@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "auto_mask_options.h"
+
 namespace rsam {
 
 // The library's one exception type. Its definition is token for token the
@@ -172,22 +174,8 @@ class Predictor {
 };
 
 // "Segment everything": the official SamAutomaticMaskGenerator's arguments
-// and defaults (automatic_mask_generator.py).
-struct AutoMaskOptions {
-  // A grid of points_per_side^2 clicks, or (points_per_side unset) the
-  // given grids, one per crop layer, points in [0, 1] of the crop.
-  std::optional<int> points_per_side = 32;
-  std::vector<std::vector<std::array<double, 2>>> point_grids;
-  int points_per_batch = 64;
-  double pred_iou_thresh = 0.88;
-  double stability_score_thresh = 0.95;
-  double stability_score_offset = 1.0;
-  double box_nms_thresh = 0.7;
-  int crop_n_layers = 0;
-  double crop_nms_thresh = 0.7;
-  double crop_overlap_ratio = 512.0 / 1500.0;
-  int crop_n_points_downscale_factor = 1;
-  int64_t min_mask_region_area = 0;
+// and defaults (automatic_mask_generator.py; auto_mask_options.h).
+struct AutoMaskOptions : AutoMaskArguments {
   std::string output_mode = "binary_mask";  // or "uncompressed_rle", "coco_rle"
 };
 

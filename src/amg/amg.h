@@ -19,6 +19,7 @@
 #include "data/rle.h"
 #include "model/image.h"
 #include "model/predictor.h"
+#include "rsam/auto_mask_options.h"
 
 namespace rsam::amg {
 
@@ -26,22 +27,10 @@ enum class OutputMode { BinaryMask, UncompressedRle, CocoRle };
 OutputMode parse_output_mode(const std::string& s);  // "binary_mask" | "uncompressed_rle" | "coco_rle"
 std::string output_mode_name(OutputMode m);
 
-// The official constructor's arguments, names and defaults.
-struct AmgOptions {
-  // Exactly one of points_per_side and point_grids (one grid per crop
-  // layer, points normalised to [0, 1]) is given, as in the official class.
-  std::optional<int> points_per_side = 32;
-  std::vector<std::vector<std::array<double, 2>>> point_grids;
-  int points_per_batch = 64;
-  double pred_iou_thresh = 0.88;
-  double stability_score_thresh = 0.95;
-  double stability_score_offset = 1.0;
-  double box_nms_thresh = 0.7;
-  int crop_n_layers = 0;
-  double crop_nms_thresh = 0.7;
-  double crop_overlap_ratio = 512.0 / 1500.0;
-  int crop_n_points_downscale_factor = 1;
-  int64_t min_mask_region_area = 0;
+// The official constructor's arguments, names and defaults: those the
+// public rsam::AutoMaskOptions has too (one definition), the output mode as
+// an enum.
+struct AmgOptions : AutoMaskArguments {
   OutputMode output_mode = OutputMode::BinaryMask;
 };
 // rsam::Error (one line) for what the official code would crash on or

@@ -19,18 +19,7 @@ namespace {
 
 amg::AmgOptions to_internal(const AutoMaskOptions& o) {
   amg::AmgOptions a;
-  a.points_per_side = o.points_per_side;
-  a.point_grids = o.point_grids;
-  a.points_per_batch = o.points_per_batch;
-  a.pred_iou_thresh = o.pred_iou_thresh;
-  a.stability_score_thresh = o.stability_score_thresh;
-  a.stability_score_offset = o.stability_score_offset;
-  a.box_nms_thresh = o.box_nms_thresh;
-  a.crop_n_layers = o.crop_n_layers;
-  a.crop_nms_thresh = o.crop_nms_thresh;
-  a.crop_overlap_ratio = o.crop_overlap_ratio;
-  a.crop_n_points_downscale_factor = o.crop_n_points_downscale_factor;
-  a.min_mask_region_area = o.min_mask_region_area;
+  static_cast<AutoMaskArguments&>(a) = o;  // one definition of the official arguments
   a.output_mode = amg::parse_output_mode(o.output_mode);
   amg::check_options(a);
   return a;

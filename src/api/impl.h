@@ -14,27 +14,20 @@
 #include <optional>
 #include <string>
 
-#include "adapt/adapter.h"
-#include "glesam/enhancer.h"
 #include "model/checkpoint.h"
 #include "model/predictor.h"
+#include "segment/stack.h"
 
 namespace rsam {
 
 struct Model::Impl {
-  Sam sam{nullptr};
+  segment::Stack stack;  // the model, its adapter and enhancer, as `rsam segment` assembles them
   std::string checkpoint, adapter_path, device;
   Precision precision = Precision::FP32;
-  std::optional<adapt::AdaptedSam> adapted;  // keeps the adapter modules alive
-  std::shared_ptr<const glesam::Enhancer> enhancer;
   std::string enhancer_path;
 
   // A predictor over the model as it is now, the enhancer attached.
-  SamPredictor predictor() const {
-    SamPredictor p(sam, precision);
-    if (enhancer) glesam::attach(p, enhancer);
-    return p;
-  }
+  SamPredictor predictor() const { return stack.predictor(precision); }
 };
 
 namespace api {

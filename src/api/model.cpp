@@ -38,7 +38,7 @@ Model Model::load(const ModelOptions& o) {
     const auto [checkpoint, adapter] = resolve_model(o.checkpoint, o.adapter, o.no_adapter);
     impl->checkpoint = checkpoint;
     impl->device = o.device;
-    impl->sam = load_checkpoint(checkpoint, o.device).model;
+    impl->stack = segment::Stack(load_checkpoint(checkpoint, o.device).model);
     Model m(impl);
     if (!adapter.empty()) m.load_adapter(adapter);
     if (!o.enhancer.empty()) m.load_enhancer(o.enhancer);
@@ -48,40 +48,41 @@ Model Model::load(const ModelOptions& o) {
 
 void Model::load_adapter(const std::string& path) {
   api::guarded([&] {
-    if (impl_->adapted) throw Error("model already has an adapter ('" + impl_->adapter_path + "')");
-    if (impl_->enhancer) throw Error("load the adapter before the enhancer (its decoder replaces the model's)");
+    if (impl_->stack.adapted) throw Error("model already has an adapter ('" + impl_->adapter_path + "')");
+    if (impl_->stack.enhancer) throw Error("load the adapter before the enhancer (its decoder replaces the model's)");
     // Attached to a fresh copy of the base: a file that turns out to belong
     // to another base must leave this model as it was.
-    auto fresh = load_checkpoint(impl_->checkpoint, impl_->device).model;
-    impl_->adapted.emplace(adapt::AdaptedSam::load(fresh, path));
-    impl_->sam = impl_->adapted->model();
-    impl_->sam->eval();
+    segment::Stack fresh(load_checkpoint(impl_->checkpoint, impl_->device).model);
+    fresh.add_adapter(path);
+    fresh.sam->eval();
+    impl_->stack = std::move(fresh);
     impl_->adapter_path = path;
   });
 }
 
 void Model::load_enhancer(const std::string& json_path) {
   api::guarded([&] {
-    if (impl_->enhancer) throw Error("model already has an enhancer ('" + impl_->enhancer_path + "')");
-    impl_->enhancer = glesam::load_for(impl_->sam, json_path);
+    if (impl_->stack.enhancer) throw Error("model already has an enhancer ('" + impl_->enhancer_path + "')");
+    impl_->stack.add_enhancer(json_path);
     impl_->enhancer_path = json_path;
   });
 }
 
 void Model::to(const std::string& device) {
   api::guarded([&] {
-    if (impl_->enhancer) throw Error("move the model before loading the enhancer (it is made on the model's device)");
-    impl_->sam->to(parse_device(device));
+    if (impl_->stack.enhancer)
+      throw Error("move the model before loading the enhancer (it is made on the model's device)");
+    impl_->stack.sam->to(parse_device(device));
     impl_->device = device;
   });
 }
 
-std::string Model::type() const { return impl_->sam->config.type_name(); }
-int Model::image_size() const { return int(impl_->sam->config.img_size); }
-std::string Model::adapter() const { return impl_->adapted ? impl_->adapted->method() : ""; }
+std::string Model::type() const { return impl_->stack.sam->config.type_name(); }
+int Model::image_size() const { return int(impl_->stack.sam->config.img_size); }
+std::string Model::adapter() const { return impl_->stack.adapted ? impl_->stack.adapted->method() : ""; }
 std::string Model::enhancer() const { return impl_->enhancer_path; }
 std::string Model::checkpoint() const { return impl_->checkpoint; }
-std::string Model::device() const { return impl_->sam->device().str(); }
+std::string Model::device() const { return impl_->stack.sam->device().str(); }
 std::string Model::precision() const { return precision_name(impl_->precision); }
 
 }  // namespace rsam

@@ -16,7 +16,7 @@ struct Predictor::Impl {
     if (!pred) throw Error("no image set: call set_image first");
     return *pred;
   }
-  int low_res_size() const { return 4 * model->sam->config.embedding_size(); }
+  int low_res_size() const { return 4 * model->stack.sam->config.embedding_size(); }
 };
 
 namespace {

@@ -1,5 +1,5 @@
 // `rsam adapter info|merge|init|params`: inspect, fold and size adapters
-// (the work is adapt/adapter.h's).
+// (the work is adapt/adapter.h's and adapt/tools.h's, one call each).
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -7,39 +7,16 @@
 #include <iostream>
 
 #include "adapt/adapter.h"
+#include "adapt/tools.h"
 #include "app/commands.h"
 #include "app/flags.h"
 #include "error.h"
-#include "io/fs.h"
-#include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/runtime.h"
 
 namespace rsam::app {
 
 namespace {
-
-// Default configs for the parameter table: the papers' settings.
-std::vector<nlohmann::json> table_methods() {
-  return {{{"method", "decoder_only"}},
-          {{"method", "bitfit"}},
-          {{"method", "adapter"}, {"bottleneck", 64}},
-          {{"method", "ssf"}},
-          {{"method", "lora"}, {"rank", 4}},
-          {{"method", "lora"}, {"rank", 16}},
-          {{"method", "lora"}, {"rank", 256}},
-          {{"method", "moe_lora"}, {"ranks", {2, 16, 128, 256}}},
-          {{"method", "conv_lora"}, {"rank", 8}, {"experts", 8}},
-          {{"method", "gara"}, {"r_low", 16}, {"r_high", 256}},
-          {{"method", "gara"}, {"r_low", 16}, {"r_high", 256}, {"space_gate", false}}};
-}
-
-std::string label(const nlohmann::json& c) {
-  std::string s = c["method"];
-  for (auto& [k, v] : c.items())
-    if (k != "method") s += " " + k + "=" + v.dump();
-  return s;
-}
 
 void run_info(const std::string& path, bool json) {
   const nlohmann::json j = adapt::describe_adapter_file(path);
@@ -55,36 +32,19 @@ void run_info(const std::string& path, bool json) {
 }
 
 void run_merge(const std::string& ckpt, const std::string& adapter, const std::string& out) {
-  io::check_outputs({{"--out", out}}, {{"the checkpoint", ckpt}, {"the adapter", adapter}});
-  auto base = load_sam(ckpt).model;
-  auto a = adapt::AdaptedSam::load(base, adapter);
-  a.merge();
-  save_sam(a.model(), out);
-  std::printf("merged %s into %s -> %s\n", a.method().c_str(), ckpt.c_str(), out.c_str());
+  const auto method = adapt::merge_adapter_file(ckpt, adapter, {"--out", out});
+  std::printf("merged %s into %s -> %s\n", method.c_str(), ckpt.c_str(), out.c_str());
 }
 
 void run_init(const std::string& ckpt, const std::string& config, const std::string& out, uint64_t seed) {
-  io::check_outputs({{"--out", out}}, {{"the checkpoint", ckpt}, {"the adapter config", config}});
-  const auto cfg = adapt::load_config(config);  // a bad config fails before the model loads
-  auto base = load_sam(ckpt).model;
-  adapt::AdaptedSam a(base, cfg, seed);
-  a.save(out);
-  std::printf("wrote %s: %s, %lld trainable parameters\n", out.c_str(), a.method().c_str(),
-              (long long)a.trainable_count());
+  const auto a = adapt::init_adapter_file(ckpt, config, {"--out", out}, seed);
+  std::printf("wrote %s: %s, %lld trainable parameters\n", out.c_str(), a.method.c_str(), (long long)a.trainable);
 }
 
 void run_params(const std::string& model, bool json) {
   const auto preset = SamConfig::find_preset(model);
   if (!preset) throw Error("unknown --model '" + model + "' (vit_b, vit_l, vit_h)");
-  const SamConfig cfg = *preset;
-  nlohmann::json rows = nlohmann::json::array();
-  for (const auto& c : table_methods()) {
-    Sam base(cfg);  // fresh each time: attaching mutates the model
-    adapt::AdaptedSam a(base, c, 0);
-    rows.push_back({{"method", label(c)},
-                    {"params", a.trainable_count()},
-                    {"ratio_percent", 100.0 * double(a.trainable_count()) / double(a.base_count())}});
-  }
+  const auto rows = adapt::parameter_table(*preset);
   if (json) {
     std::cout << nlohmann::json{{"model", model}, {"rows", rows}}.dump(2) << "\n";
     return;

@@ -3,7 +3,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "error.h"
 
 namespace rsam::app {
 
@@ -20,5 +26,29 @@ inline const CLI::Validator kSeed(
       return {};
     },
     "SEED", "seed");
+
+// A flag's comma-separated numbers ("--point 10,20,1"), min_n to max_n of
+// them, each finite; rsam::Error naming `what` and the value otherwise.
+inline std::vector<double> parse_numbers(const std::string& s, const char* what, size_t min_n, size_t max_n) {
+  std::vector<double> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      const double d = std::stod(item, &used);
+      if (used != item.size()) throw std::invalid_argument(item);
+      v.push_back(d);
+    } catch (const std::exception&) {
+      throw Error(std::string("bad ") + what + " '" + s + "': '" + item + "' is not a number");
+    }
+  }
+  if (v.size() < min_n || v.size() > max_n)
+    throw Error(std::string("bad ") + what + " '" + s + "': expected " + std::to_string(min_n) +
+                (min_n == max_n ? "" : " or " + std::to_string(max_n)) + " comma-separated numbers");
+  for (double d : v)
+    if (!std::isfinite(d)) throw Error(std::string("bad ") + what + " '" + s + "': not finite");
+  return v;
+}
 
 }  // namespace rsam::app

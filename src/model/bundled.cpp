@@ -48,4 +48,6 @@ std::pair<std::string, std::string> resolve_model(const std::string& checkpoint,
   return {base, no_adapter ? "" : ad};
 }
 
+std::string bundled_enhancer() { return bundled_model("rsam-tiny-glesam.json"); }
+
 }  // namespace rsam

@@ -18,4 +18,8 @@ std::string bundled_model(const std::string& file);
 std::pair<std::string, std::string> resolve_model(const std::string& checkpoint, const std::string& adapter,
                                                   bool no_adapter);
 
+// The GleSAM enhancer trained on the bundled rsam-tiny (an E.json), or "" if
+// absent. It belongs to the bundled base only.
+std::string bundled_enhancer();
+
 }  // namespace rsam

@@ -101,6 +101,23 @@ cv::Mat caption_tile(const cv::Mat& rgb, const cv::Mat& mask01, cv::Point pt, co
   return out;
 }
 
+cv::Mat text_table(const std::vector<std::vector<std::string>>& rows, int width) {
+  size_t cols = 0;
+  for (const auto& r : rows) cols = std::max(cols, r.size());
+  if (cols == 0 || width <= 0) return {};
+  const int row_h = 30, first = cols > 1 ? width / 3 : width, rest = cols > 1 ? (width - first) / int(cols - 1) : 0;
+  cv::Mat out(int(rows.size()) * row_h + 8, width, CV_8UC3, cv::Scalar(24, 24, 24));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const cv::Scalar ink = i == 0 ? cv::Scalar(170, 170, 170) : cv::Scalar(240, 240, 240);
+    for (size_t c = 0; c < rows[i].size(); ++c) {
+      const int x = c == 0 ? 8 : first + int(c - 1) * rest + 8;
+      cv::putText(out, rows[i][c], {x, int(i) * row_h + 24}, cv::FONT_HERSHEY_SIMPLEX, 0.6, ink, 1, cv::LINE_AA);
+    }
+  }
+  cv::line(out, {0, row_h + 2}, {width - 1, row_h + 2}, cv::Scalar(90, 90, 90));
+  return out;
+}
+
 namespace {
 
 // The rows of the gate figure: image 0's projections of each layer.

@@ -39,6 +39,12 @@ cv::Mat masks_overlay(const cv::Mat& rgb, const std::vector<cv::Mat>& masks);
 cv::Mat caption_tile(const cv::Mat& rgb, const cv::Mat& mask01, cv::Point pt, const std::string& caption,
                      const cv::Scalar& tint);
 
+// Rows of text cells, the first row a header, on the caption tiles' dark
+// background, `width` pixels wide: the first column (labels) takes a third,
+// the others share the rest. For figures beside pictures (the demo's mean
+// IoUs). RGB; empty without rows.
+cv::Mat text_table(const std::vector<std::vector<std::string>>& rows, int width);
+
 // The gate figure of a gated adapter's report (AdaptedSam::gates() JSON):
 // one row per (layer, projection), one column per component of the larger
 // space; white active, dark grey inactive, black outside the chosen space,

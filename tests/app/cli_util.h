@@ -124,4 +124,27 @@ inline void kill_after_first_checkpoint(const std::string& common, const std::st
   ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
 }
 
+// Runs `common` to the end in one folder, and again SIGKILLed after its first
+// checkpoint (with fewer than `max_lines_at_kill` metrics lines by then) and
+// resumed in another: the `weights` file (a path inside the run folder) must
+// be identical, and with `same_metrics` the metrics log too.
+inline void expect_resume_identical(const std::string& common, const std::string& name, const std::string& weights,
+                                    int max_lines_at_kill, bool same_metrics) {
+  const std::string ref_dir = tmp(name + "_ref"), kill_dir = tmp(name + "_kill");
+  std::system(("rm -rf " + ref_dir + " " + kill_dir).c_str());
+  auto ref = run(common + " --out " + ref_dir);
+  ASSERT_EQ(ref.code, 0) << ref.err;
+  kill_after_first_checkpoint(common, kill_dir);
+  if (::testing::Test::HasFatalFailure()) return;
+  EXPECT_LT(lines(slurp(kill_dir + "/metrics.jsonl")), max_lines_at_kill);
+  auto resumed = run(common + " --out " + kill_dir + " --resume");
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  // The files differ only if the weights do.
+  EXPECT_TRUE(slurp(ref_dir + weights) == slurp(kill_dir + weights)) << weights;
+  if (same_metrics) {
+    EXPECT_EQ(slurp(ref_dir + "/metrics.jsonl"), slurp(kill_dir + "/metrics.jsonl"));
+  }
+  EXPECT_FALSE(slurp(kill_dir + "/metrics.jsonl").empty());
+}
+
 }  // namespace rsam::cli_test

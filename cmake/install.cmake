@@ -2,7 +2,7 @@
 #   bin/rsam                          the CLI
 #   lib/librsam.so*                   the library of include/rsam/rsam.h
 #   include/rsam/                     its public header
-#   share/rsam/models/                the bundled rsam-tiny and its GaRA adapter
+#   share/rsam/models/                the bundled rsam-tiny, its GaRA adapter and GleSAM enhancer
 #   lib/cmake/rsam/                   find_package(rsam CONFIG) -> rsam::rsam
 #   lib/pkgconfig/rsam.pc             pkg-config --cflags --libs rsam
 #   lib/python3.X/dist-packages/rsam  the Python module (python/CMakeLists.txt)
@@ -19,7 +19,9 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/rsam DESTINATION ${CMAKE_INSTALL
 install(FILES
   ${PROJECT_SOURCE_DIR}/models/rsam-tiny.safetensors ${PROJECT_SOURCE_DIR}/models/rsam-tiny.json
   ${PROJECT_SOURCE_DIR}/models/rsam-tiny-gara.safetensors ${PROJECT_SOURCE_DIR}/models/rsam-tiny-gara.json
+  ${PROJECT_SOURCE_DIR}/models/rsam-tiny-glesam.json
   DESTINATION ${CMAKE_INSTALL_DATADIR}/rsam/models)
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/models/rsam-tiny-glesam DESTINATION ${CMAKE_INSTALL_DATADIR}/rsam/models)
 
 set(RSAM_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/rsam)
 install(EXPORT rsamTargets NAMESPACE rsam:: DESTINATION ${RSAM_CMAKE_DIR})

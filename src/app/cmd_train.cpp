@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 
 #include "app/commands.h"
 #include "app/enum_flags.h"
@@ -61,7 +62,8 @@ void add_train_command(CLI::App& app) {
   c->add_option("--clip", o->clip, "Gradient-norm clip (0 = off)");
   c->add_option("--warmup", o->warmup, "Linear warm-up steps before cosine decay");
   c->add_option("--precision", o->precision, "fp32 or bf16 (autocast)")->transform(precision_names());
-  c->add_flag("--grad-checkpoint", o->grad_checkpoint, "Recompute encoder blocks in backward (less memory)");
+  c->add_flag("--grad-checkpoint", o->grad_checkpoint,
+              "Recompute encoder blocks (GleSAM: U-Net blocks) in backward (less memory)");
   c->add_option("--seed", o->seed, "Seed for data order, corruptions, prompts and init")->check(kSeed);
   c->add_option("--out", o->out, "Output directory");
   c->add_flag("--resume", o->resume, "Continue the run in OUT (from OUT/checkpoint.pt), with the same options");
@@ -73,8 +75,13 @@ void add_train_command(CLI::App& app) {
   auto g = std::make_shared<glesam::GlesamTrainOptions>();
   c->add_option("--enhancer", g->enhancer,
                 "GleSAM: train a stage of this enhancer (E.json: SD folder, gamma, timestep; stage 2: its LoRA)");
-  c->add_option("--glesam-stage", g->stage, "GleSAM stage: unet (1, the U-Net LoRA) or decoder (2)")
-      ->check(CLI::IsMember({"unet", "decoder"}));
+  c->add_option("--glesam-stage", g->stage,
+                "GleSAM stage: unet (1, the U-Net LoRA), decoder (2), or prior (a small U-Net pre-trained "
+                "from random weights, --init TEMPLATE_FOLDER; docs/glesam.md)")
+      ->check(CLI::IsMember({"prior", "unet", "decoder"}));
+  c->add_option("--prior-crop", g->prior_crop, "GleSAM prior: random square latent crops of this side (0 = whole)");
+  c->add_option("--embedding-cache", g->embedding_cache,
+                "GleSAM: cache the frozen encoder's clean-image embeddings in this folder");
   c->add_option("--lora-rank", g->lora_rank, "GleSAM stage 1: LoRA rank (8)");
   c->add_option("--lora-alpha", g->lora_alpha, "GleSAM stage 1: LoRA alpha (8)");
   c->add_flag("--decoder-iou", g->decoder_iou, "GleSAM stage 2: also train the IoU token and head");
@@ -83,30 +90,37 @@ void add_train_command(CLI::App& app) {
                 "Data-parallel processes on this machine (c10d Gloo); each takes its share of every batch");
   c->add_flag("--quiet", o->quiet, "No progress output");
   c->callback([o, g, nproc, c] {
-    if (!g->enhancer.empty()) {
-      if (*nproc != 1) throw Error("GleSAM training runs in one process: --nproc is for adapters");
-      g->base = *o;
-      // GleSAM's stage 2 trains with 3 random points (its released code);
-      // boxes only when asked for.
-      if (c->count("--prompts") == 0) g->base.prompts = "points:3";
-      const auto r = glesam::train_glesam(*g);
-      std::printf("trained %lld steps, last loss %.4f -> %s (%s)\n", (long long)r.steps, r.last_loss,
-                  r.weights_path.c_str(), r.enhancer_path.c_str());
-      return;
-    }
-    if (*nproc != 1 && !train::started_as_rank()) {
-      // Bad options fail here, once, rather than in every rank.
-      train::check_options(*o);
+    // With --nproc (and not yet a rank): bad options fail here, once, rather
+    // than in every rank; then this command runs as the ranks.
+    const auto launch = [&](const std::function<void()>& check) {
+      if (*nproc == 1 || train::started_as_rank()) return;
+      check();
       if (*nproc < 1) throw Error("--nproc must be >= 1");
       if (!train::distributed_available())
         throw Error("this rsam was built without c10d's Gloo backend (install libgloo-dev and rebuild)");
       if (!o->checkpoint.empty() && !std::ifstream(o->checkpoint).good())
         throw Error("cannot read checkpoint '" + o->checkpoint + "'");
       data::open_dataset(o->data);
-      train::check_output_folder(*o);
       std::fflush(stdout);
       std::exit(train::launch_local(*nproc, program_argv()));
+    };
+    if (!g->enhancer.empty() || g->stage == "prior") {
+      g->base = *o;
+      if (g->stage == "prior") std::swap(g->prior_init, g->base.init);  // the prior's template folder
+      // GleSAM's stage 2 trains with 3 random points (its released code);
+      // boxes only when asked for.
+      if (c->count("--prompts") == 0) g->base.prompts = "points:3";
+      launch([&] { glesam::check_train_options(*g); });
+      const auto r = glesam::train_glesam(*g);
+      if (!r.wrote_outputs) return;  // a rank above 0: rank 0 reports
+      std::printf("trained %lld steps, last loss %.4f -> %s (%s)\n", (long long)r.steps, r.last_loss,
+                  r.weights_path.c_str(), r.enhancer_path.c_str());
+      return;
     }
+    launch([&] {
+      train::check_options(*o);
+      train::check_output_folder(*o);
+    });
     auto r = train::train(*o);
     if (!r.wrote_outputs) return;  // a rank above 0: rank 0 reports
     std::printf("trained %lld steps, last loss %.4f -> %s\n", (long long)r.steps, r.last_loss, r.weights_path.c_str());

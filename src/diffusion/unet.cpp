@@ -367,21 +367,42 @@ Tensor UNet2DConditionModelImpl::forward(Tensor sample, const Tensor& timesteps,
                                 .to(sample.scalar_type()));
   if (time_embed_act) emb = apply_act(*time_embed_act, emb);
 
+  const auto run = [&](const BlockFn& fn, const std::vector<Tensor>& in) {
+    return gradient_checkpointing && torch::GradMode::is_enabled() ? gradient_checkpointing(fn, in) : fn(in);
+  };
   sample = conv_in(sample);
   std::vector<Tensor> skips{sample};
-  for (auto& blk : *down_blocks) {
-    auto [x, states] = blk->as<DownBlock>()->forward(sample, emb, ehs);
-    sample = x;
+  for (auto& m : *down_blocks) {
+    // A down block's output is its last state.
+    auto* blk = m->as<DownBlock>();
+    const auto states = run([blk](const std::vector<Tensor>& in) { return blk->forward(in[0], in[1], in[2]).second; },
+                            {sample, emb, ehs});
+    sample = states.back();
     skips.insert(skips.end(), states.begin(), states.end());
   }
-  if (!mid_block.is_empty()) sample = mid_block(sample, emb, ehs);
+  if (!mid_block.is_empty()) {
+    auto* mid = mid_block.get();
+    const auto fn = [mid](const std::vector<Tensor>& in) {
+      return std::vector<Tensor>{mid->forward(in[0], in[1], in[2])};
+    };
+    sample = run(fn, {sample, emb, ehs})[0];
+  }
   for (size_t i = 0; i < up_blocks->size(); ++i) {
     auto* blk = up_blocks[i]->as<UpBlock>();
     std::vector<int64_t> size;
     const size_t used = blk->resnets->size();
     // The upsampler matches the skip the next block reads first.
     if (i + 1 < up_blocks->size() && forward_upsample_size) size = skips[skips.size() - used - 1].sizes().slice(2).vec();
-    sample = blk->forward(sample, skips, emb, ehs, size);
+    // The block's inputs: x, emb, context, then the skips it consumes.
+    std::vector<Tensor> in{sample, emb, ehs};
+    in.insert(in.end(), skips.end() - int64_t(used), skips.end());
+    skips.resize(skips.size() - used);
+    sample = run(
+        [blk, size](const std::vector<Tensor>& in) {
+          std::vector<Tensor> own(in.begin() + 3, in.end());
+          return std::vector<Tensor>{blk->forward(in[0], own, in[1], in[2], size)};
+        },
+        in)[0];
   }
   sample = apply_act(parse_act(c.act_fn), norm_fp32(conv_norm_out, sample));
   return conv_out(sample);

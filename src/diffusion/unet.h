@@ -7,6 +7,8 @@
 
 #include <torch/torch.h>
 
+#include <functional>
+
 #include <optional>
 #include <utility>
 #include <vector>
@@ -144,6 +146,12 @@ struct UNet2DConditionModelImpl : torch::nn::Module {
   torch::Tensor forward(torch::Tensor sample, const torch::Tensor& timesteps,
                         const torch::Tensor& encoder_hidden_states);
   UNetConfig config;
+  // Runs each down, mid and up block (fn on the block's tensors) while
+  // gradients are recorded; empty: directly. A trainer sets one that
+  // recomputes the block in the backward pass instead of keeping its
+  // activations (diffusers' enable_gradient_checkpointing; train::grad_checkpoint).
+  using BlockFn = std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)>;
+  std::function<std::vector<torch::Tensor>(const BlockFn&, const std::vector<torch::Tensor>&)> gradient_checkpointing;
   Conv2d conv_in{nullptr}, conv_out{nullptr};
   TimestepEmbedding time_embedding{nullptr};
   torch::nn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};

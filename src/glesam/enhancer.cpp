@@ -20,7 +20,10 @@ using torch::Tensor;
 
 namespace {
 
-const std::vector<std::string> kKeys = {"method", "sd", "lora", "decoder", "text_embedding", "gamma", "timestep"};
+const std::vector<std::string> kKeys = {"method", "sd",  "lora",   "decoder", "text_embedding",
+                                        "gamma",  "timestep", "cre", "in_out", "prompt"};
+// A prompt far beyond CLIP's 77 tokens is a mistake, not a condition.
+constexpr size_t kMaxPromptBytes = 4096;
 
 std::string allowed_keys() {
   std::string s;
@@ -69,23 +72,62 @@ Tensor read_text_embedding(const std::string& path, const torch::Device& device)
 
 bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 
+void check_four_channels(const diffusion::UNet2DConditionModel& unet, int64_t channels, const char* what) {
+  const auto& c = unet->config;
+  if (c.in_channels != 4 || c.out_channels != 4)
+    throw Error(std::string(what) + " widens a 4-channel U-Net; this one has " + std::to_string(c.in_channels) +
+                " input and " + std::to_string(c.out_channels) + " output channels");
+  if (channels < 4 || channels % 4 != 0)
+    throw Error(std::string(what) + ": the embedding width " + std::to_string(channels) +
+                " is not a positive multiple of 4");
+  if (unet->conv_in->has_lora() || unet->conv_out->has_lora())
+    throw Error(std::string(what) + " must come before LoRA is attached to conv_in / conv_out");
+}
+
+// A conv of the same geometry as `like` with `in` / `out` channels,
+// initialised as torch.nn.Conv2d's reset_parameters does.
+diffusion::Conv2d fresh_conv(const diffusion::Conv2d& like, int64_t in, int64_t out) {
+  diffusion::Conv2d c(in, out, like->kernel, like->stride, like->padding, like->bias.defined());
+  torch::NoGradGuard ng;
+  torch::nn::init::kaiming_uniform_(c->weight, std::sqrt(5.0));
+  if (c->bias.defined()) {
+    const double bound = 1.0 / std::sqrt(double(in * like->kernel * like->kernel));
+    c->bias.uniform_(-bound, bound);
+  }
+  c->to(like->weight.device());
+  return c;
+}
+
 }  // namespace
 
 // ---- CRE -------------------------------------------------------------------
 
 void cre_widen(diffusion::UNet2DConditionModel& unet, int64_t channels) {
   auto& c = unet->config;
-  if (c.in_channels != 4 || c.out_channels != 4)
-    throw Error("CRE widens a 4-channel U-Net; this one has " + std::to_string(c.in_channels) + " input and " +
-                std::to_string(c.out_channels) + " output channels");
-  if (channels < 4 || channels % 4 != 0)
-    throw Error("CRE: the embedding width " + std::to_string(channels) + " is not a positive multiple of 4");
-  if (unet->conv_in->has_lora() || unet->conv_out->has_lora())
-    throw Error("CRE must come before LoRA is attached to conv_in / conv_out");
+  check_four_channels(unet, channels, "CRE");
   const int64_t rep = channels / 4;
   unet->conv_in = unet->replace_module("conv_in", tiled(unet->conv_in, rep, 1));
   unet->conv_out = unet->replace_module("conv_out", tiled(unet->conv_out, rep, 0));
   c.in_channels = c.out_channels = channels;
+}
+
+void fresh_in_out(diffusion::UNet2DConditionModel& unet, int64_t channels) {
+  check_four_channels(unet, channels, "the fresh in/out convolutions (cre false)");
+  auto& c = unet->config;
+  unet->conv_in = unet->replace_module("conv_in", fresh_conv(unet->conv_in, channels, unet->conv_in->out_channels));
+  unet->conv_out =
+      unet->replace_module("conv_out", fresh_conv(unet->conv_out, unet->conv_out->in_channels, channels));
+  c.in_channels = c.out_channels = channels;
+}
+
+io::StateDict in_out_tensors(diffusion::UNet2DConditionModel& unet) {
+  io::StateDict sd;
+  for (auto* name : {"conv_in", "conv_out"}) {
+    const auto& conv = std::string(name) == "conv_in" ? unet->conv_in : unet->conv_out;
+    sd.emplace_back(std::string(name) + ".weight", from_torch(conv->weight.detach()));
+    if (conv->bias.defined()) sd.emplace_back(std::string(name) + ".bias", from_torch(conv->bias.detach()));
+  }
+  return sd;
 }
 
 // ---- the JSON file ---------------------------------------------------------
@@ -104,6 +146,13 @@ EnhancerConfig EnhancerConfig::parse(const json& j, const std::string& base_dir,
   c.lora = resolve(base_dir, path_value(j, "lora", origin));
   c.decoder = resolve(base_dir, path_value(j, "decoder", origin));
   c.text_embedding = resolve(base_dir, path_value(j, "text_embedding", origin));
+  if (j.contains("prompt")) {
+    if (!j["prompt"].is_string()) throw Error(origin + ": \"prompt\" must be a string");
+    c.prompt = j["prompt"].get<std::string>();
+    if (c.prompt.size() > kMaxPromptBytes) throw Error(origin + ": \"prompt\" is too long");
+    if (!c.prompt.empty() && !c.text_embedding.empty())
+      throw Error(origin + ": give \"prompt\" or \"text_embedding\", not both");
+  }
   if (j.contains("gamma")) {
     if (!j["gamma"].is_number()) throw Error(origin + ": \"gamma\" must be a number");
     c.gamma = j["gamma"].get<double>();
@@ -115,6 +164,13 @@ EnhancerConfig EnhancerConfig::parse(const json& j, const std::string& base_dir,
     c.timestep = j["timestep"].get<int64_t>();
     if (c.timestep < 0) throw Error(origin + ": \"timestep\" must be >= 0");
   }
+  if (j.contains("cre")) {
+    if (!j["cre"].is_boolean()) throw Error(origin + ": \"cre\" must be true or false");
+    c.cre = j["cre"].get<bool>();
+  }
+  c.in_out = resolve(base_dir, path_value(j, "in_out", origin));
+  if (c.cre && !c.in_out.empty())
+    throw Error(origin + ": \"in_out\" (trained in/out convolutions) needs \"cre\": false");
   return c;
 }
 
@@ -138,8 +194,11 @@ json EnhancerConfig::to_json(const std::string& dir) const {
   if (!lora.empty()) j["lora"] = rel(lora);
   if (!decoder.empty()) j["decoder"] = rel(decoder);
   if (!text_embedding.empty()) j["text_embedding"] = rel(text_embedding);
+  if (!prompt.empty()) j["prompt"] = prompt;
   j["gamma"] = gamma;
   j["timestep"] = timestep;
+  if (!cre) j["cre"] = false;
+  if (!in_out.empty()) j["in_out"] = rel(in_out);
   return j;
 }
 
@@ -207,13 +266,28 @@ Enhancer Enhancer::load(const EnhancerConfig& cfg, const EnhancerOptions& opts) 
   diffusion::SdLoadOptions so;
   so.device = opts.device;
   so.text_embedding = cfg.text_embedding.empty();
+  so.prompt = cfg.prompt;
   auto sd = diffusion::load_stable_diffusion(cfg.sd, so);
   // GleSAM treats every U-Net output as epsilon, whatever the folder says
   // (its README links the v-prediction SD-2.1); rsam does the same.
   if (sd.scheduler.prediction_type != "epsilon")
     log_warning(cfg.sd + ": the scheduler declares " + sd.scheduler.prediction_type +
                 "; GleSAM's step reads the U-Net output as epsilon regardless");
-  cre_widen(sd.unet, opts.channels);
+  if (cfg.cre) {
+    cre_widen(sd.unet, opts.channels);
+  } else {
+    if (cfg.in_out.empty() && !opts.fresh_in_out)
+      throw Error(cfg.origin + ": \"cre\": false needs its trained \"in_out\" file (stage 1 writes it)");
+    fresh_in_out(sd.unet, opts.channels);
+    if (!cfg.in_out.empty()) {
+      if (!fs::is_regular_file(cfg.in_out)) throw Error(cfg.in_out + ": no such in/out convolution file");
+      const io::StateDict sdict = io::load_any(cfg.in_out);
+      torch::nn::Module holder;
+      holder.register_module("conv_in", sd.unet->conv_in);
+      holder.register_module("conv_out", sd.unet->conv_out);
+      diffusion::load_weights(holder, sdict, cfg.in_out);
+    }
+  }
   if (!cfg.lora.empty()) diffusion::load_lora(*sd.unet, cfg.lora);
   Tensor text = cfg.text_embedding.empty() ? sd.text_embedding : read_text_embedding(cfg.text_embedding, opts.device);
   Enhancer e(sd.unet, sd.alphas_cumprod, text, cfg.gamma, cfg.timestep);

@@ -44,20 +44,36 @@ constexpr int64_t kSamChannels = 256;
 // must be attached after this.
 void cre_widen(diffusion::UNet2DConditionModel& unet, int64_t channels = kSamChannels);
 
+// The ablation instead of CRE: conv_in / conv_out replaced by freshly
+// initialised layers (PyTorch's default Conv2d init, from torch's global
+// generator) of `channels` input / output channels, trainable. Same
+// preconditions as cre_widen.
+void fresh_in_out(diffusion::UNet2DConditionModel& unet, int64_t channels);
+// The in/out convolutions' tensors (conv_in.weight, conv_in.bias,
+// conv_out.weight, conv_out.bias), without any LoRA factors.
+io::StateDict in_out_tensors(diffusion::UNet2DConditionModel& unet);
+
 // The JSON description, paths resolved against the file's folder.
 struct EnhancerConfig {
   std::string sd;              // Stable Diffusion folder (unet/, scheduler/, [tokenizer/, text_encoder/])
   std::string lora;            // U-Net LoRA file; empty: none
   std::string decoder;         // fine-tuned mask decoder; empty: SAM's own
-  std::string text_embedding;  // [1, S, D] or [S, D] .npy; empty: encode "" with the folder's CLIP
+  std::string text_embedding;  // [1, S, D] or [S, D] .npy; empty: encode `prompt` with the folder's CLIP
+  std::string prompt;          // the U-Net's text condition; "" as GleSAM (needs no merges.txt)
   double gamma = 5;            // FDA scale (the paper's)
   int64_t timestep = 1;        // every released script's conditioning_timestep
+  // false: the paper's Table 6 ablation. conv_in / conv_out are fresh layers
+  // at the embedding width (not CRE's tiling), trained with the LoRA in
+  // stage 1 and stored in `in_out` (conv_in.* and conv_out.* tensors).
+  bool cre = true;
+  std::string in_out;
   std::string origin;          // the JSON file, for messages
 
   // rsam::Error naming `origin` on a key other than method, sd, lora,
-  // decoder, text_embedding, gamma, timestep (the allowed keys listed), a
-  // wrong type, gamma not finite and > 0, or a negative timestep (the upper
-  // bound is the scheduler's, checked when loaded).
+  // decoder, text_embedding, gamma, timestep, cre, in_out, prompt (the
+  // allowed keys listed), a wrong type, prompt beside text_embedding, gamma not finite and > 0, a negative timestep
+  // (the upper bound is the scheduler's, checked when loaded), or in_out
+  // without "cre": false.
   static EnhancerConfig parse(const nlohmann::json& j, const std::string& base_dir, const std::string& origin);
   static EnhancerConfig from_file(const std::string& path);
   // The JSON form, paths made relative to `dir` when they lie inside it.
@@ -83,6 +99,9 @@ struct EnhancerOptions {
   int64_t channels = kSamChannels;
   // false: do not read the decoder file (training stage 1 does not need it).
   bool read_decoder = true;
+  // "cre": false without an in_out file: true lets the convolutions start
+  // fresh (stage 1 trains them); false makes it an error (inference).
+  bool fresh_in_out = false;
 };
 
 class Enhancer {

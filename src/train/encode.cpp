@@ -1,5 +1,6 @@
 // The differentiable image-encoder pass, with optional gradient
-// checkpointing (each block recomputed in the backward pass).
+// checkpointing (each block recomputed in the backward pass); the same
+// checkpointing runs GleSAM's U-Net blocks (diffusion/unet.h).
 #include <ATen/autocast_mode.h>
 
 #include <mutex>
@@ -26,28 +27,44 @@ void set_autocast(bool on, bool cuda) {
 
 namespace {
 
-// Runs one encoder block without keeping its activations; the backward pass
+// The block a checkpoint recomputes, held by the graph until its backward pass.
+struct BlockHolder : torch::CustomClassHolder {
+  explicit BlockHolder(BlockFn f) : fn(std::move(f)) {}
+  BlockFn fn;
+};
+
+// Runs one block without keeping its activations; the backward pass
 // recomputes it with the same RNG state (GaRA's Gumbel noise, dropout) and
 // the same autocast setting, then backpropagates through the recomputation.
+// The last input is an anchor that requires grad: it keeps the block in the
+// graph even when no other input does (a frozen patch embedding).
 struct BlockCheckpoint : torch::autograd::Function<BlockCheckpoint> {
-  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& anchor,
-                        int64_t block_address) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::TensorList inputs,
+                                                const c10::intrusive_ptr<BlockHolder>& block) {
     auto gen = at::detail::getDefaultCPUGenerator();
     {
       std::lock_guard<std::mutex> lock(gen.mutex());
       ctx->saved_data["rng"] = gen.get_state();
     }
-    ctx->saved_data["block"] = block_address;  // the module outlives the graph
-    ctx->saved_data["autocast"] = x.is_cuda() ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
-    ctx->save_for_backward({x});
-    auto* block = reinterpret_cast<EncoderBlockImpl*>(block_address);
-    return block->forward(x);
+    const std::vector<Tensor> in(inputs.begin(), inputs.end() - 1);
+    c10::List<bool> needs;
+    for (const auto& t : in) needs.push_back(t.requires_grad());
+    ctx->saved_data["needs_grad"] = needs;
+    ctx->saved_data["block"] = c10::IValue::make_capsule(block);
+    ctx->saved_data["autocast"] = in[0].is_cuda() ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+    ctx->save_for_backward(in);
+    return block->fn(in);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
-    auto* block = reinterpret_cast<EncoderBlockImpl*>(ctx->saved_data["block"].toInt());
+    const auto needs = ctx->saved_data["needs_grad"].toBoolList();
+    std::vector<Tensor> in;
+    for (const auto& t : ctx->get_saved_variables()) {
+      in.push_back(t.detach());
+      if (needs.get(in.size() - 1)) in.back().requires_grad_(true);
+    }
+    const auto block = c10::static_intrusive_pointer_cast<BlockHolder>(ctx->saved_data["block"].toCapsule());
     auto gen = at::detail::getDefaultCPUGenerator();
     Tensor now;
     {
@@ -56,36 +73,51 @@ struct BlockCheckpoint : torch::autograd::Function<BlockCheckpoint> {
       gen.set_state(ctx->saved_data["rng"].toTensor());
     }
     const bool ac = ctx->saved_data["autocast"].toBool();
-    const bool cuda = x.is_cuda();
+    const bool cuda = in[0].is_cuda();
     const bool prev = cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
-    Tensor y;
+    std::vector<Tensor> out;
     {
       torch::AutoGradMode grad(true);
       detail::set_autocast(ac, cuda);
-      y = block->forward(x);
+      // A scope of its own: the casts it caches (trainable weights) must not
+      // outlive it, or the next step's forward pass would reuse them stale.
+      at::autocast::increment_nesting();
+      out = block->fn(in);
+      if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
       detail::set_autocast(prev, cuda);
     }
     {
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(now);
     }
-    torch::autograd::backward({y}, {grads[0]});
-    return {x.grad(), Tensor(), Tensor()};
+    std::vector<Tensor> ys, gs;
+    for (size_t i = 0; i < out.size(); ++i)
+      if (out[i].requires_grad() && grads[i].defined()) ys.push_back(out[i]), gs.push_back(grads[i]);
+    if (!ys.empty()) torch::autograd::backward(ys, gs);
+    torch::autograd::variable_list result;
+    for (const auto& t : in) result.push_back(t.requires_grad() ? t.grad() : Tensor());
+    result.push_back(Tensor());  // the anchor
+    result.push_back(Tensor());  // the block
+    return result;
   }
 };
 
 }  // namespace
 
+std::vector<Tensor> grad_checkpoint(const BlockFn& fn, const std::vector<Tensor>& inputs) {
+  std::vector<Tensor> all = inputs;
+  all.push_back(torch::ones({1}, inputs.at(0).options().dtype(torch::kFloat32)).requires_grad_(true));
+  return BlockCheckpoint::apply(at::TensorList(all), c10::make_intrusive<BlockHolder>(fn));
+}
+
 Tensor encode_for_training(Sam& model, const Tensor& images, bool grad_checkpoint) {
   auto& enc = model->image_encoder;
   auto x = enc->patch_embed->forward(images) + enc->pos_embed;
-  // An anchor that requires grad keeps checkpointed blocks in the graph
-  // even when their input does not (frozen patch embedding).
-  auto anchor = torch::ones({1}, x.options().dtype(torch::kFloat32)).requires_grad_(true);
   for (const auto& m : *enc->blocks) {
-    auto* block = m->as<EncoderBlock>();
+    auto* block = m->as<EncoderBlock>();  // the module outlives the graph
     if (grad_checkpoint && torch::GradMode::is_enabled())
-      x = BlockCheckpoint::apply(x, anchor, reinterpret_cast<int64_t>(block));
+      x = train::grad_checkpoint(
+          [block](const std::vector<Tensor>& in) { return std::vector<Tensor>{block->forward(in[0])}; }, {x})[0];
     else
       x = block->forward(x);
   }

@@ -144,6 +144,8 @@ bool micro_batch(const Run& run, data::Batch& batch, StepStats& st) {
   return true;
 }
 
+}  // namespace
+
 // One sum over the ranks for the gradients (a rank with no object adds
 // zeros), one for what the metrics report.
 void reduce_step(const Run& run, StepStats& st) {
@@ -166,6 +168,8 @@ void reduce_step(const Run& run, StepStats& st) {
   st.n_items = int64_t(v[6]), st.n_terms = int64_t(v[7]), st.n_weight = v[8];
   st.n_pieces = int64_t(v[9]), st.cons_sum = v[10];
 }
+
+namespace {
 
 std::string fmt_eta(double s) {
   char b[32];

@@ -105,6 +105,17 @@ nlohmann::json run_config(const TrainOptions& o) {
   return cfg;
 }
 
+std::unique_ptr<ProcessGroup> open_out_and_join(const TrainOptions& o, const nlohmann::json& cfg,
+                                                std::optional<io::FolderLock>& lock) {
+  if (!o.distributed || rank_from_env() == 0) open_out(o, cfg, lock);
+  auto group = o.distributed ? ProcessGroup::from_env() : nullptr;
+  if (!lock && (!group || group->rank() == 0)) open_out(o, cfg, lock);
+  int threads = o.threads;
+  if (threads <= 0 && group) threads = threads_per_process(group->local_size());
+  set_threads(threads);
+  return group;
+}
+
 }  // namespace detail
 
 namespace {
@@ -166,7 +177,7 @@ void check_options(const TrainOptions& o) {
   check_ranges(o);
 }
 
-namespace {
+namespace detail {
 
 // Rank 0 starts metrics.jsonl (with the lines a resumed run keeps) and
 // config.json.
@@ -178,6 +189,18 @@ void start_metrics(const TrainOptions& o, const nlohmann::json& cfg, const Histo
   metrics.emplace(metrics_path);
   io::write_text((fs::path(o.out) / "config.json").string(), cfg.dump(2) + "\n");
 }
+
+void broadcast_params(const Run& run) {
+  if (!run.group) return;
+  torch::NoGradGuard ng;
+  std::vector<Tensor> w;
+  for (auto& p : run.t.plist) w.push_back(p.detach());
+  run.group->broadcast(w);
+}
+
+}  // namespace detail
+
+namespace {
 
 // The finished run: its checkpoint and weights (rank 0 only), the loss
 // curve, and the validation score if asked for.
@@ -220,23 +243,16 @@ TrainResult train(const TrainOptions& o) {
   check_options(o);
   const nlohmann::json cfg = run_config(o);
   const std::string cfg_text = cfg.dump();
-  // Rank 0 holds the output folder for the whole run. It takes it before
-  // the rendezvous, so a refused run ends while the other ranks still wait
-  // there (silently, until the launcher stops them).
-  std::optional<io::FolderLock> lock;
-  if (!o.distributed || rank_from_env() == 0) open_out(o, cfg, lock);
-  const bool bf16 = o.precision == Precision::BF16;
   // Data-parallel ranks (torchrun's environment; `rsam train --nproc`): each
   // takes its share of every batch, the gradients are summed, and every rank
-  // takes the same optimizer step. Rank 0 alone writes.
-  const auto group = o.distributed ? ProcessGroup::from_env() : nullptr;
+  // takes the same optimizer step. Rank 0 alone writes, and holds the output
+  // folder for the whole run.
+  std::optional<io::FolderLock> lock;
+  const auto group = open_out_and_join(o, cfg, lock);
+  const bool bf16 = o.precision == Precision::BF16;
   const int rank = group ? group->rank() : 0, world = group ? group->size() : 1;
   const bool lead = rank == 0;
-  if (lead && !lock) open_out(o, cfg, lock);
   const bool quiet = o.quiet || !lead;
-  int threads = o.threads;
-  if (threads <= 0 && group) threads = threads_per_process(group->local_size());
-  set_threads(threads);
   if (const auto w = bf16_warning(); bf16 && lead && !w.empty()) log_warning(w);
 
   Trainee t;
@@ -268,13 +284,7 @@ TrainResult train(const TrainOptions& o) {
   std::optional<io::AppendFile> metrics;
   if (lead) start_metrics(o, cfg, h, run.metrics_path, metrics);
   run.metrics = metrics ? &*metrics : nullptr;
-  if (group) {
-    // The same starting weights everywhere, whatever each rank loaded.
-    torch::NoGradGuard ng;
-    std::vector<Tensor> w;
-    for (auto& p : t.plist) w.push_back(p.detach());
-    group->broadcast(w);
-  }
+  broadcast_params(run);
   t.model->train();
   run_steps(run, h);
   return finish(run, h);

@@ -93,6 +93,13 @@ void check_output_folder(const TrainOptions& opts);
 // in the backward pass instead of storing its activations.
 torch::Tensor encode_for_training(Sam& model, const torch::Tensor& images, bool grad_checkpoint);
 
+// Gradient checkpointing of one block (torch.utils.checkpoint): fn(inputs)
+// runs without keeping its activations, and the backward pass runs it again
+// (same generator state and autocast setting) to backpropagate through it.
+// fn is kept until then: what it captures must outlive the backward pass.
+using BlockFn = std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)>;
+std::vector<torch::Tensor> grad_checkpoint(const BlockFn& fn, const std::vector<torch::Tensor>& inputs);
+
 // Lays a sample out as the predictor does (longest side resized with PIL's
 // bilinear filter, normalized, padded) and returns the image [3,S,S], the
 // soft target at low-res mask resolution [4g,4g], and the prompt converted

@@ -99,6 +99,20 @@ struct Run {
 
 // The optimizer steps from h.step to the total (or until the data ends).
 void run_steps(const Run& run, History& h);
+// With a group: the gradients of run.t.plist and the statistics summed over the ranks.
+void reduce_step(const Run& run, StepStats& st);
+// Rank 0 takes the output folder (open_out), before the rendezvous so that
+// a refused run ends while the other ranks wait there; then the group
+// torchrun's environment names (null: one process, or !o.distributed), and
+// each process's share of the cores unless o.threads says.
+std::unique_ptr<ProcessGroup> open_out_and_join(const TrainOptions& o, const nlohmann::json& cfg,
+                                                std::optional<io::FolderLock>& lock);
+// Rank 0 starts metrics.jsonl (with the lines a resumed run keeps) and config.json.
+void start_metrics(const TrainOptions& o, const nlohmann::json& cfg, const History& h, const std::string& metrics_path,
+                   std::optional<io::AppendFile>& metrics);
+// With a group: every rank's trainable weights become rank 0's (whatever
+// each loaded or resumed).
+void broadcast_params(const Run& run);
 
 // ---- checkpoint.cpp: save, load, resume ---------------------------------------
 

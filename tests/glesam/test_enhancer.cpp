@@ -198,6 +198,28 @@ TEST(EnhancerJson, RefusalsAreOneLine) {
   EXPECT_NE(error_of([&] { EnhancerConfig::from_file(dir + "/none.json"); }).find("none.json"), std::string::npos);
 }
 
+// "prompt" conditions the U-Net on text through the folder's tokenizer; the
+// empty prompt (the default) stays GleSAM's condition.
+TEST(EnhancerJson, PromptConditionsTheUNetAndRoundTrips) {
+  using J = nlohmann::json;
+  auto err = [](const J& j) { return error_of([&] { EnhancerConfig::parse(j, "/d", "E.json"); }); };
+  EXPECT_NE(err({{"method", "glesam"}, {"sd", "s"}, {"prompt", 3}}).find("\"prompt\""), std::string::npos);
+  EXPECT_NE(err({{"method", "glesam"}, {"sd", "s"}, {"prompt", "a"}, {"text_embedding", "e.npy"}}).find("not both"),
+            std::string::npos);
+  EXPECT_NE(err({{"method", "glesam"}, {"sd", "s"}, {"prompt", std::string(5000, 'a')}}).find("too long"),
+            std::string::npos);
+  auto cfg = EnhancerConfig::from_file(data("enhancer.json"));
+  const Tensor empty = Enhancer::load(cfg, tiny_opts()).text_embedding();
+  cfg.prompt = "a low light photo";
+  EXPECT_EQ(cfg.to_json("")["prompt"], "a low light photo");
+  const Tensor text = Enhancer::load(cfg, tiny_opts()).text_embedding();
+  ASSERT_EQ(text.sizes(), empty.sizes());
+  EXPECT_FALSE(torch::equal(text, empty));
+  cfg.prompt = "";
+  EXPECT_TRUE(torch::equal(Enhancer::load(cfg, tiny_opts()).text_embedding(), empty));
+  EXPECT_FALSE(cfg.to_json("").contains("prompt"));
+}
+
 TEST(EnhancerJson, TimestepOutOfRangeAndMissingFilesAtLoad) {
   auto cfg = EnhancerConfig::from_file(data("enhancer.json"));
   cfg.timestep = 1000;  // the scheduler has 0..999

@@ -148,6 +148,7 @@ std::string bare_enhancer(const std::string& name) {
   return path;
 }
 
+
 bool all_zero(const rsam::io::TensorData& t) {
   for (uint8_t b : t.data)
     if (b != 0) return false;
@@ -231,17 +232,264 @@ TEST(GlesamTrain, KilledAndResumedEndsWithTheSameWeights) {
                              bare_enhancer("resume") +
                              " --glesam-stage unet --lora-rank 2 --corruption gauss_noise,fog --severity random"
                              " --steps 150 --save-every 3 --batch 2 --lr 1e-3 --threads 1 --workers 1 --quiet";
-  const std::string ref_dir = tmp("glesam_resume_ref"), kill_dir = tmp("glesam_resume_kill");
-  std::system(("rm -rf " + ref_dir + " " + kill_dir).c_str());
-  auto ref = run(common + " --out " + ref_dir);
-  ASSERT_EQ(ref.code, 0) << ref.err;
-  kill_after_first_checkpoint(common, kill_dir);
+  expect_resume_identical(common, "glesam_resume", "/lora.safetensors", 150, true);
   if (::testing::Test::HasFatalFailure()) return;
-  EXPECT_LT(lines(slurp(kill_dir + "/metrics.jsonl")), 150);
-  auto resumed = run(common + " --out " + kill_dir + " --resume");
-  ASSERT_EQ(resumed.code, 0) << resumed.err;
-  EXPECT_EQ(slurp(ref_dir + "/lora.safetensors"), slurp(kill_dir + "/lora.safetensors"));
-  EXPECT_EQ(slurp(ref_dir + "/metrics.jsonl"), slurp(kill_dir + "/metrics.jsonl"));
   // Another run's options into the same folder are refused.
-  expect_one_line_error(run(common + " --out " + kill_dir + " --resume --lora-alpha 4"), "other options");
+  expect_one_line_error(run(common + " --out " + tmp("glesam_resume_kill") + " --resume --lora-alpha 4"),
+                        "other options");
+}
+
+// ---- the miniature: the U-Net prior, the embedding cache, "cre": false ----------
+
+namespace {
+
+// A prior template (unet/config.json, scheduler/, text_embedding.npy) from
+// the fixture SD folder's configs, as `--glesam-stage prior --init` reads it.
+std::string prior_template(const std::string& name) {
+  const std::string dir = tmp("glesam_prior_tpl_" + name), g = RSAM_TEST_DATA_DIR "/glesam";
+  std::system(("rm -rf " + dir + " && mkdir -p " + dir + "/unet " + dir + "/scheduler && cp " + g +
+               "/sd/unet/config.json " + dir + "/unet/ && cp " + g + "/sd/scheduler/scheduler_config.json " + dir +
+               "/scheduler/ && cp " + g + "/text_embedding.npy " + dir + "/")
+                  .c_str());
+  return dir;
+}
+
+std::string prior_cmd(const std::string& data, const std::string& tpl) {
+  return "train --glesam-stage prior --init " + tpl + " --checkpoint " + kData + "tiny_a.pth --data " + data +
+         " --batch 2 --lr 1e-3 --seed 3 --threads 1 --workers 1";
+}
+
+}  // namespace
+
+TEST(GlesamPrior, WritesAnSdFolderThatAnEnhancerLoadsWithCre) {
+  const auto data = make_scenes("prior", 4);
+  const auto out = tmp("glesam_prior"), s1 = tmp("glesam_prior_s1");
+  std::system(("rm -rf " + out + " " + s1).c_str());
+  auto r = run(prior_cmd(data, prior_template("a")) + " --steps 3 --quiet --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* f : {"unet/config.json", "scheduler/scheduler_config.json", "text_embedding.npy", "latents.json",
+                        "loss.png", "checkpoint.pt"})
+    EXPECT_TRUE(std::ifstream(out + "/" + f).good()) << f;
+  EXPECT_EQ(lines(slurp(out + "/metrics.jsonl")), 3);
+  EXPECT_GT(nlohmann::json::parse(slurp(out + "/latents.json"))["scale"].get<double>(), 0);
+  // Exactly the template U-Net's tensors (the fixture U-Net has the same config).
+  const auto fixture =
+      rsam::io::load_safetensors(RSAM_TEST_DATA_DIR "/glesam/sd/unet/diffusion_pytorch_model.safetensors").tensors;
+  const auto trained = rsam::io::load_safetensors(out + "/unet/diffusion_pytorch_model.safetensors").tensors;
+  ASSERT_EQ(trained.size(), fixture.size());
+  for (const auto& [k, t] : fixture) {
+    const auto it = std::find_if(trained.begin(), trained.end(), [&](const auto& kv) { return kv.first == k; });
+    ASSERT_NE(it, trained.end()) << k;
+    EXPECT_EQ(it->second.shape, t.shape) << k;
+  }
+  const auto e = nlohmann::json::parse(slurp(out + "/enhancer.json"));
+  EXPECT_EQ(e["sd"], ".");
+  EXPECT_EQ(e["text_embedding"], "text_embedding.npy");
+  // GleSAM's stage 1 on it (CRE to tiny_a's 32 channels), then segment.
+  auto t1 = run("train --checkpoint " + kData + "tiny_a.pth --data " + data + " --enhancer " + out +
+                "/enhancer.json --glesam-stage unet --lora-rank 2 --corruption gauss_noise --steps 1 --batch 2"
+                " --threads 1 --workers 0 --quiet --out " + s1);
+  ASSERT_EQ(t1.code, 0) << t1.err;
+  auto seg = run("segment --checkpoint " + kData + "tiny_a.pth --image " + kData +
+                 "images/square64.png --point 30,30 --threads 1 --json --enhancer " + s1 + "/enhancer.json");
+  EXPECT_EQ(seg.code, 0) << seg.err;
+}
+
+TEST(GlesamPrior, CachedEmbeddingsGiveTheSameWeights) {
+  const auto data = make_scenes("prior_cache", 4);
+  const auto cache = tmp("glesam_cache");
+  std::system(("rm -rf " + cache).c_str());
+  const std::string cmd = prior_cmd(data, prior_template("b")) + " --steps 4 --overwrite";
+  auto plain = run(cmd + " --quiet --out " + tmp("glesam_prior_plain"));
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  auto cold = run(cmd + " --embedding-cache " + cache + " --out " + tmp("glesam_prior_cold"));
+  ASSERT_EQ(cold.code, 0) << cold.err;
+  EXPECT_EQ(cold.err.find(" 0 computed"), std::string::npos) << cold.err;
+  auto warm = run(cmd + " --embedding-cache " + cache + " --out " + tmp("glesam_prior_warm"));
+  ASSERT_EQ(warm.code, 0) << warm.err;
+  EXPECT_NE(warm.err.find(" 0 computed"), std::string::npos) << warm.err;
+  const std::string w = "/unet/diffusion_pytorch_model.safetensors";
+  const auto ref = slurp(tmp("glesam_prior_plain") + w);
+  EXPECT_TRUE(slurp(tmp("glesam_prior_cold") + w) == ref);
+  EXPECT_TRUE(slurp(tmp("glesam_prior_warm") + w) == ref);
+  // A cache made with another model is refused.
+  expect_one_line_error(run("train --glesam-stage prior --init " + prior_template("b2") + " --checkpoint " + kData +
+                            "tiny_b.pth --data " + data + " --steps 1 --quiet --embedding-cache " + cache +
+                            " --overwrite --out " + tmp("glesam_prior_other")),
+                        "another model");
+}
+
+TEST(GlesamPrior, KilledAndResumedEndsWithTheSameWeights) {
+  const auto data = make_scenes("prior_resume", 6);
+  const std::string common =
+      prior_cmd(data, prior_template("c")) + " --prior-crop 4 --steps 150 --save-every 3 --quiet";
+  expect_resume_identical(common, "glesam_prior", "/unet/diffusion_pytorch_model.safetensors", 150, true);
+}
+
+TEST(GlesamPrior, BadOptionsAreOneLineErrors) {
+  const auto data = make_scenes("prior_bad", 2);
+  const std::string tpl = prior_template("d");
+  const std::string base = "train --glesam-stage prior --checkpoint " + kData + "tiny_a.pth --data " + data +
+                           " --steps 1 --quiet --out " + tmp("glesam_prior_bad");
+  expect_one_line_error(run(base), "template folder");
+  expect_one_line_error(run(base + " --init " + tpl + " --enhancer " + kEnh), "give no enhancer");
+  expect_one_line_error(run(base + " --init " + tpl + " --prior-crop 1"), "crop");
+  std::system(("rm " + tpl + "/text_embedding.npy").c_str());
+  expect_one_line_error(run(base + " --init " + tpl), "text_embedding.npy");
+  expect_one_line_error(run("train --checkpoint " + kData + "tiny_a.pth --data " + data + " --enhancer " + kEnh +
+                            " --glesam-stage decoder --prior-crop 4 --steps 1 --quiet --out " + tmp("glesam_crop_s2")),
+                        "prior stage only");
+}
+
+TEST(GlesamTrain, CreFalseTrainsFreshInOutConvsWithTheLora) {
+  const auto data = make_scenes("cre_false", 4);
+  const auto enh = tmp("glesam_cre_false.json"), out = tmp("glesam_cre_false"), s2 = tmp("glesam_cre_false_s2");
+  std::system(("rm -rf " + out + " " + s2).c_str());
+  std::ofstream(enh) << R"({"method": "glesam", "sd": ")" << RSAM_TEST_DATA_DIR << R"(/glesam/sd", "cre": false})";
+  const std::string seg = "segment --checkpoint " + kData + "tiny_a.pth --image " + kData +
+                          "images/square64.png --point 30,30 --threads 1 --json";
+  // Untrained fresh convolutions are not an enhancer.
+  expect_one_line_error(run(seg + " --enhancer " + enh), "in_out");
+  auto r = run("train --checkpoint " + kData + "tiny_a.pth --data " + data + " --enhancer " + enh +
+               " --glesam-stage unet --lora-rank 2 --corruption gauss_noise --steps 2 --batch 2 --lr 1e-3"
+               " --threads 1 --workers 0 --quiet --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto e = nlohmann::json::parse(slurp(out + "/enhancer.json"));
+  EXPECT_EQ(e["cre"], false);
+  EXPECT_EQ(e["in_out"], "in_out.safetensors");
+  EXPECT_EQ(e["lora"], "lora.safetensors");
+  const auto convs = rsam::io::load_safetensors(out + "/in_out.safetensors").tensors;
+  ASSERT_EQ(convs.size(), 4u);
+  EXPECT_EQ(convs[0].first, "conv_in.weight");
+  EXPECT_EQ(convs[0].second.shape, (std::vector<int64_t>{4, 32, 3, 3}));
+  EXPECT_EQ(convs[2].second.shape, (std::vector<int64_t>{32, 4, 3, 3}));
+  const auto emb_fresh = tmp("glesam_cre_false.npy"), emb_cre = tmp("glesam_cre_true.npy");
+  auto a = run(seg + " --enhancer " + out + "/enhancer.json --embedding-out " + emb_fresh);
+  ASSERT_EQ(a.code, 0) << a.err;
+  auto b = run(seg + " --enhancer " + bare_enhancer("cre_true") + " --embedding-out " + emb_cre);
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_GT(max_abs_diff(rsam::io::load_npy(emb_fresh), rsam::io::load_npy(emb_cre)), 1e-4);
+  // Stage 2 continues from it; stage 1 refuses trained convolutions.
+  auto t2 = run("train --checkpoint " + kData + "tiny_a.pth --data " + data + " --enhancer " + out +
+                "/enhancer.json --glesam-stage decoder --corruption gauss_noise --steps 1 --threads 1 --workers 0"
+                " --quiet --out " + s2);
+  EXPECT_EQ(t2.code, 0) << t2.err;
+  EXPECT_EQ(nlohmann::json::parse(slurp(s2 + "/enhancer.json"))["cre"], false);
+  std::ofstream(tmp("glesam_cre_s1_again.json")) << R"({"method": "glesam", "sd": ")" << RSAM_TEST_DATA_DIR
+                                                   << R"(/glesam/sd", "cre": false, "in_out": ")" << out
+                                                   << R"(/in_out.safetensors"})";
+  expect_one_line_error(run("train --checkpoint " + kData + "tiny_a.pth --data " + data + " --enhancer " +
+                            tmp("glesam_cre_s1_again.json") + " --glesam-stage unet --steps 1 --quiet --out " +
+                            tmp("glesam_cre_again")),
+                        "fresh in/out");
+}
+
+// ---- gradient checkpointing and data parallelism ----------------------------------
+
+namespace {
+
+// max |a - b| and mean |a - b| over the tensors of two safetensors files
+// with the same names and shapes.
+std::pair<double, double> weight_diff(const std::string& x, const std::string& y) {
+  const auto fx = rsam::io::load_safetensors(x).tensors, fy = rsam::io::load_safetensors(y).tensors;
+  EXPECT_EQ(fx.size(), fy.size());
+  double mx = 0, sum = 0;
+  int64_t n = 0;
+  for (size_t t = 0; t < std::min(fx.size(), fy.size()); ++t) {
+    EXPECT_EQ(fx[t].first, fy[t].first);
+    EXPECT_EQ(fx[t].second.shape, fy[t].second.shape);
+    const float* px = reinterpret_cast<const float*>(fx[t].second.data.data());
+    const float* py = reinterpret_cast<const float*>(fy[t].second.data.data());
+    for (int64_t k = 0; k < std::min(fx[t].second.numel(), fy[t].second.numel()); ++k) {
+      const double d = std::abs(double(px[k]) - double(py[k]));
+      mx = std::max(mx, d), sum += d, ++n;
+    }
+  }
+  return {mx, n ? sum / double(n) : 0.0};
+}
+
+std::vector<double> losses(const std::string& dir) {
+  std::vector<double> v;
+  std::ifstream f(dir + "/metrics.jsonl");
+  for (std::string l; std::getline(f, l);) v.push_back(nlohmann::json::parse(l)["loss"].get<double>());
+  return v;
+}
+
+// The runs `a` and `b` (into fresh folders) succeed with the same losses
+// step by step and weights that differ only by the order of float sums
+// (Adam moves a weight whose gradient is ~0 by up to the learning rate).
+void expect_same_run(const std::string& a, const std::string& b, const std::string& name, const std::string& weights,
+                     double mean_tol) {
+  const auto da = tmp(name + "_a"), db = tmp(name + "_b");
+  std::system(("rm -rf " + da + " " + db).c_str());
+  auto ra = run(a + " --out " + da);
+  ASSERT_EQ(ra.code, 0) << ra.err;
+  auto rb = run(b + " --out " + db);
+  ASSERT_EQ(rb.code, 0) << rb.err;
+  EXPECT_EQ(lines(rb.out), 1) << rb.out;  // one report (rank 0's)
+  const auto la = losses(da), lb = losses(db);
+  ASSERT_EQ(la.size(), 3u);
+  ASSERT_EQ(lb.size(), la.size());
+  for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i], lb[i], 1e-5 * la[i]) << "step " << i + 1;
+  const auto [mx, mean] = weight_diff(da + weights, db + weights);
+  EXPECT_LT(mean, mean_tol);
+  EXPECT_LT(mx, 3 * 1e-3);
+}
+
+const std::string kStage1 = " --glesam-stage unet --lora-rank 2 --corruption gauss_noise --steps 3 --batch 4"
+                            " --lr 1e-3 --threads 1 --workers 0 --quiet";
+
+// Stage 1 and the prior (its random crops too) train the same with `flag`
+// as without it; returns the stage-1 command.
+std::string expect_flag_trains_the_same(const std::string& name, const std::string& flag) {
+  const auto data = make_scenes(name, 4);
+  const std::string s1 = "train --checkpoint " + kData + "tiny_a.pth --data " + data + " --enhancer " +
+                         bare_enhancer(name) + kStage1;
+  expect_same_run(s1, s1 + flag, "glesam_" + name + "_s1", "/lora.safetensors", 1e-6);
+  if (::testing::Test::HasFatalFailure()) return s1;
+  const std::string prior = prior_cmd(data, prior_template(name)) + " --prior-crop 4 --steps 3 --quiet";
+  expect_same_run(prior, prior + flag, "glesam_" + name + "_prior", "/unet/diffusion_pytorch_model.safetensors",
+                  1e-6);
+  return s1;
+}
+
+}  // namespace
+
+// --grad-checkpoint recomputes the U-Net's blocks in the backward pass:
+// the same training as without it (tests/glesam/test_grad_checkpoint.cpp
+// compares the gradients).
+TEST(GlesamTrain, GradCheckpointTrainsTheSame) {
+  expect_flag_trains_the_same("ckpt", " --grad-checkpoint");
+  if (::testing::Test::HasFatalFailure()) return;
+  expect_one_line_error(run("train --checkpoint " + kData + "tiny_a.pth --data " + make_scenes("ckpt", 4) +
+                            " --enhancer " + kEnh +
+                            " --glesam-stage decoder --grad-checkpoint --steps 1 --quiet --out " + tmp("glesam_ckpt_s2")),
+                        "decoder stage");
+}
+
+// Two data-parallel processes (c10d Gloo) train on exactly the batch one
+// process would, as the adapter trainer's (tests/app/test_cli.cpp): stage 1,
+// and the prior whose crops, timesteps and noise every rank draws for the
+// whole batch.
+TEST(GlesamTrain, TwoProcessesMatchOneProcess) {
+#ifndef RSAM_HAS_GLOO
+  GTEST_SKIP() << "built without c10d's Gloo headers (libgloo-dev)";
+#endif
+  const std::string s1 = expect_flag_trains_the_same("ddp", " --nproc 2");
+  if (::testing::Test::HasFatalFailure()) return;
+  // Bad options fail once, before any rank starts.
+  expect_one_line_error(run(s1 + " --nproc 0 --out " + tmp("glesam_ddp_zero")), "nproc");
+}
+
+// Killed and resumed on two processes, stage 2 ends with the weights of
+// an uninterrupted two-process run.
+TEST(GlesamTrain, TwoProcessesKilledAndResumedEndWithTheSameWeights) {
+#ifndef RSAM_HAS_GLOO
+  GTEST_SKIP() << "built without c10d's Gloo headers (libgloo-dev)";
+#endif
+  const auto data = make_scenes("ddp_resume", 6);
+  const std::string common = "train --checkpoint " + kData + "tiny_a.pth --data " + data + " --enhancer " + kEnh +
+                             " --glesam-stage decoder --corruption gauss_noise,fog --severity random --steps 60"
+                             " --save-every 3 --batch 3 --lr 1e-3 --nproc 2 --threads 1 --workers 1 --quiet";
+  expect_resume_identical(common, "glesam_ddp_resume", "/decoder.safetensors", 60, true);
 }

@@ -14,6 +14,8 @@ unset RSAM_MODELS  # the installed models must be found by themselves
 cmake --install "$build" --prefix "$prefix" >/dev/null
 "$prefix/bin/rsam" --version
 ls "$prefix/share/rsam/models/rsam-tiny.safetensors" "$prefix/include/rsam/rsam.h" >/dev/null
+ls "$prefix/share/rsam/models/rsam-tiny-glesam.json" \
+  "$prefix/share/rsam/models/rsam-tiny-glesam/sd/unet/diffusion_pytorch_model.safetensors" >/dev/null
 
 # find_package(rsam CONFIG)
 cmake -S "$src/examples/cpp" -B "$tmp/example" -G Ninja -DCMAKE_BUILD_TYPE=Release \

@@ -7,9 +7,11 @@ encode). The encoder is bounded (--max-encodes 1, --encode-queue Q), so with
 more uploaders than slots + queue some uploads get 503 + Retry-After on
 purpose; every other error counts as a failure. Reports segment requests/s,
 client and server-side decode latency (p50/p99), uploads, 503s, errors, and
-the server's peak RSS against its RSS after loading the model plus the cache
-bound. The base is the server's peak RSS after the warm-up uploads: the model
-plus one encode's working memory.
+the server's peak RSS against a bound, and where the memory was (the
+server's /metrics sampled every 0.2 s). The bound, checked (exit 1 when
+over): warm + cache bound + max-decodes x decode allowance + uploaders x
+body size, where warm is the server's peak RSS after the warm-up uploads
+(the model plus one encode's working memory).
 
   bench/serve_load.py --rsam build/rsam --clients 16 --seconds 60
 """
@@ -44,6 +46,20 @@ def rss_kb(pid, field):
     return 0
 
 
+MEMORY = ("rsam_process_resident_bytes", "rsam_cpu_allocator_cached_bytes", 'rsam_malloc_bytes{state="in_use"}',
+          'rsam_malloc_bytes{state="free"}', "rsam_cache_bytes")
+
+
+def memory(text):
+    """The memory gauges of a /metrics answer, in MB."""
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in MEMORY:
+            out[name] = round(float(value) / 2**20, 1)
+    return out
+
+
 def pct(v, q):
     if not v:
         return float("nan")
@@ -62,11 +78,14 @@ def main():
     ap.add_argument("--cache-mb", type=int, default=64)
     ap.add_argument("--encode-queue", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the server")
+    ap.add_argument("--max-decodes", type=int, default=1, help="the server's decodes at once")
+    ap.add_argument("--decode-allowance-mb", type=float, default=32,
+                    help="memory per concurrent decode in the bound (docs/serve.md, Memory: rsam-tiny, 512x512)")
     ap.add_argument("--json", help="write the figures here too")
     a = ap.parse_args()
 
     server = subprocess.Popen([a.rsam, "serve", "--port", "0", "--threads", str(a.threads), "--cache-mb",
-                               str(a.cache_mb), "--max-encodes", "1", "--encode-queue", str(a.encode_queue),
+                               str(a.cache_mb), "--max-encodes", "1", "--max-decodes", str(a.max_decodes), "--encode-queue", str(a.encode_queue),
                                "--encode-wait-ms", "3000", "--http-threads", str(a.clients + a.uploaders + 8)],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -85,9 +104,11 @@ def main():
         # After the first encodes: the model plus one encode's working memory
         # (activations, allocator caches), the base the cache bound adds to.
         rss_warm_kb = rss_kb(server.pid, "VmHWM")
+        c.request("GET", "/metrics")
+        warm_memory = memory(c.getresponse().read().decode())
         stop = time.time() + a.seconds
         lock = threading.Lock()
-        seg_lat, dec_ms, up_lat, enc_ms, errors, busy = [], [], [], [], [], [0]
+        seg_lat, dec_ms, work_ms, up_lat, enc_ms, errors, busy = [], [], [], [], [], [], [0]
 
         def client(k):
             rng, h = random.Random(k), conn()
@@ -104,7 +125,9 @@ def main():
                     with lock:
                         if r.status == 200:
                             seg_lat.append(dt)
-                            dec_ms.append(json.loads(data)["timings_ms"]["decode"])
+                            tm = json.loads(data)["timings_ms"]
+                            dec_ms.append(tm["decode"])
+                            work_ms.append(tm["total"] - tm["wait"])
                         else:
                             errors.append("segment %d %s" % (r.status, data[:120]))
                 except Exception as e:  # noqa: BLE001 - every failure is counted
@@ -137,7 +160,21 @@ def main():
                         errors.append("upload %r" % e)
                     h = conn()
 
+        samples = []
+
+        def sampler():
+            # Where the memory is while the load runs: /metrics every 0.2 s.
+            h = conn()
+            while time.time() < stop:
+                try:
+                    h.request("GET", "/metrics")
+                    samples.append(memory(h.getresponse().read().decode()))
+                except Exception:  # noqa: BLE001 - a missed sample is no failure of the server
+                    h = conn()
+                time.sleep(0.2)
+
         threads = [threading.Thread(target=client, args=(k,)) for k in range(a.clients)]
+        threads.append(threading.Thread(target=sampler))
         threads += [threading.Thread(target=uploader, args=(k,)) for k in range(a.uploaders)]
         t0 = time.time()
         for t in threads:
@@ -153,29 +190,45 @@ def main():
         server.terminate()
         code = server.wait(timeout=60)
 
+    # The bound (docs/serve.md, Memory): the warm server, the cache bound,
+    # each decode running at once, each upload body being received.
+    body_mb = len(ppm(a.size, a.size, 0)) / 2**20
+    bound_mb = rss_warm_kb / 1024 + a.cache_mb + a.max_decodes * a.decode_allowance_mb + a.uploaders * body_mb
+    within = peak_kb / 1024 <= bound_mb
     out = {
         "clients": a.clients, "uploaders": a.uploaders, "seconds": round(wall, 1), "image_size": a.size,
         "segment_requests": len(seg_lat), "segment_per_s": round(len(seg_lat) / wall, 1),
         "segment_latency_ms_p50": round(1000 * pct(seg_lat, 0.5), 1),
         "segment_latency_ms_p99": round(1000 * pct(seg_lat, 0.99), 1),
         "decode_ms_p50": round(pct(dec_ms, 0.5), 1), "decode_ms_p99": round(pct(dec_ms, 0.99), 1),
+        "server_work_ms_p50": round(pct(work_ms, 0.5), 1), "server_work_ms_p99": round(pct(work_ms, 0.99), 1),
         "uploads": len(up_lat), "upload_latency_ms_p50": round(1000 * pct(up_lat, 0.5), 1),
         "encode_ms_p50": round(pct(enc_ms, 0.5), 1), "uploads_503": busy[0], "errors": len(errors),
         "rss_after_model_mb": round(rss_model_kb / 1024, 1), "cache_mb": a.cache_mb,
         "peak_rss_after_warmup_encodes_mb": round(rss_warm_kb / 1024, 1),
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "peak_within_warm_plus_cache": peak_kb / 1024 <= rss_warm_kb / 1024 + a.cache_mb,
+        "max_decodes": a.max_decodes, "decode_allowance_mb": a.decode_allowance_mb,
+        "rss_bound_mb": round(bound_mb, 1), "peak_within_bound": within,
         "server_exit_on_sigterm": code,
     }
+    out["memory_warm_mb"] = warm_memory
+    if samples:
+        out["memory_samples"] = len(samples)
+        out["memory_max_mb"] = {k: max(x.get(k, 0) for x in samples) for k in MEMORY}
+        out["memory_at_highest_rss_sample_mb"] = max(samples, key=lambda x: x.get(MEMORY[0], 0))
     for line in metrics.splitlines():
         if line.startswith(("rsam_cache_hits_total", "rsam_cache_misses_total", "rsam_encode_rejected_total")):
             out[line.split()[0]] = int(float(line.split()[1]))
     print(json.dumps(out, indent=1))
+    print("peak RSS %.1f MB %s the bound %.1f MB = warm %.1f + cache %d + %d decode(s) x %g + %d upload(s) x %.2f" %
+          (peak_kb / 1024, "within" if within else "OVER", bound_mb, rss_warm_kb / 1024, a.cache_mb, a.max_decodes,
+           a.decode_allowance_mb, a.uploaders, body_mb))
     for e in errors[:10]:
         print("error:", e, file=sys.stderr)
     if a.json:
         open(a.json, "w").write(json.dumps(out, indent=1) + "\n")
-    return 0 if not errors and code == 0 else 1
+    return 0 if not errors and code == 0 and within else 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ const state = {
   points: [], labels: [], box: null,   // image pixels
   result: null, chosen: 0,             // last segment answer, chosen candidate
   mask: null,                          // Uint8Array h*w, row-major, of the shown mask
-  everything: null, busy: false, requests: 0, error: null,
+  everything: null, busy: false, error: null,
+  // One segment request in flight at most: clicks made meanwhile only
+  // change the prompt, and the latest prompt goes out when the answer is in.
+  inFlight: false, pending: false, sent: 0, shownPrompt: null,
   token: sessionStorage.getItem("rsam-token") || "",
   health: null,
 };
@@ -136,6 +139,14 @@ function chooseCandidate(i) {
 }
 
 async function segment() {
+  if (state.inFlight) { state.pending = true; return; }
+  state.inFlight = true;
+  try {
+    do { state.pending = false; await segmentOnce(); } while (state.pending && state.id);
+  } finally { state.inFlight = false; }
+}
+
+async function segmentOnce() {
   if (!state.id) return;
   state.everything = null;
   if (!state.points.length && !state.box) {
@@ -145,11 +156,14 @@ async function segment() {
   const lone = state.points.length === 1 && !state.box;
   const body = Object.assign({ points: state.points, labels: state.labels, box: state.box, multimask: lone,
                                format: "rle" }, variant());
-  const seq = ++state.requests;
+  const sent = JSON.stringify(body);
+  state.sent++;
   try {
-    const r = await api("POST", `/v1/images/${state.id}/segment`, JSON.stringify(body), "application/json");
-    if (seq !== state.requests) return;  // a newer click already went out
+    const r = await api("POST", `/v1/images/${state.id}/segment`, sent, "application/json");
+    if (state.pending) return;  // the prompt changed meanwhile: its answer comes next
     state.result = r;
+    const shown = JSON.parse(sent);  // what was asked, not the prompt as it is now
+    state.shownPrompt = { points: shown.points, labels: shown.labels, box: shown.box };
     $("candidates").hidden = !lone;
     $("candidate-buttons").innerHTML = "";
     if (lone) r.masks.forEach((m, i) => {

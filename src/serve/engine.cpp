@@ -46,6 +46,28 @@ size_t share_weights(const Sam& from, Sam& to) {
   share(from->named_buffers(true), to->named_buffers(true));
   return shared;
 }
+
+// What a predictor made by set_embedding(embedding) holds beyond the
+// embedding itself: the decoder's image terms, and its dense positional
+// encoding (private; it has the embedding's shape and type).
+size_t predictor_state_bytes(const SamPredictor& p, const torch::Tensor& embedding) {
+  const auto& c = p.decoder_cache();
+  size_t n = embedding.nbytes();  // the dense positional encoding
+  for (const torch::Tensor* t : {&c.keys, &c.key_pe, &c.t2i_k, &c.t2i_v, &c.i2t_q})
+    if (t->defined()) n += t->storage().nbytes();
+  if (!p.embedding().is_same(embedding)) n += p.embedding().nbytes();
+  return n;
+}
+
+// The same for every image of a model: measured once on a zero embedding.
+size_t measure_predictor_bytes(const Sam& sam, const torch::Device& device) {
+  const auto& c = sam->config;
+  const int64_t g = c.embedding_size();
+  const auto zero = torch::zeros({1, c.prompt_embed_dim, g, g}, torch::dtype(torch::kFloat32).device(device));
+  SamPredictor p(sam);
+  p.set_embedding(zero, {g, g});
+  return predictor_state_bytes(p, zero);
+}
 }  // namespace
 
 struct Engine::Model {
@@ -54,10 +76,13 @@ struct Engine::Model {
   Sam sam{nullptr};
   std::shared_ptr<const glesam::Enhancer> enhancer;  // applied to every embedding it encodes
   std::mutex encode_mutex;  // the encoder's blocks keep per-call state (adapter context)
+  size_t predictor_bytes = 0;  // a cached predictor's state beside its embedding
   size_t embedding_bytes() const {
     const auto& c = sam->config;
     return size_t(c.prompt_embed_dim) * c.embedding_size() * c.embedding_size() * sizeof(float);
   }
+  // What one image costs in the cache for this variant, its bytes aside.
+  size_t entry_bytes() const { return embedding_bytes() + predictor_bytes; }
 };
 
 // ---- cache ----
@@ -89,10 +114,31 @@ void EmbeddingCache::put(const std::string& id, const std::shared_ptr<const std:
   }
   auto& e = it->second;
   if (!e.entry.embeddings.count(variant)) {
-    e.entry.embeddings[variant] = embedding;
+    e.entry.embeddings[variant].embedding = embedding;
     e.size += embedding.nbytes();
     used_ += embedding.nbytes();
   }
+  evict_locked();
+}
+
+std::shared_ptr<const SamPredictor> EmbeddingCache::keep_predictor(const std::string& id, const std::string& variant,
+                                                                   std::shared_ptr<const SamPredictor> p,
+                                                                   size_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = slots_.find(id);
+  if (it == slots_.end()) return p;
+  auto v = it->second.entry.embeddings.find(variant);
+  if (v == it->second.entry.embeddings.end()) return p;
+  if (v->second.predictor) return v->second.predictor;  // another decode made one first
+  v->second.predictor = p;
+  it->second.size += bytes;
+  used_ += bytes;
+  lru_.splice(lru_.begin(), lru_, it->second.pos);
+  evict_locked();
+  return p;
+}
+
+void EmbeddingCache::evict_locked() {
   // Least recently used images go first; the one just stored stays.
   while (used_ > bound_ && lru_.size() > 1) {
     auto victim = slots_.find(lru_.back());
@@ -219,6 +265,7 @@ Engine::Engine(const ServeOptions& o, Metrics& metrics)
         m->enhancer = enhancer_;
       }
       for (const auto& [name, other] : models_) shared += share_weights(other->sam, m->sam);
+      m->predictor_bytes = measure_predictor_bytes(m->sam, device);
       models_[m->variant] = std::move(m);
     }
   const Model& plain = *models_.at("plain");
@@ -227,9 +274,9 @@ Engine::Engine(const ServeOptions& o, Metrics& metrics)
            (o.enhancer.empty() ? "" : "; enhancer " + o.enhancer) + "; " + std::to_string(models_.size()) +
            " variant(s), " + mb(shared) + " of weights shared between them; encoder " +
            precision_name(precision_));
-  if (plain.embedding_bytes() > o.cache_bytes)
-    throw Error("--cache-mb " + mb(o.cache_bytes) + " holds not even one embedding (" + mb(plain.embedding_bytes()) +
-                ")");
+  if (plain.entry_bytes() > o.cache_bytes)
+    throw Error("a cache of " + mb(o.cache_bytes) + " holds not even one image's embedding and decoder state (" +
+                mb(plain.entry_bytes()) + ")");
 }
 
 Engine::~Engine() = default;
@@ -268,7 +315,7 @@ Engine::Encoded Engine::ensure_embedding(const std::string& id, std::shared_ptr<
     auto it = e->embeddings.find(m.variant);
     if (it == e->embeddings.end()) return std::nullopt;
     Encoded r;
-    r.embedding = it->second;
+    r.embedded = it->second;
     r.entry = std::move(*e);
     r.cached = true;
     return r;
@@ -279,8 +326,8 @@ Engine::Encoded Engine::ensure_embedding(const std::string& id, std::shared_ptr<
   }
   metrics_.cache(false);
   if (!bytes) throw HttpError(404, "unknown image id (never uploaded, deleted or evicted): upload the image again");
-  if (bytes->size() + m.embedding_bytes() > options_.cache_bytes)
-    throw HttpError(413, "this image and its embedding need " + mb(bytes->size() + m.embedding_bytes()) +
+  if (bytes->size() + m.entry_bytes() > options_.cache_bytes)
+    throw HttpError(413, "this image and its embedding need " + mb(bytes->size() + m.entry_bytes()) +
                              ", more than the cache's " + mb(options_.cache_bytes));
   const auto slot = encode_slot();
   std::lock_guard<std::mutex> lock(m.encode_mutex);
@@ -291,10 +338,12 @@ Engine::Encoded Engine::ensure_embedding(const std::string& id, std::shared_ptr<
   if (m.enhancer) glesam::attach(pred, m.enhancer);
   pred.set_image(img);
   Encoded r;
-  r.embedding = pred.embedding();
+  r.embedded.embedding = pred.embedding();
   r.encode_ms = ms_since(t0);
   metrics_.work("encode", r.encode_ms / 1000);
-  cache_.put(id, bytes, img.width, img.height, m.variant, r.embedding);
+  // The predictor is not kept here: many uploads are never clicked, and
+  // their entries stay small until the first decode.
+  cache_.put(id, bytes, img.width, img.height, m.variant, r.embedded.embedding);
   r.entry.bytes = bytes;
   r.entry.width = img.width;
   r.entry.height = img.height;
@@ -325,6 +374,15 @@ json Engine::upload(const std::string& body, std::optional<bool> adapter, std::o
           {"total_ms", ms_since(t0)}};
 }
 
+std::shared_ptr<const SamPredictor> Engine::predictor(const std::string& id, const Encoded& e, Model& m, double& ms) {
+  if (e.embedded.predictor) return e.embedded.predictor;
+  const auto t0 = Clock::now();
+  auto p = std::make_shared<SamPredictor>(m.sam, precision_);
+  p->set_embedding(e.embedded.embedding, {e.entry.height, e.entry.width});
+  ms = ms_since(t0);
+  return cache_.keep_predictor(id, m.variant, std::move(p), m.predictor_bytes);
+}
+
 json Engine::segment(const std::string& id, const std::string& body) {
   const auto t0 = Clock::now();
   if (!is_content_id(id)) throw HttpError(404, "unknown image id (an id is 32 hex digits, from POST /v1/images)");
@@ -341,10 +399,10 @@ json Engine::segment(const std::string& id, const std::string& body) {
   const auto t_wait = Clock::now();
   DecodeGate::Turn turn(decodes_);
   const double wait_ms = ms_since(t_wait);
-  SamPredictor pred(m.sam, precision_);
-  pred.set_embedding(e.embedding, {h, w});
+  double prepare_ms = 0;
+  const auto pred = predictor(id, e, m, prepare_ms);
   const auto t1 = Clock::now();
-  const Prediction r = req.multimask ? pred.predict(req.prompt, true) : pred.predict_one(req.prompt);
+  const Prediction r = req.multimask ? pred->predict(req.prompt, true) : pred->predict_one(req.prompt);
   const auto masks = r.masks.to(torch::kCPU).to(torch::kUInt8).contiguous();
   const auto iou = r.iou_predictions.to(torch::kCPU).contiguous();
   const auto low = r.low_res_logits.to(torch::kCPU, torch::kFloat32).contiguous();
@@ -368,7 +426,8 @@ json Engine::segment(const std::string& id, const std::string& body) {
                                                  size_t(low[i].numel()) * sizeof(float));
     out["masks"].push_back(std::move(mj));
   }
-  out["timings_ms"] = {{"encode", e.encode_ms}, {"wait", wait_ms}, {"decode", decode_ms}, {"total", ms_since(t0)}};
+  out["timings_ms"] = {{"encode", e.encode_ms}, {"wait", wait_ms},        {"prepare", prepare_ms},
+                       {"decode", decode_ms},   {"total", ms_since(t0)}};
   out["cached"] = e.cached;
   return out;
 }
@@ -389,7 +448,7 @@ json Engine::everything(const std::string& id, const std::string& body) {
   // layers are not offered here) would be encoded.
   const amg::CropEncoder encode = [&](SamPredictor& p, const Image8& crop) {
     if (crop.width == img.width && crop.height == img.height)
-      p.set_embedding(e.embedding, {img.height, img.width});
+      p.set_embedding(e.embedded.embedding, {img.height, img.width});
     else
       p.set_image(crop);
   };
@@ -432,6 +491,8 @@ json Engine::health() const {
             {"images", cache_.images()},
             {"cache_bytes", cache_.bytes()},
             {"cache_bound_bytes", cache_.bound()},
+            // What the first decode of an image adds to its cache entry.
+            {"decoder_state_bytes", models_.at("plain")->predictor_bytes},
             {"max_upload_bytes", options_.max_upload_bytes},
             {"max_pixels", options_.max_pixels},
             {"max_points", kMaxPromptPoints},
@@ -446,6 +507,8 @@ Gauges Engine::gauges() const {
   g.cache_images = cache_.images();
   g.encodes_active = gate_.active();
   g.encodes_waiting = gate_.waiting();
+  g.decodes_active = decodes_.active();
+  read_process_memory(g);
   return g;
 }
 

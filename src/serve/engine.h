@@ -25,20 +25,32 @@
 namespace rsam::serve {
 
 // Images by content id, each with its uploaded bytes (to encode it again for
-// another model variant) and one embedding per variant encoded so far. LRU
-// over images, bounded in bytes (bytes + embeddings). An evicted entry stays
-// alive while a request still holds it.
+// another model variant) and, per variant encoded so far, the embedding and
+// (from the first decode on) a predictor holding the decoder's image terms,
+// so that later decodes skip preparing them. LRU over images, bounded in
+// bytes (bytes + embeddings + predictors). An evicted entry stays alive while
+// a request still holds it.
 class EmbeddingCache {
  public:
+  struct Embedded {
+    torch::Tensor embedding;
+    // Only const methods are called on it, by any number of decodes at once.
+    std::shared_ptr<const SamPredictor> predictor;
+  };
   struct Entry {
     std::shared_ptr<const std::string> bytes;
     int width = 0, height = 0;
-    std::unordered_map<std::string, torch::Tensor> embeddings;  // by variant
+    std::unordered_map<std::string, Embedded> embeddings;  // by variant
   };
   explicit EmbeddingCache(size_t bound) : bound_(bound) {}
   std::optional<Entry> get(const std::string& id);  // marks it recently used
   void put(const std::string& id, const std::shared_ptr<const std::string>& bytes, int width, int height,
            const std::string& variant, const torch::Tensor& embedding);
+  // Stores `p` (`bytes` more) beside the variant's embedding unless one is
+  // there already; returns the stored predictor, or `p` itself when the
+  // image was evicted meanwhile (it then serves this request only).
+  std::shared_ptr<const SamPredictor> keep_predictor(const std::string& id, const std::string& variant,
+                                                     std::shared_ptr<const SamPredictor> p, size_t bytes);
   bool remove(const std::string& id);
   size_t bytes() const;
   size_t images() const;
@@ -54,6 +66,7 @@ class EmbeddingCache {
   std::list<std::string> lru_;  // front: most recent
   std::unordered_map<std::string, Slot> slots_;
   size_t used_ = 0, bound_;
+  void evict_locked();  // down to the bound; the most recent image stays
 };
 
 // At most `slots` encodes at once and `queue` waiting (each at most wait_ms);
@@ -120,7 +133,7 @@ class Engine {
   struct Model;
   struct Encoded {
     EmbeddingCache::Entry entry;
-    torch::Tensor embedding;
+    EmbeddingCache::Embedded embedded;
     double encode_ms = 0;
     bool cached = false;
   };
@@ -129,6 +142,9 @@ class Engine {
   // An encode slot (503 when busy, counted).
   std::unique_ptr<EncodeGate::Slot> encode_slot();
   static Image8 decode_rgb(const std::string& bytes);
+  // The cached predictor of image `id` for m's variant, made (and kept in
+  // the cache) by the first decode that needs it; ms: time spent making it.
+  std::shared_ptr<const SamPredictor> predictor(const std::string& id, const Encoded& e, Model& m, double& ms);
   // The variant's embedding of image `id`, encoded now if missing (bytes:
   // the upload's, or null to use the cached bytes; 404 if there are none).
   Encoded ensure_embedding(const std::string& id, std::shared_ptr<const std::string> bytes, Model& m);

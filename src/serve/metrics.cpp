@@ -1,8 +1,29 @@
 #include "serve/metrics.h"
 
+#include <malloc.h>
+
+#include <fstream>
 #include <sstream>
 
+#include "model/runtime.h"
+
 namespace rsam::serve {
+
+void read_process_memory(Gauges& g) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    const auto kb = [&] { return size_t(std::stoull(line.substr(line.find(':') + 1))) * 1024; };
+    if (line.rfind("VmRSS:", 0) == 0) g.rss = kb();
+    if (line.rfind("VmHWM:", 0) == 0) g.rss_peak = kb();
+  }
+  g.cpu_allocator_cached = cpu_cache_bytes();
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+  const struct mallinfo2 mi = mallinfo2();
+  g.malloc_in_use = mi.uordblks + mi.hblkhd;
+  g.malloc_free = mi.fordblks;
+#endif
+}
 
 void Metrics::Histogram::add(double s) {
   for (size_t i = 0; i < kBounds.size(); ++i)
@@ -69,6 +90,16 @@ std::string Metrics::render(const Gauges& g) const {
   o << "# TYPE rsam_encodes_active gauge\nrsam_encodes_active " << g.encodes_active << "\n";
   o << "# HELP rsam_encode_queue_depth Encodes waiting for a slot.\n"
        "# TYPE rsam_encode_queue_depth gauge\nrsam_encode_queue_depth " << g.encodes_waiting << "\n";
+  o << "# TYPE rsam_decodes_active gauge\nrsam_decodes_active " << g.decodes_active << "\n";
+  o << "# HELP rsam_process_resident_bytes Resident memory now (VmRSS) and at its peak (VmHWM).\n"
+       "# TYPE rsam_process_resident_bytes gauge\nrsam_process_resident_bytes " << g.rss << "\n"
+       "# TYPE rsam_process_resident_peak_bytes gauge\nrsam_process_resident_peak_bytes " << g.rss_peak << "\n";
+  o << "# HELP rsam_cpu_allocator_cached_bytes Freed tensor blocks kept for reuse by the CPU allocator.\n"
+       "# TYPE rsam_cpu_allocator_cached_bytes gauge\nrsam_cpu_allocator_cached_bytes " << g.cpu_allocator_cached
+    << "\n";
+  o << "# HELP rsam_malloc_bytes malloc's memory: in use (heap and mmap) and free but held (heap).\n"
+       "# TYPE rsam_malloc_bytes gauge\nrsam_malloc_bytes{state=\"in_use\"} " << g.malloc_in_use << "\n"
+    << "rsam_malloc_bytes{state=\"free\"} " << g.malloc_free << "\n";
   return o.str();
 }
 

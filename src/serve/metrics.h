@@ -12,8 +12,14 @@ namespace rsam::serve {
 // What the engine reports at render time (gauges).
 struct Gauges {
   size_t cache_bytes = 0, cache_bound = 0, cache_images = 0;
-  int encodes_active = 0, encodes_waiting = 0;
+  int encodes_active = 0, encodes_waiting = 0, decodes_active = 0;
+  // Where the process's memory is (docs/serve.md, Memory): resident now
+  // and at its peak, the freed blocks torch's CPU allocator keeps for
+  // reuse, and malloc's heap in use and free-but-held.
+  size_t rss = 0, rss_peak = 0, cpu_allocator_cached = 0, malloc_in_use = 0, malloc_free = 0;
 };
+// Fills the process-memory half of `g`.
+void read_process_memory(Gauges& g);
 
 class Metrics {
  public:

@@ -1,7 +1,8 @@
 #include "serve/server.h"
 
-#include <httplib.h>
 #include <c10/util/Exception.h>
+#include <httplib.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -12,6 +13,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "model/runtime.h"
 #include "serve/engine.h"
 #include "serve/metrics.h"
 #include "serve/web_assets.h"
@@ -36,28 +38,56 @@ void send_error(httplib::Response& res, int status, const std::string& message, 
 // Runs one route's handler: any exception becomes a JSON error (HttpError:
 // its status; rsam::Error: 400, the input was refused; anything else: 500),
 // and the request is counted with its latency.
+void respond(Metrics& metrics, const std::string& route, httplib::Response& res, const std::function<json()>& fn) {
+  const auto t0 = Clock::now();
+  try {
+    res.set_content(fn().dump(), "application/json");
+    res.status = 200;
+  } catch (const HttpError& e) {
+    send_error(res, e.status, e.what(), e.retry_after_s);
+  } catch (const Error& e) {
+    send_error(res, 400, e.what());
+  } catch (const std::bad_alloc&) {
+    send_error(res, 503, "out of memory for this request", 5);
+  } catch (const c10::Error& e) {
+    send_error(res, 500, std::string("internal error: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    send_error(res, 500, std::string("internal error: ") + e.what());
+  } catch (...) {
+    send_error(res, 500, "internal error");
+  }
+  metrics.request(route, res.status, std::chrono::duration<double>(Clock::now() - t0).count());
+}
+
 httplib::Server::Handler guarded(Metrics& metrics, const std::string& route,
                                  std::function<json(const httplib::Request&)> fn) {
   return [&metrics, route, fn](const httplib::Request& req, httplib::Response& res) {
-    const auto t0 = Clock::now();
-    try {
-      res.set_content(fn(req).dump(), "application/json");
-      res.status = 200;
-    } catch (const HttpError& e) {
-      send_error(res, e.status, e.what(), e.retry_after_s);
-    } catch (const Error& e) {
-      send_error(res, 400, e.what());
-    } catch (const std::bad_alloc&) {
-      send_error(res, 503, "out of memory for this request", 5);
-    } catch (const c10::Error& e) {
-      send_error(res, 500, std::string("internal error: ") + e.what_without_backtrace());
-    } catch (const std::exception& e) {
-      send_error(res, 500, std::string("internal error: ") + e.what());
-    } catch (...) {
-      send_error(res, 500, "internal error");
-    }
-    metrics.request(route, res.status, std::chrono::duration<double>(Clock::now() - t0).count());
+    respond(metrics, route, res, [&] { return fn(req); });
   };
+}
+
+// Routes with a body read it themselves: httplib's own reading parses
+// application/x-www-form-urlencoded bodies (curl's default type) as a form
+// and refuses those over a small compiled-in size. httplib still bounds the
+// length (413) before anything is kept.
+httplib::Server::HandlerWithContentReader guarded_body(
+    Metrics& metrics, const std::string& route, std::function<json(const httplib::Request&, const std::string&)> fn) {
+  return
+      [&metrics, route, fn](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+        if (req.is_multipart_form_data()) {
+          send_error(res, 415, "multipart forms are not accepted: send the bytes themselves as the body");
+          metrics.request(route, 415, -1);
+          return;
+        }
+        std::string body;
+        // On failure httplib has set 413 or 400; the error handler words it.
+        if (!reader([&body](const char* data, size_t n) {
+              body.append(data, n);
+              return true;
+            }))
+          return;
+        respond(metrics, route, res, [&] { return fn(req, body); });
+      };
 }
 
 std::optional<bool> bool_param(const httplib::Request& req, const std::string& name) {
@@ -131,18 +161,18 @@ void add_routes(httplib::Server& svr, Engine& engine, Metrics& metrics, const Se
     svr.Get(a.path, handler);
     if (std::string(a.path) == "/index.html") svr.Get("/", handler);
   }
-  svr.Post("/v1/images", guarded(metrics, "upload", [&](const httplib::Request& req) {
-             return engine.upload(req.body, bool_param(req, "adapter"), bool_param(req, "enhancer"));
+  using Req = const httplib::Request&;
+  svr.Post("/v1/images", guarded_body(metrics, "upload", [&](Req req, const std::string& body) {
+             return engine.upload(body, bool_param(req, "adapter"), bool_param(req, "enhancer"));
            }));
-  svr.Post(R"(/v1/images/([^/]+)/segment)", guarded(metrics, "segment", [&](const httplib::Request& req) {
-             return engine.segment(req.matches[1], req.body);
+  svr.Post(R"(/v1/images/([^/]+)/segment)", guarded_body(metrics, "segment", [&](Req req, const std::string& body) {
+             return engine.segment(req.matches[1], body);
            }));
-  svr.Post(R"(/v1/images/([^/]+)/everything)", guarded(metrics, "everything", [&](const httplib::Request& req) {
-             return engine.everything(req.matches[1], req.body);
-           }));
-  svr.Delete(R"(/v1/images/([^/]+))", guarded(metrics, "delete", [&](const httplib::Request& req) {
-               return engine.remove(req.matches[1]);
-             }));
+  svr.Post(R"(/v1/images/([^/]+)/everything)",
+           guarded_body(metrics, "everything",
+                        [&](Req req, const std::string& body) { return engine.everything(req.matches[1], body); }));
+  svr.Delete(R"(/v1/images/([^/]+))",
+             guarded(metrics, "delete", [&](const httplib::Request& req) { return engine.remove(req.matches[1]); }));
   svr.Get("/v1/health", guarded(metrics, "health", [&](const httplib::Request&) { return engine.health(); }));
   svr.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics.render(engine.gauges()), "text/plain; version=0.0.4");
@@ -185,10 +215,25 @@ void check_options(const ServeOptions& o) {
   if (o.token.find_first_of(" \t\r\n") != std::string::npos) throw Error("--token must not contain spaces");
 }
 
+// glibc raises its mmap threshold each time a large block is freed, up to
+// 32 MB; blocks below it then come from per-thread heaps, which keep what
+// is freed. Under load that held tens of MB of freed upload bodies and
+// tensors (docs/serve.md, Memory). A fixed threshold returns every large
+// block to the system when freed (torch's tensors are reused by the caching
+// CPU allocator, so they rarely reach malloc), and one heap per core
+// bounds what the many HTTP threads' small allocations can keep.
+void bound_malloc() {
+#ifdef __GLIBC__
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  mallopt(M_ARENA_MAX, hardware_threads());
+#endif
+}
+
 }  // namespace
 
 void serve(const ServeOptions& o, const std::function<void(const std::string& url)>& on_listening) {
   check_options(o);
+  bound_malloc();
   SignalWatch watch;
   Metrics metrics;
   Engine engine(o, metrics);
@@ -205,9 +250,10 @@ void serve(const ServeOptions& o, const std::function<void(const std::string& ur
   svr.set_error_handler([&](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     const int s = res.status;
-    send_error(res, s, s == 404   ? "no such endpoint: " + req.method + " " + req.path.substr(0, 200)
-                       : s == 413 ? "request body too large: at most " + std::to_string(o.max_upload_bytes) + " bytes"
-                                  : "bad request (HTTP " + std::to_string(s) + ")");
+    send_error(res, s,
+               s == 404   ? "no such endpoint: " + req.method + " " + req.path.substr(0, 200)
+               : s == 413 ? "request body too large: at most " + std::to_string(o.max_upload_bytes) + " bytes"
+                          : "bad request (HTTP " + std::to_string(s) + ")");
     metrics.request("other", s, -1);
   });
   svr.set_exception_handler([&](const httplib::Request&, httplib::Response& res, std::exception_ptr) {

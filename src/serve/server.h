@@ -28,8 +28,9 @@ struct ServeOptions {
   size_t max_json_bytes = size_t(4) << 20;  // a segment request (a mask input is ~350 kB)
   int max_encodes = 1;              // encodes at once
   // Decodes at once; the others wait their turn. Each decode already uses
-  // every intra-op thread, so more at once only adds memory and latency.
-  int max_decodes = 2;
+  // every intra-op thread: more at once only add memory, and their threads
+  // then wait for each other (docs/serve.md, Load).
+  int max_decodes = 1;
   int encode_queue = 4;             // encodes waiting for a slot; more get 503 at once
   int encode_wait_ms = 10000;       // a waiting encode gives up (503) after this
   std::string token;                // bearer token for /v1 and /metrics; empty: none

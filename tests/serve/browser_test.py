@@ -6,7 +6,8 @@ Loads the page, uploads a synthetic scene (rsam synth, with ground-truth
 masks), clicks on its largest object, waits for the overlay, keeps the
 screenshot (OUT/serve_page.png) and checks that the overlay covers the
 object: in the page's state (the mask against the ground truth) and in the
-screenshots (the pixels the overlay tinted). Exit 77 (ctest: skipped) with a
+screenshots (the pixels the overlay tinted). Then a burst of clicks: the
+page keeps one request in flight and sends only the latest prompt after it. Exit 77 (ctest: skipped) with a
 message when chromium or chromedriver is missing.
 """
 import argparse
@@ -196,6 +197,18 @@ def main():
         page = wd.js("const s = window.rsamState; return {mask: Array.from(s.mask).join(''),"
                      "candidates: document.querySelectorAll('#candidate-buttons button').length,"
                      "status: document.getElementById('status').textContent, error: s.error};")
+        # A burst of clicks while a request is in flight: the page sends the
+        # first, then only the latest prompt, and shows the answer to it.
+        # Dispatched in one script, so all clicks land before any answer.
+        burst = wd.js("const s = window.rsamState, o = document.getElementById('overlay'), n0 = s.sent;"
+                      "for (let k = 0; k < 5; k++) for (const type of ['mousedown', 'mouseup'])"
+                      "  o.dispatchEvent(new MouseEvent(type, {clientX: arguments[0] + k % 2, clientY: arguments[1],"
+                      "                                        button: 0, bubbles: true}));"
+                      "return {sent: s.sent - n0, points: s.points.length};", cx, cy)
+        wd.wait("const s = window.rsamState; return !s.inFlight && !s.pending && s.shownPrompt !== null &&"
+                " s.shownPrompt.points.length === s.points.length", "the answer to the latest prompt")
+        queued = wd.js("const s = window.rsamState; return {sent: s.sent, shown: s.shownPrompt.points.length,"
+                       "points: s.points.length, error: s.error};")
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -235,7 +248,14 @@ def main():
     fin, fout = tin / max(nin, 1), tout / max(nout, 1)
     print("page: %s; candidates %d; mask IoU with the object %.3f; screenshot: %.0f%% of the object tinted, "
           "%.0f%% of the rest; screenshot %s" % (page["status"], page["candidates"], iou, 100 * fin, 100 * fout, shot))
-    ok = page["candidates"] == 3 and not page["error"] and iou >= 0.5 and fin >= 0.6 and fout <= 0.25
+    # 1 click, then 5 in a burst: 2 requests for the burst (the first click's
+    # and the latest prompt's), the shown answer for all 6 points.
+    burst_sent = queued["sent"] - 1
+    print("burst of 5 clicks: %d sent at once, %d in all; answer shown for %d of %d points" %
+          (burst["sent"], burst_sent, queued["shown"], queued["points"]))
+    queue_ok = burst["sent"] == 1 and burst_sent == 2 and queued["shown"] == queued["points"] == 6 \
+        and not queued["error"]
+    ok = page["candidates"] == 3 and not page["error"] and iou >= 0.5 and fin >= 0.6 and fout <= 0.25 and queue_ok
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include "data/rle.h"
 #include "serve_util.h"
@@ -25,8 +27,10 @@ ServerProcess* g_server = nullptr;
 
 struct Env : ::testing::Environment {
   void SetUp() override {
+    // Three decodes at once, so that concurrent decodes share a cached
+    // predictor here (the default runs one at a time).
     g_server = new ServerProcess({"--token", kToken, "--max-upload-mb", "1", "--max-pixels", "4000000",
-                                  "--cache-mb", "64"});
+                                  "--cache-mb", "64", "--max-decodes", "3"});
   }
   void TearDown() override {
     delete g_server;
@@ -174,6 +178,45 @@ TEST(ServeApi, SegmentMatchesTheCli) {
   }
 }
 
+// Each (image, variant) keeps the predictor its first decode made: later
+// decodes skip preparing the decoder, concurrent first decodes store it
+// once (counted in the cache), and the masks do not change.
+TEST(ServeApi, KeepsOnePredictorPerImage) {
+  cv::Mat m = scene();
+  cv::circle(m, {40, 200}, 12, cv::Scalar(250, 250, 250), cv::FILLED);  // bytes no other test uploads
+  auto up = client().Post("/v1/images", png(m), "application/octet-stream");
+  ASSERT_TRUE(up);
+  ASSERT_EQ(up->status, 200) << up->body;
+  const std::string id = json::parse(up->body)["id"];
+  const auto health = [] { return json::parse(client().Get("/v1/health")->body); };
+  const json before = health();
+  const json body = {{"points", {{110, 120}}}, {"labels", {1}}, {"adapter", true}};
+  std::vector<json> answers(6);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < answers.size(); ++i)
+    threads.emplace_back([&, i] {
+      auto r = segment(id, body);
+      if (r && r->status == 200) answers[i] = json::parse(r->body);
+    });
+  for (auto& t : threads) t.join();
+  const json after = health();
+  ASSERT_EQ(after["images"], before["images"]) << "an image was evicted: the cache is too small for this test";
+  EXPECT_GT(after["decoder_state_bytes"].get<size_t>(), 0u);
+  EXPECT_EQ(after["cache_bytes"].get<size_t>() - before["cache_bytes"].get<size_t>(),
+            after["decoder_state_bytes"].get<size_t>());
+  for (const auto& a : answers) {
+    ASSERT_TRUE(a.is_object()) << "a concurrent decode failed";
+    EXPECT_EQ(a["masks"][0]["rle"], answers[0]["masks"][0]["rle"]);
+  }
+  auto r = segment(id, body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const auto j = json::parse(r->body);
+  EXPECT_EQ(j["timings_ms"]["prepare"].get<double>(), 0.0);
+  EXPECT_EQ(j["masks"][0]["rle"], answers[0]["masks"][0]["rle"]);
+  EXPECT_EQ(health()["cache_bytes"], after["cache_bytes"]);
+}
+
 TEST(ServeApi, MultimaskAndBox) {
   const std::string id = upload_scene();
   auto r = segment(id, {{"points", {{110, 120}}}, {"multimask", true}});
@@ -247,6 +290,27 @@ TEST(ServeApi, RefusesBadImages) {
   const std::string big = png(noise);
   ASSERT_GT(big.size(), size_t(1) << 20);
   expect_error(c.Post("/v1/images", big, "image/png"), 413);
+}
+
+// curl -d / --data-binary send application/x-www-form-urlencoded unless
+// told otherwise: the bytes are still the image (and the prompt), not a form.
+TEST(ServeApi, BodiesAreTheBytesWhateverTheirType) {
+  auto c = client();
+  cv::Mat noise(120, 160, CV_8UC3);
+  cv::randu(noise, 0, 255);
+  const std::string bytes = png(noise);
+  ASSERT_GT(bytes.size(), size_t(16) << 10);
+  auto r = c.Post("/v1/images", bytes, "application/x-www-form-urlencoded");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const std::string id = json::parse(r->body)["id"];
+  auto s = c.Post("/v1/images/" + id + "/segment", json{{"points", {{80, 60}}}, {"labels", {1}}}.dump(),
+                  "application/x-www-form-urlencoded");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->status, 200) << s->body;
+  expect_error(c.Post("/v1/images", "--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nx\r\n--b--\r\n",
+                      "multipart/form-data; boundary=b"),
+               415);
 }
 
 TEST(ServeApi, RefusesBadPrompts) {

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A newcomer's first run: install, build, and run the main job on the bundled
-# default: `rsam demo` makes a synthetic scene, corrupts it, segments one
-# object with the bundled rsam-tiny with and without its GaRA adapter, and
-# writes out/demo.png (side by side, with the IoUs). Then the same from
-# Python: `import rsam` from the build tree.
+# default: `rsam demo` makes a few synthetic scenes, corrupts them, segments
+# their objects with the bundled rsam-tiny alone, with its GaRA adapter and
+# with its GleSAM enhancer, and writes out/demo.png (an example per method and
+# corruption, the mean IoUs beneath). Then the same from Python: `import rsam`
+# from the build tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "error.h"
-#include "error_of.h"
+#include "../common/error_of.h"
 #include "io/npy.h"
 
 namespace rsam::diffusion::testing {

@@ -12,7 +12,7 @@
 
 #include "diffusion/tokenizer.h"
 #include "error.h"
-#include "error_of.h"
+#include "../common/error_of.h"
 
 namespace rsam::diffusion {
 namespace {

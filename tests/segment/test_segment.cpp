@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../common/error_of.h"
 #include "adapt/tools.h"
 #include "error.h"
 #include "io/image_codec.h"
@@ -30,15 +31,6 @@ std::string fresh_dir(const std::string& name) {
   fs::remove_all(d);
   fs::create_directories(d);
   return d.string();
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 Image8 image() { return to_image8(io::read_image(kImage, io::ImageRead::Rgb)); }
@@ -86,19 +78,19 @@ TEST(Segment, ArgumentsAreCheckedBeforeTheModelLoads) {
   r.checkpoint = d + "/missing.pth";
   r.image = {"--image", kImage};
   r.prompt = point(500, 10);
-  EXPECT_NE(message_of([&] { segment::run(r); }).find("outside the 64x64 image"), std::string::npos);
+  EXPECT_NE(rsam::testing::error_of([&] { segment::run(r); }).find("outside the 64x64 image"), std::string::npos);
   r.prompt = point(10, 10);
   r.out = {"--out", kImage};
-  EXPECT_NE(message_of([&] { segment::run(r); }).find("same file as --image"), std::string::npos);
+  EXPECT_NE(rsam::testing::error_of([&] { segment::run(r); }).find("same file as --image"), std::string::npos);
   r.out.path = d + "/m.jpg";
-  EXPECT_NE(message_of([&] { segment::run(r); }).find("losslessly"), std::string::npos);
+  EXPECT_NE(rsam::testing::error_of([&] { segment::run(r); }).find("losslessly"), std::string::npos);
   r.out.path.clear();
   r.gates_out.path = d + "/g.json";
-  EXPECT_EQ(message_of([&] { segment::run(r); }), "the gate report needs an adapter");
+  EXPECT_EQ(rsam::testing::error_of([&] { segment::run(r); }), "the gate report needs an adapter");
   r.gates_out.path.clear();
   r.masks = segment::MaskChoice::Multi;
   r.refine = 1;
-  EXPECT_EQ(message_of([&] { segment::run(r); }), "refinement gives one mask, not three");
+  EXPECT_EQ(rsam::testing::error_of([&] { segment::run(r); }), "refinement gives one mask, not three");
 }
 
 // The demo's shared encode: an embedding set through the enhancer decodes
@@ -126,7 +118,7 @@ TEST(Stack, TheAdapterComesBeforeTheEnhancer) {
   const auto ad = d + "/lora.safetensors";
   adapt::init_adapter_file(kCkpt, "lora", {"the adapter", ad}, 0);
   auto s = segment::load_stack(kCkpt, "", kEnhancer);
-  EXPECT_NE(message_of([&] { s.add_adapter(ad); }).find("before the enhancer"), std::string::npos);
+  EXPECT_NE(rsam::testing::error_of([&] { s.add_adapter(ad); }).find("before the enhancer"), std::string::npos);
   const auto both = segment::load_stack(kCkpt, ad, kEnhancer);
   EXPECT_EQ(both.describe()["adapter"], "lora");
 }
@@ -178,11 +170,11 @@ TEST(Demo, BadOptionsAreRefusedBeforeTheModelLoads) {
   o.adapter = d + "/missing.safetensors";
   o.out.path = d + "/demo.png";
   o.corruptions = {"nonesuch"};
-  EXPECT_NE(message_of([&] { segment::demo(o); }).find("nonesuch"), std::string::npos);
+  EXPECT_NE(rsam::testing::error_of([&] { segment::demo(o); }).find("nonesuch"), std::string::npos);
   o.corruptions = {"fog"};
   o.out.path = d + "/nowhere/demo.png";
-  EXPECT_NE(message_of([&] { segment::demo(o); }).find("does not exist"), std::string::npos);
+  EXPECT_NE(rsam::testing::error_of([&] { segment::demo(o); }).find("does not exist"), std::string::npos);
   o.out.path = d + "/demo.png";
   o.adapter.clear();
-  EXPECT_NE(message_of([&] { segment::demo(o); }).find("an adapter or an enhancer"), std::string::npos);
+  EXPECT_NE(rsam::testing::error_of([&] { segment::demo(o); }).find("an adapter or an enhancer"), std::string::npos);
 }

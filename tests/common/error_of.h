@@ -1,4 +1,4 @@
-// error_of for the diffusion tests, torch-free (test_diffusion_config
+// error_of for tests of any subsystem, torch-free (test_diffusion_config
 // builds without LibTorch).
 #pragma once
 
@@ -9,7 +9,7 @@
 
 #include "error.h"
 
-namespace rsam::diffusion::testing {
+namespace rsam::testing {
 
 // The message of the rsam::Error `f` throws (a test failure if it throws
 // none, or a message of more than one line).
@@ -25,4 +25,8 @@ inline std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
+}  // namespace rsam::testing
+
+namespace rsam::diffusion::testing {
+using rsam::testing::error_of;
 }  // namespace rsam::diffusion::testing

@@ -2,6 +2,7 @@
 // fine-tuning, BitFit, a bottleneck Adapter and SSF (scale and shift).
 #include "adapt/adapter.h"
 #include "error.h"
+#include "model/gemm.h"
 
 namespace rsam::adapt {
 
@@ -20,8 +21,8 @@ struct SSF : Adapter {
   Tensor forward(const Tensor& x, const Tensor& W, const Tensor& b, const AdapterContext&) override {
     // Inference: fold the scale and shift into the layer (no per-token pass).
     if (!is_training() && !(torch::GradMode::is_enabled() && gamma.requires_grad()) && b.defined())
-      return F::linear(x, W * gamma.unsqueeze(1).to(W.dtype()), b * gamma.to(b.dtype()) + beta.to(b.dtype()));
-    return F::linear(x, W, b) * gamma.to(x.dtype()) + beta.to(x.dtype());
+      return gemm::linear(x, W * gamma.unsqueeze(1).to(W.dtype()), b * gamma.to(b.dtype()) + beta.to(b.dtype()));
+    return gemm::linear(x, W, b) * gamma.to(x.dtype()) + beta.to(x.dtype());
   }
   bool merge_into(Tensor& W, Tensor& b) override {
     W.mul_(gamma.unsqueeze(1).to(W.dtype()));
@@ -46,7 +47,7 @@ struct Bottleneck : Adapter {
   }
   std::string method() const override { return "adapter"; }
   Tensor forward(const Tensor& x, const Tensor& W, const Tensor& b, const AdapterContext&) override {
-    auto h = F::linear(x, W, b);
+    auto h = gemm::linear(x, W, b);
     return h + up(torch::gelu(down(h)));
   }
   torch::nn::Linear down{nullptr}, up{nullptr};

@@ -9,6 +9,7 @@
 #include "adapt/adapter.h"
 #include "adapt/lowrank.h"
 #include "error.h"
+#include "model/gemm.h"
 
 namespace rsam::adapt {
 
@@ -65,7 +66,7 @@ struct ConvLoRA : Adapter {
 
   Tensor forward(const Tensor& x, const Tensor& W, const Tensor& b, const AdapterContext&) override {
     if (x.dim() != 4) throw Error("conv_lora needs a spatial [N, H, W, C] input; target an image-encoder layer");
-    auto y = F::linear(x, W, b);
+    auto y = gemm::linear(x, W, b);
     auto ax = torch::matmul(x, A.t().to(x.dtype()));  // [N, H, W, r]
     auto z = ax.permute({0, 3, 1, 2});                  // [N, r, H, W]
     const int64_t N = z.size(0);

@@ -6,6 +6,7 @@
 #include "adapt/adapter.h"
 #include "adapt/lowrank.h"
 #include "error.h"
+#include "model/gemm.h"
 
 namespace rsam::adapt {
 
@@ -71,7 +72,7 @@ struct GaRA : Adapter {
     if (fold) {
       return linear_per_image(x, W, b, images, [&](int64_t i) { return folded_delta(ml[i], mh[i]); });
     }
-    auto y = F::linear(x, W, b);
+    auto y = gemm::linear(x, W, b);
     const int64_t rows = x.size(0);
     return y + (lowrank_delta(x, A_low, B_low, per_row(ml, rows)) + lowrank_delta(x, A_high, B_high, per_row(mh, rows))) *
                    scale;

@@ -6,6 +6,7 @@
 #include "adapt/adapter.h"
 #include "adapt/lowrank.h"
 #include "error.h"
+#include "model/gemm.h"
 
 namespace rsam::adapt {
 
@@ -57,7 +58,7 @@ Tensor linear_per_image(const Tensor& x, const Tensor& weight, const Tensor& bia
   std::vector<Tensor> outs;
   outs.reserve(images);
   for (int64_t b = 0; b < images; ++b)
-    outs.push_back(F::linear(x.narrow(0, b * groups, groups), weight + delta(b).to(weight.dtype()), bias));
+    outs.push_back(gemm::linear(x.narrow(0, b * groups, groups), weight + delta(b).to(weight.dtype()), bias));
   return images == 1 ? outs[0] : torch::cat(outs, 0);
 }
 
@@ -104,8 +105,8 @@ struct LoRA : Adapter {
     // Inference: fold B A into the weight (out*in*r multiply-adds, once per
     // call) instead of a low-rank pass over every token.
     if (!is_training() && !(torch::GradMode::is_enabled() && (A.requires_grad() || x.requires_grad())))
-      return F::linear(x, W + (lowrank_weight(A, B, {}) * scale).to(W.dtype()), b);
-    auto y = F::linear(x, W, b);
+      return gemm::linear(x, W + (lowrank_weight(A, B, {}) * scale).to(W.dtype()), b);
+    auto y = gemm::linear(x, W, b);
     auto h = (is_training() && dropout > 0) ? F::dropout(x, F::DropoutFuncOptions().p(dropout).training(true)) : x;
     return y + lowrank_delta(h, A, B, {}) * scale;
   }
@@ -170,7 +171,7 @@ struct MoELoRA : Adapter {
         return lowrank_weight(A[e], B[e], {}) * scale;
       });
     }
-    auto y = F::linear(x, W, b);
+    auto y = gemm::linear(x, W, b);
     const int64_t rows = x.size(0);
     std::vector<int64_t> shape(x.dim(), 1);
     shape[0] = rows;

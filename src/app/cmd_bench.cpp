@@ -48,6 +48,7 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--repeat", r.repeat, "Encoder runs");
   c->add_option("--decode-repeat", r.decode_repeat, "Decoder runs");
   c->add_flag("--reference-attention", r.reference_attention, "Use the unchunked reference attention");
+  c->add_flag("--reference-gemm", r.reference_gemm, "fp32 products on torch's BLAS instead of oneDNN");
   c->add_flag("--profile", r.profile, "Per-op tables of the decodes (top-level torch ops, wall time)");
   c->add_flag("--no-compare", a->no_compare, "Do not time the reference decoder beside the fast one");
   c->add_option("--batch", r.batch, "Prompts in the batched decode timing (0: skip)")->check(CLI::Range(0, 1024));

@@ -16,6 +16,7 @@
 #include "glesam/bench.h"
 #include "model/attention.h"
 #include "model/checkpoint.h"
+#include "model/gemm.h"
 #include "model/runtime.h"
 
 namespace rsam {
@@ -161,6 +162,7 @@ double peak_rss_mb() {
 
 nlohmann::json run_bench(const BenchOptions& o) {
   set_reference_attention(o.reference_attention);
+  gemm::set_reference(o.reference_gemm);
   const auto t_load = Clock::now();
   Sam model = bench_model(o);
   const double load_ms = ms_since(t_load);
@@ -180,6 +182,13 @@ nlohmann::json run_bench(const BenchOptions& o) {
       enc.push_back(ms_since(t));
     }
   }
+  nlohmann::json encode_profile;
+  if (o.profile) {  // one more encode, op by op
+    OpProfile prof;
+    pred.set_image(img);
+    prof.stop();
+    encode_profile = prof.table(1);
+  }
   Prompt p;
   p.points = {{float(S / 2), float(S / 2)}};
   p.labels = {1};
@@ -190,9 +199,11 @@ nlohmann::json run_bench(const BenchOptions& o) {
                    {"omp_wait_policy", omp_waits_passively() ? "passive" : "default"},
                    {"image_size", S},
                    {"attention", o.reference_attention ? "reference" : "chunked"},
+                   {"gemm", gemm::available() && !o.reference_gemm ? "onednn" : "torch"},
                    {"encode_ms", enc},
                    {"encode_median_ms", median(enc)}};
   if (!o.checkpoint.empty()) j["load_ms"] = load_ms;
+  if (!encode_profile.is_null()) j["profile"]["encode"] = encode_profile;
   // One prompt, three masks at the model's input size (the official bench).
   put_times(j, "decode", time_decoder(o, o.decode_repeat, 1, [&] { pred.predict(p, true); }));
   if (o.batch > 0) {
@@ -287,6 +298,7 @@ nlohmann::json run_bench_request(const BenchRequest& r) {
   o.repeat = r.repeat;
   o.decode_repeat = r.decode_repeat;
   o.reference_attention = r.reference_attention;
+  o.reference_gemm = r.reference_gemm;
   o.profile = r.profile;
   o.compare_decoder = r.compare_decoder;
   o.batch = r.batch;
@@ -301,9 +313,10 @@ std::string format_bench(const nlohmann::json& j) {
                          j["unet"].get<std::string>().c_str(), (long long)j["parameters"].get<int64_t>(),
                          (long long)j["channels"].get<int64_t>(), j["precision"].get<std::string>().c_str(),
                          j["threads"].get<int>(), j["forward_ms"].back().get<double>(), j["peak_rss_gb"].get<double>());
-  std::string s = printf_string("%s %s, %d threads: encode median %.0f ms, decode median %.1f ms\n",
+  std::string s = printf_string("%s %s, %d threads, %s GEMMs: encode median %.0f ms, decode median %.1f ms\n",
                                 j["model"].get<std::string>().c_str(), j["precision"].get<std::string>().c_str(),
-                                j["threads"].get<int>(), j["encode_median_ms"].get<double>(),
+                                j["threads"].get<int>(), j["gemm"].get<std::string>().c_str(),
+                                j["encode_median_ms"].get<double>(),
                                 j["decode_median_ms"].get<double>());
   if (j.contains("load_ms")) s += printf_string("load %.0f ms\n", j["load_ms"].get<double>());
   for (const std::string n : {"decode", "batch", "segment"}) {

@@ -17,6 +17,7 @@ struct BenchOptions {
   std::string adapter;  // method name or config file: also time the adapted encoder
   int repeat = 3, decode_repeat = 20;
   bool reference_attention = false;
+  bool reference_gemm = false;  // torch's fp32 GEMMs instead of oneDNN's (model/gemm.h)
   // Decodes timed in pairs against the reference decoder (the official
   // formulation, set_reference_decoder) in the same run; per-op tables too.
   bool compare_decoder = true, profile = false;
@@ -25,7 +26,7 @@ struct BenchOptions {
 
 // Runs the timings on a synthetic image of the model's input size and returns
 // them: model, precision, threads, blas_threads, omp_wait_policy, image_size,
-// attention, encode_ms[], decode_ms[], encode_median_ms, decode_median_ms and
+// attention, gemm, encode_ms[], decode_ms[], encode_median_ms, decode_median_ms and
 // with an adapter: adapter, adapter_params, adapted_encode_ms[],
 // adapted_encode_median_ms, overhead_ratio_median (median of per-pair ratios).
 // Also: load_ms (a checkpoint's load_sam), segment_ms[] (what `rsam segment`
@@ -44,7 +45,7 @@ struct BenchRequest {
   std::string enhancer_unet;  // GleSAM: the enhancer's U-Net config
   int repeat = 3, decode_repeat = 20, batch = 16, train_steps = 1;
   int64_t unet_channels = 4;
-  bool reference_attention = false, profile = false, compare_decoder = true;
+  bool reference_attention = false, reference_gemm = false, profile = false, compare_decoder = true;
 };
 
 // Runs what the request names, on the threads the caller set up:

@@ -7,6 +7,7 @@
 
 #include "error.h"
 #include "model/attention.h"
+#include "model/gemm.h"
 
 namespace rsam::diffusion {
 
@@ -26,10 +27,10 @@ Tensor ClipAttentionImpl::forward(const Tensor& x, const Tensor& mask) {
   auto q = shape(q_proj(x) * scale);
   auto k = shape(k_proj(x));
   auto v = shape(v_proj(x));
-  auto w = torch::bmm(q, k.transpose(1, 2));
+  auto w = gemm::matmul(q, k.transpose(1, 2));
   w = (w.view({B, heads, L, L}) + mask).view({B * heads, L, L});
   w = cpu_bf16(x) ? w.to(torch::kFloat32).softmax(-1).to(q.scalar_type()) : w.softmax(-1);
-  auto o = torch::bmm(w, bf16_safe_rhs(v));
+  auto o = gemm::matmul(w, bf16_safe_rhs(v));
   o = o.view({B, heads, L, d}).transpose(1, 2).reshape({B, L, D});
   return out_proj(o);
 }

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "error.h"
+#include "model/gemm.h"
 
 namespace rsam::diffusion {
 
@@ -78,10 +79,10 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) : in_features(in
 }
 
 Tensor LinearImpl::forward(const Tensor& x) {
-  auto y = F::linear(x, weight, bias);
+  auto y = gemm::linear(x, weight, bias);
   if (!has_lora()) return y;
   // peft's order: result + lora_B(lora_A(x)) * scaling.
-  return y + F::linear(F::linear(x, lora_A->weight), lora_B->weight) * lora_scale;
+  return y + gemm::linear(gemm::linear(x, lora_A->weight), lora_B->weight) * lora_scale;
 }
 
 Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p, bool with_bias)

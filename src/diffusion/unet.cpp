@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "model/attention.h"
+#include "model/gemm.h"
 
 namespace rsam::diffusion {
 
@@ -83,9 +84,9 @@ Tensor AttentionImpl::forward(const Tensor& x, const Tensor& context_in) {
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
     auto qc = q.narrow(1, r0, std::min(rows, N - r0));
     // baddbmm(.., beta=0, alpha=scale) as diffusers: scale applied to q k^T.
-    auto s = torch::bmm(qc, kt) * scale;
+    auto s = gemm::matmul(qc, kt) * scale;
     auto p = fp32_scores ? s.to(torch::kFloat32).softmax(-1) : s.softmax(-1);
-    parts.push_back(torch::bmm(p.to(qc.scalar_type()), vv));  // probs back in q's dtype, as diffusers
+    parts.push_back(gemm::matmul(p.to(qc.scalar_type()), vv));  // probs back in q's dtype, as diffusers
   }
   auto o = parts.size() == 1 ? parts[0] : torch::cat(parts, 1);
   // batch_to_head_dim: [B*h, N, d] -> [B, N, h*d].

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cmath>
 
+#include "model/gemm.h"
 #include "model/sam.h"
 
 namespace rsam {
@@ -35,6 +36,9 @@ Tensor heads_of(const Tensor& x, int64_t heads) {
   return x.view({x.size(0), x.size(1), heads, -1}).transpose(1, 2);
 }
 
+// A projection on the fast GEMM path.
+Tensor project(const torch::nn::Linear& l, const Tensor& x) { return gemm::linear(x, l->weight, l->bias); }
+
 // A projection's weight per head: [D, C] -> [heads, d, C]; bias [heads, d].
 Tensor weight_heads(const torch::nn::Linear& l, int64_t heads) { return l->weight.view({heads, -1, l->weight.size(1)}); }
 Tensor bias_heads(const torch::nn::Linear& l, int64_t heads) { return l->bias.view({heads, -1}); }
@@ -45,35 +49,35 @@ Tensor bias_heads(const torch::nn::Linear& l, int64_t heads) { return l->bias.vi
 Tensor tokens_to_image(DecoderAttentionImpl& a, const Tensor& tokens_q, const Tensor& image_k,
                        const Tensor& image_v) {
   const int64_t h = a.num_heads, B = tokens_q.size(0), T = tokens_q.size(1), C = image_k.size(2);
-  auto q = heads_of(a.q_proj(tokens_q), h);                      // [B, h, T, d]
+  auto q = heads_of(project(a.q_proj, tokens_q), h);                      // [B, h, T, d]
   const double inv = 1.0 / std::sqrt(double(q.size(3)));
-  auto qk = torch::matmul(q, weight_heads(a.k_proj, h));         // [B, h, T, C]
+  auto qk = gemm::matmul(q, weight_heads(a.k_proj, h));         // [B, h, T, C]
   auto qb = (q * bias_heads(a.k_proj, h).unsqueeze(1)).sum(-1);  // [B, h, T]
   Tensor logits;
   if (image_k.size(0) == B)
-    logits = torch::matmul(qk.reshape({B, h * T, C}), image_k.transpose(1, 2));  // [B, hT, N]
+    logits = gemm::matmul(qk.reshape({B, h * T, C}), image_k.transpose(1, 2));  // [B, hT, N]
   else
-    logits = torch::matmul(qk.reshape({B * h * T, C}), image_k[0].t()).view({B, h * T, -1});
+    logits = gemm::matmul(qk.reshape({B * h * T, C}), image_k[0].t()).view({B, h * T, -1});
   logits.add_(qb.reshape({B, h * T, 1})).mul_(inv);
   auto p = torch::softmax(logits, -1);
-  Tensor px = image_v.size(0) == B ? torch::matmul(p, image_v)  // [B, hT, C]
-                                   : torch::matmul(p.view({B * h * T, -1}), image_v[0]).view({B, h * T, C});
+  Tensor px = image_v.size(0) == B ? gemm::matmul(p, image_v)  // [B, hT, C]
+                                   : gemm::matmul(p.view({B * h * T, -1}), image_v[0]).view({B, h * T, C});
   // (P x) Wv_h^T + bv_h per head -> [B, h, T, d]
-  auto out = torch::matmul(px.view({B, h, T, C}), weight_heads(a.v_proj, h).transpose(1, 2)) +
+  auto out = gemm::matmul(px.view({B, h, T, C}), weight_heads(a.v_proj, h).transpose(1, 2)) +
              bias_heads(a.v_proj, h).unsqueeze(1);
-  return a.out_proj(out.transpose(1, 2).reshape({B, T, -1}));
+  return project(a.out_proj, out.transpose(1, 2).reshape({B, T, -1}));
 }
 
 // The same with the first block's image projections precomputed:
 // k, v [h, N, d] shared by the B prompts.
 Tensor tokens_to_image_cached(DecoderAttentionImpl& a, const Tensor& tokens_q, const Tensor& k, const Tensor& v) {
   const int64_t h = a.num_heads, B = tokens_q.size(0), T = tokens_q.size(1);
-  auto q = heads_of(a.q_proj(tokens_q), h);  // [B, h, T, d]
+  auto q = heads_of(project(a.q_proj, tokens_q), h);  // [B, h, T, d]
   const int64_t d = q.size(3);
   auto qh = q.transpose(0, 1).reshape({h, B * T, d});                           // [h, BT, d]
-  auto p = torch::softmax(torch::matmul(qh, k.transpose(1, 2)) / std::sqrt(double(d)), -1);  // [h, BT, N]
-  auto out = torch::matmul(p, v).view({h, B, T, d}).permute({1, 2, 0, 3});      // [B, T, h, d]
-  return a.out_proj(out.reshape({B, T, h * d}));
+  auto p = torch::softmax(gemm::matmul(qh, k.transpose(1, 2)) / std::sqrt(double(d)), -1);  // [h, BT, N]
+  auto out = gemm::matmul(p, v).view({h, B, T, d}).permute({1, 2, 0, 3});      // [B, T, h, d]
+  return project(a.out_proj, out.reshape({B, T, h * d}));
 }
 
 // The image side's output from logits laid out [B, h*T, N] (so the softmax
@@ -85,8 +89,8 @@ Tensor image_output(DecoderAttentionImpl& a, const Tensor& logits_t, const Tenso
   auto p = torch::softmax(logits_t.view({B, h, T, N}), 2).view({B, h * T, N});
   // Wo [C, D] -> per head [h, d, C] (Wo_h^T)
   auto wo = a.out_proj->weight.view({C, h, -1}).permute({1, 2, 0});
-  auto u = torch::matmul(v_tok, wo.unsqueeze(0)).reshape({B, h * T, C});  // [B, hT, C]
-  return torch::baddbmm(a.out_proj->bias.view({1, 1, C}), p.transpose(1, 2), u);
+  auto u = gemm::matmul(v_tok, wo.unsqueeze(0)).reshape({B, h * T, C});  // [B, hT, C]
+  return gemm::matmul(p.transpose(1, 2), u, a.out_proj->bias);
 }
 
 // The image attends to the tokens: attn(q = image_q, k = tokens_k, v = tokens_v)
@@ -94,16 +98,16 @@ Tensor image_output(DecoderAttentionImpl& a, const Tensor& logits_t, const Tenso
 Tensor image_to_tokens(DecoderAttentionImpl& a, const Tensor& image_q, const Tensor& tokens_k,
                        const Tensor& tokens_v) {
   const int64_t h = a.num_heads, B = tokens_k.size(0), T = tokens_k.size(1), C = image_q.size(2);
-  auto k = heads_of(a.k_proj(tokens_k), h);  // [B, h, T, d]
-  auto v = heads_of(a.v_proj(tokens_v), h);
+  auto k = heads_of(project(a.k_proj, tokens_k), h);  // [B, h, T, d]
+  auto v = heads_of(project(a.v_proj, tokens_v), h);
   const double inv = 1.0 / std::sqrt(double(k.size(3)));
-  auto m = torch::matmul(k, weight_heads(a.q_proj, h)).reshape({B, h * T, C});  // [B, hT, C]
+  auto m = gemm::matmul(k, weight_heads(a.q_proj, h)).reshape({B, h * T, C});  // [B, hT, C]
   auto mb = (k * bias_heads(a.q_proj, h).unsqueeze(1)).sum(-1).reshape({B, h * T, 1});
   Tensor logits;  // [B, hT, N]
   if (image_q.size(0) == B)
-    logits = torch::baddbmm(mb, m, image_q.transpose(1, 2));
+    logits = gemm::matmul(m, image_q.transpose(1, 2)).add_(mb);
   else
-    logits = torch::matmul(m.reshape({B * h * T, C}), image_q[0].t()).view({B, h * T, -1}).add_(mb);
+    logits = gemm::matmul(m.reshape({B * h * T, C}), image_q[0].t()).view({B, h * T, -1}).add_(mb);
   return image_output(a, logits.mul_(inv), v);
 }
 
@@ -111,10 +115,10 @@ Tensor image_to_tokens(DecoderAttentionImpl& a, const Tensor& image_q, const Ten
 Tensor image_to_tokens_cached(DecoderAttentionImpl& a, const Tensor& q, const Tensor& tokens_k,
                               const Tensor& tokens_v) {
   const int64_t h = a.num_heads, B = tokens_k.size(0), T = tokens_k.size(1), N = q.size(1), d = q.size(2);
-  auto k = heads_of(a.k_proj(tokens_k), h);  // [B, h, T, d]
-  auto v = heads_of(a.v_proj(tokens_v), h);
+  auto k = heads_of(project(a.k_proj, tokens_k), h);  // [B, h, T, d]
+  auto v = heads_of(project(a.v_proj, tokens_v), h);
   auto kh = k.transpose(0, 1).reshape({h, B * T, d});                                // [h, BT, d]
-  auto logits = torch::matmul(kh, q.transpose(1, 2)).view({h, B, T, N}).transpose(0, 1);  // [B, h, T, N]
+  auto logits = gemm::matmul(kh, q.transpose(1, 2)).view({h, B, T, N}).transpose(0, 1);  // [B, h, T, N]
   return image_output(a, logits.reshape({B, h * T, N}).mul_(1.0 / std::sqrt(double(d))), v);
 }
 
@@ -165,9 +169,9 @@ DecoderImageCache MaskDecoderImpl::prepare(const Tensor& image_embedding, const 
   auto keys_pe = c.keys + c.key_pe;
   auto& t2i = *L.cross_attn_token_to_image;
   auto& i2t = *L.cross_attn_image_to_token;
-  c.t2i_k = heads_of(t2i.k_proj(keys_pe), t2i.num_heads)[0].contiguous();
-  c.t2i_v = heads_of(t2i.v_proj(c.keys), t2i.num_heads)[0].contiguous();
-  c.i2t_q = heads_of(i2t.q_proj(keys_pe), i2t.num_heads)[0].contiguous();
+  c.t2i_k = heads_of(project(t2i.k_proj, keys_pe), t2i.num_heads)[0].contiguous();
+  c.t2i_v = heads_of(project(t2i.v_proj, c.keys), t2i.num_heads)[0].contiguous();
+  c.i2t_q = heads_of(project(i2t.q_proj, keys_pe), i2t.num_heads)[0].contiguous();
   return c;
 }
 
@@ -180,16 +184,16 @@ Tensor MaskDecoderImpl::upscale_masks_fast(const Tensor& keys, const Tensor& hyp
   // Weight [in, out, 2, 2] -> [in, (i, j, out)]: each token's 2x2 block of
   // output pixels, channels last.
   auto w1 = ct1->weight.permute({0, 2, 3, 1}).reshape({C, 4 * c1});
-  auto y = torch::addmm(ct1->bias.repeat({4}), keys.reshape({B * N, C}), w1).view({B * N * 4, c1});
+  auto y = gemm::matmul(keys.reshape({B * N, C}), w1, ct1->bias.repeat({4})).view({B * N * 4, c1});
   // LayerNorm2d normalizes each pixel over its channels, as layer_norm does
   // over the last dimension.
   y = torch::gelu(torch::layer_norm(y, {c1}, ln->weight, ln->bias, ln->eps));
   auto w2 = ct2->weight.permute({0, 2, 3, 1}).reshape({c1, 4 * c2});
-  auto z = torch::gelu(torch::addmm(ct2->bias.repeat({4}), y, w2));  // [B*N*4, 4*c2]
+  auto z = torch::gelu(gemm::matmul(y, w2, ct2->bias.repeat({4})));  // [B*N*4, 4*c2]
   // Each pixel's c2 features dotted with the M hypernetwork outputs, masks
   // major: the GEMM whose output rows are N*16 long, not M wide, runs faster
   // and the reordering below then moves runs of pixels, not single values.
-  auto m = torch::matmul(hyper_in, z.view({B, N * 16, c2}).transpose(1, 2));  // [B, M, N*16]
+  auto m = gemm::matmul(hyper_in, z.view({B, N * 16, c2}).transpose(1, 2));  // [B, M, N*16]
   // (ty, tx, i, j, i2, j2) -> row 4*ty + 2*i + i2, column 4*tx + 2*j + j2
   return m.view({B, M, h, w, 2, 2, 2, 2})
       .permute({0, 1, 2, 4, 6, 3, 5, 7})

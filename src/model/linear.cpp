@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "model/gemm.h"
+
 namespace rsam {
 
 namespace {
@@ -24,7 +26,7 @@ AdaptableLinearImpl::AdaptableLinearImpl(int64_t in, int64_t out, bool with_bias
 
 torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
   if (adapter) return adapter->forward(x, weight, bias, context);
-  return torch::nn::functional::linear(x, weight, bias);
+  return gemm::linear(x, weight, bias);
 }
 
 void AdaptableLinearImpl::attach(std::shared_ptr<LinearAdapter> a) {

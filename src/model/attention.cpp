@@ -5,6 +5,8 @@
 
 #include <atomic>
 
+#include "model/gemm.h"
+
 namespace rsam {
 
 using torch::Tensor;
@@ -45,7 +47,7 @@ Tensor attention_with_rel_pos_reference(const Tensor& q, const Tensor& k, const 
   // the map stays in its compute dtype, as the official code keeps it:
   // fp32 copies of a 12x4096x4096 map would be saved for backward.
   const bool keep_dtype = torch::GradMode::is_enabled();
-  auto attn = torch::matmul(q * scale, k.transpose(-2, -1));
+  auto attn = gemm::matmul(q * scale, k.transpose(-2, -1));
   if (!keep_dtype) attn = attn.to(torch::kFloat32);
   const int64_t B = q.size(0), dim = q.size(2);
   auto r_q = q.reshape({B, H, W, dim});
@@ -55,7 +57,7 @@ Tensor attention_with_rel_pos_reference(const Tensor& q, const Tensor& k, const 
           rel_w.index({Slice(), Slice(), Slice(), None, Slice()}))
              .view({B, H * W, H * W});
   attn = keep_dtype ? attn.softmax(-1) : attn.softmax(-1, torch::kFloat32);
-  return torch::matmul(attn, bf16_safe_rhs(v));
+  return gemm::matmul(attn, bf16_safe_rhs(v));
 }
 
 Tensor attention_with_rel_pos_chunked(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -66,23 +68,27 @@ Tensor attention_with_rel_pos_chunked(const Tensor& q, const Tensor& k, const Te
   // budget. At least one row so any size works.
   const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(H, max_chunk_elems / (W * N)));
   Tensor out;  // allocated from the first chunk: autocast decides its dtype
-  auto kt = k.transpose(-2, -1);
+  // The q·kᵀ products run on bf16 operands where autocast would cast them.
+  const bool bf16 = cpu_bf16_compute(q);
+  auto kt = (bf16 ? k.to(torch::kBFloat16) : k).transpose(-2, -1);
+  auto qc = bf16 ? q.to(torch::kBFloat16) : q;
   auto r_q_all = q.reshape({B, H, W, C});
   for (int64_t b = 0; b < B; ++b) {
     auto kt_b = kt[b];
     auto v_b = bf16_safe_rhs(v[b]);
+    // The decomposed bias of every query of this map, in fp32.
+    auto rel_h = torch::einsum("hwc,hkc->hwk", {r_q_all[b], Rh}).to(torch::kFloat32);  // [H, W, H]
+    auto rel_w = torch::einsum("hwc,wkc->hwk", {r_q_all[b], Rw}).to(torch::kFloat32);  // [H, W, W]
     for (int64_t r0 = 0; r0 < H; r0 += rows) {
       const int64_t r1 = std::min(H, r0 + rows), nr = r1 - r0;
-      auto q_c = q[b].narrow(0, r0 * W, nr * W);           // [nr*W, C]
-      auto attn = torch::matmul(q_c * scale, kt_b).to(torch::kFloat32);  // [nr*W, N]
-      auto r_q = r_q_all[b].narrow(0, r0, nr);            // [nr, W, C]
-      auto rel_h = torch::einsum("hwc,hkc->hwk", {r_q, Rh.narrow(0, r0, nr)});  // [nr, W, H]
-      auto rel_w = torch::einsum("hwc,wkc->hwk", {r_q, Rw});                  // [nr, W, W]
-      auto a5 = attn.view({nr, W, H, W});
-      a5.add_(rel_h.unsqueeze(-1));
-      a5.add_(rel_w.unsqueeze(-2));
-      attn = attn.softmax(-1, torch::kFloat32);
-      auto res = torch::matmul(attn, v_b);
+      // The bias written once, the product added onto it in the same GEMM:
+      // no bf16 -> fp32 copy of the map and no separate bias passes.
+      auto attn = torch::empty({nr, W, H, W}, q.options().dtype(torch::kFloat32));
+      torch::add_out(attn, rel_h.narrow(0, r0, nr).unsqueeze(-1), rel_w.narrow(0, r0, nr).unsqueeze(-2));
+      attn = attn.view({nr * W, N});
+      gemm::add_product(attn, qc[b].narrow(0, r0 * W, nr * W), kt_b, scale);
+      attn = attn.softmax(-1);
+      auto res = gemm::matmul(attn, v_b);
       if (!out.defined()) out = torch::empty({B, N, C}, res.options());
       out[b].narrow(0, r0 * W, nr * W).copy_(res);
     }

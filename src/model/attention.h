@@ -3,8 +3,10 @@
 // one transcribes the official code and materializes the whole
 // [B*heads, HW, HW] map; the chunked one walks blocks of query rows so the
 // map for a global-attention block (12 x 4096 x 4096 floats = 805 MB in
-// ViT-B) never exists at once and the bias add stays in cache. Tests hold the
-// chunked path to the reference.
+// ViT-B) never exists at once; each chunk's bias is written first and the
+// q·kᵀ product is added onto it by the GEMM (gemm::add_product), with no
+// separate bias passes over the map. Tests hold the chunked path to the
+// reference.
 #pragma once
 
 #include <torch/torch.h>

@@ -49,6 +49,31 @@ TEST(Attention, ChunkedEqualsReference) {
   }
 }
 
+TEST(Attention, ChunkedEqualsReferenceUnderBf16Autocast) {
+  // Both run the products on bf16 inputs and bias + softmax in fp32; the
+  // chunked path also keeps the logits in fp32 (the reference rounds them to
+  // bf16), so against fp32 it must be at least as close as the reference.
+  torch::NoGradGuard ng;
+  torch::manual_seed(4);
+  const int64_t B = 6, H = 14, W = 14, C = 32;
+  auto q = torch::randn({B, H * W, C}), k = torch::randn({B, H * W, C}), v = torch::randn({B, H * W, C});
+  auto Rh = rsam::get_rel_pos(H, H, torch::randn({2 * H - 1, C}) * 0.1);
+  auto Rw = rsam::get_rel_pos(W, W, torch::randn({2 * W - 1, C}) * 0.1);
+  const auto fp32 = rsam::attention_with_rel_pos_reference(q, k, v, Rh, Rw, H, W, 0.2);
+  at::autocast::set_cpu_enabled(true);
+  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  auto ref = rsam::attention_with_rel_pos_reference(q, k, v, Rh, Rw, H, W, 0.2).to(torch::kFloat32);
+  auto fast = rsam::attention_with_rel_pos_chunked(q, k, v, Rh, Rw, H, W, 0.2, 3 * B * W * H * W).to(torch::kFloat32);
+  at::autocast::set_cpu_enabled(false);
+  at::autocast::clear_cache();
+  const double ref_err = (ref - fp32).abs().mean().item<double>(), fast_err = (fast - fp32).abs().mean().item<double>();
+  std::printf("bf16 attention, mean |error| against fp32: reference %.3g, chunked %.3g (max %.3g, %.3g)\n", ref_err,
+              fast_err, (ref - fp32).abs().max().item<double>(), (fast - fp32).abs().max().item<double>());
+  EXPECT_GT(ref_err, 0.0);  // bf16 really ran
+  EXPECT_LE(fast_err, 1.1 * ref_err);
+  EXPECT_LE((fast - fp32).abs().max().item<double>(), 1.1 * (ref - fp32).abs().max().item<double>());
+}
+
 TEST(Attention, RelPosIsResizedWhenTableSizeDiffers) {
   auto table = torch::arange(5, torch::kFloat32).unsqueeze(1);  // trained for size 3
   auto r = rsam::get_rel_pos(4, 4, table);                      // needs 7 entries

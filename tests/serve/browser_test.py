@@ -155,6 +155,7 @@ def main():
     w, h, inside, (px, py) = largest_object(open(mask_path, "rb").read())
 
     procs = []
+    wd = None
     try:
         server = subprocess.Popen([a.rsam, "serve", "--port", "0", "--threads", "2"], stdout=subprocess.PIPE,
                                   stderr=open(os.path.join(a.out, "serve.log"), "w"), text=True)
@@ -210,6 +211,13 @@ def main():
         queued = wd.js("const s = window.rsamState; return {sent: s.sent, shown: s.shownPrompt.points.length,"
                        "points: s.points.length, error: s.error};")
     finally:
+        # Ending the session makes chromedriver close the browser; killed
+        # without it, chromedriver would leave chromium running.
+        if wd is not None and getattr(wd, "s", None):
+            try:
+                wd.call("DELETE", wd.s, timeout=20)
+            except Exception:
+                pass
         for p in reversed(procs):
             p.terminate()
             try:

@@ -42,9 +42,9 @@ void configure_runtime(int threads, const std::string& precision) {
 int main(int argc, char** argv) {
   // Long multi-threaded jobs run up to 2x faster with passive OpenMP waiting
   // (see runtime.h); the re-exec costs one more process start, so short
-  // commands skip it.
+  // commands skip it. The server and the mask generator decode many prompts.
   if (argc > 1)
-    for (const char* cmd : {"train", "eval", "study", "bench", "demo"})
+    for (const char* cmd : {"train", "eval", "study", "bench", "demo", "serve", "amg"})
       if (std::strcmp(argv[1], cmd) == 0) rsam::reexec_with_passive_omp_wait(argv);
   rsam::app::set_program_argv(argv);
   CLI::App app{"rsam: Segment Anything that keeps working on degraded images"};

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Same-run comparison of the image encoder against the official Python
 # predictor (random ViT weights of an official shape): runs the two in turn,
-# ROUNDS times each, and prints every run's timings (encode, decode) as JSON
+# ROUNDS times each (three encodes per run: the first, cold, is not the
+# median), and prints every run's timings (encode, decode) as JSON
 # lines. With CHECKPOINT (a .pth of MODEL's shape), both load it and report
 # load_ms, and rsam also loads the .safetensors beside it when there is one
 # (`rsam convert CHECKPOINT X.safetensors` makes it).
@@ -18,7 +19,7 @@ rounds=${5:-3}
 ckpt=${6:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
 rsam_bench() {
-  "$here/build/rsam" bench "$@" --precision "$prec" --threads "$threads" --repeat 2 --decode-repeat 10 --json |
+  "$here/build/rsam" bench "$@" --precision "$prec" --threads "$threads" --repeat 3 --decode-repeat 10 --json |
     sed 's/^{/{"impl":"rsam",/'
 }
 for _ in $(seq "$rounds"); do
@@ -27,10 +28,10 @@ for _ in $(seq "$rounds"); do
     sft=${ckpt%.pth}.safetensors
     [ -f "$sft" ] && rsam_bench --checkpoint "$sft"
     /usr/bin/python3 "$here/bench/official_encoder.py" --sam-repo "$repo" --model "$model" --precision "$prec" \
-      --threads "$threads" --repeat 2 --checkpoint "$ckpt"
+      --threads "$threads" --repeat 3 --checkpoint "$ckpt"
   else
     rsam_bench --model "$model"
     /usr/bin/python3 "$here/bench/official_encoder.py" --sam-repo "$repo" --model "$model" --precision "$prec" \
-      --threads "$threads" --repeat 2
+      --threads "$threads" --repeat 3
   fi
 done

@@ -34,7 +34,8 @@ using GemmBf16 = int (*)(char transa, char transb, int64_t M, int64_t N, int64_t
                          int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 GemmBf16 gemm_bf16() {
-  static const GemmBf16 f = sgemm() ? reinterpret_cast<GemmBf16>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32")) : nullptr;
+  static const GemmBf16 f =
+      sgemm() ? reinterpret_cast<GemmBf16>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32")) : nullptr;
   return f;
 }
 
@@ -273,9 +274,9 @@ void add_product(Tensor& out, const Tensor& a, const Tensor& b, double alpha) {
   const bool bf16 = a.scalar_type() == torch::kBFloat16 && b.scalar_type() == torch::kBFloat16 && gemm_bf16();
   const bool fast = sgemm() && !g_reference && (fp32 || bf16) && a.device().is_cpu() && b.device().is_cpu() &&
                     out.device().is_cpu() && out.scalar_type() == torch::kFloat32 && out.dim() >= 2 &&
-                    (out.size(-1) == 1 || out.stride(-1) == 1) && (out.size(-2) == 1 || out.stride(-2) >= out.size(-1)) &&
-                    !records_grad({&out, &a, &b}) && shapes_fit(a, b, {}) && a.size(-2) == out.size(-2) &&
-                    b.size(-1) == out.size(-1);
+                    (out.size(-1) == 1 || out.stride(-1) == 1) &&
+                    (out.size(-2) == 1 || out.stride(-2) >= out.size(-1)) && !records_grad({&out, &a, &b}) &&
+                    shapes_fit(a, b, {}) && a.size(-2) == out.size(-2) && b.size(-1) == out.size(-1);
   std::vector<int64_t> batch;
   if (fast) {
     try {

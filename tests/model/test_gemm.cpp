@@ -45,7 +45,8 @@ TEST(Gemm, TwoDimensionalEveryLayoutAndBias) {
   if (!rsam::gemm::available()) GTEST_SKIP() << "oneDNN's sgemm is not in this LibTorch";
   torch::NoGradGuard ng;
   torch::manual_seed(1);
-  for (auto [M, K, N] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {1, 7, 9}, {9, 7, 1}, {5, 1, 6}, {64, 33, 17}, {300, 64, 130}})
+  for (auto [M, K, N] :
+       std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {1, 7, 9}, {9, 7, 1}, {5, 1, 6}, {64, 33, 17}, {300, 64, 130}})
     for (int ha = 0; ha < 4; ++ha)
       for (int hb = 0; hb < 4; ++hb) {
         auto a = stored(M, K, ha), b = stored(K, N, hb), bias = torch::randn({N});
@@ -61,11 +62,11 @@ TEST(Gemm, BatchedAndBroadcastLikeTorch) {
   torch::NoGradGuard ng;
   torch::manual_seed(2);
   const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> cases = {
-      {{3, 5, 7}, {3, 7, 4}},          // batched, small: one product per thread
-      {{2, 3, 5, 7}, {7, 4}},          // batch dimensions folded into rows
-      {{2, 1, 5, 7}, {1, 3, 7, 4}},    // broadcast both ways
-      {{5, 7}, {4, 7, 6}},             // a broadcast over b's batch
-      {{2, 300, 40}, {2, 40, 260}},    // large enough to run one after another
+      {{3, 5, 7}, {3, 7, 4}},        // batched, small: one product per thread
+      {{2, 3, 5, 7}, {7, 4}},        // batch dimensions folded into rows
+      {{2, 1, 5, 7}, {1, 3, 7, 4}},  // broadcast both ways
+      {{5, 7}, {4, 7, 6}},           // a broadcast over b's batch
+      {{2, 300, 40}, {2, 40, 260}},  // large enough to run one after another
       {{12, 1, 64}, {12, 64, 1}},
   };
   for (const auto& [sa, sb] : cases) {
@@ -100,10 +101,12 @@ TEST(Gemm, LinearAndItsGradientsEqualTorch) {
       expect_close(y.detach(), y_ref.detach(), what);
       ASSERT_TRUE(y.requires_grad());
       auto g = torch::randn(y.sizes());
-      auto grads = torch::autograd::grad({(y * g).sum()}, with_bias ? std::vector<Tensor>{x, w, b} : std::vector<Tensor>{x, w});
-      auto grads_ref =
-          torch::autograd::grad({(y_ref * g).sum()}, with_bias ? std::vector<Tensor>{x, w, b} : std::vector<Tensor>{x, w});
-      for (size_t i = 0; i < grads.size(); ++i) expect_close(grads[i], grads_ref[i], what + " grad " + std::to_string(i));
+      auto grads =
+          torch::autograd::grad({(y * g).sum()}, with_bias ? std::vector<Tensor>{x, w, b} : std::vector<Tensor>{x, w});
+      auto grads_ref = torch::autograd::grad({(y_ref * g).sum()},
+                                             with_bias ? std::vector<Tensor>{x, w, b} : std::vector<Tensor>{x, w});
+      for (size_t i = 0; i < grads.size(); ++i)
+        expect_close(grads[i], grads_ref[i], what + " grad " + std::to_string(i));
     }
   // Batched products, as attention's, differentiate on the same kernels.
   {

@@ -133,12 +133,13 @@ void run(Tensor a, Tensor b, Tensor& out, float alpha, float beta) {
   auto one = [&](int64_t i) {
     const void* A = pa + oa[i] * es;
     const void* B = pb + ob[i] * es;
-    if (bf16)
-      gemm_bf16()(la.trans, lb.trans, M, N, K, alpha, static_cast<const uint16_t*>(A), la.ld,
-                  static_cast<const uint16_t*>(B), lb.ld, beta, pc + oc[i], ldc);
-    else
-      sgemm()(la.trans, lb.trans, M, N, K, alpha, static_cast<const float*>(A), la.ld, static_cast<const float*>(B),
-              lb.ld, beta, pc + oc[i], ldc);
+    const int status = bf16 ? gemm_bf16()(la.trans, lb.trans, M, N, K, alpha, static_cast<const uint16_t*>(A), la.ld,
+                                          static_cast<const uint16_t*>(B), lb.ld, beta, pc + oc[i], ldc)
+                            : sgemm()(la.trans, lb.trans, M, N, K, alpha, static_cast<const float*>(A), la.ld,
+                                      static_cast<const float*>(B), lb.ld, beta, pc + oc[i], ldc);
+    // A refused call leaves C unwritten: an error, never a silent result.
+    TORCH_CHECK(status == 0, "oneDNN's gemm refused a ", M, "x", K, "x", N, " product (status ", status,
+                "); RSAM_GEMM=torch avoids it");
   };
   // Many products (attention's heads and windows) run one per thread, when
   // small or when they share the threads evenly; others one after another,

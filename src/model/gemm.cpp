@@ -162,6 +162,12 @@ void run(Tensor a, Tensor b, Tensor& out, float alpha, float beta) {
   }
 }
 
+// t's last two dimensions under the batch dimensions `batch`.
+Tensor expand_to(const Tensor& t, std::vector<int64_t> batch) {
+  batch.insert(batch.end(), {t.size(-2), t.size(-1)});
+  return t.expand(batch);
+}
+
 // a [..., M, K] · b [..., K, N] (+ bias [N]) on the fast path; every shape
 // check done by the caller.
 Tensor product(const Tensor& a, const Tensor& b, const Tensor& bias) {
@@ -172,14 +178,12 @@ Tensor product(const Tensor& a, const Tensor& b, const Tensor& bias) {
     sizes.back() = N;
     return product(a.reshape({-1, K}), b, bias).view(sizes);
   }
-  auto batch = at::infer_size(a.sizes().slice(0, a.dim() - 2), b.sizes().slice(0, b.dim() - 2));
-  auto a_shape = batch, b_shape = batch, out_shape = batch;
-  a_shape.insert(a_shape.end(), {M, K});
-  b_shape.insert(b_shape.end(), {K, N});
+  const auto batch = at::infer_size(a.sizes().slice(0, a.dim() - 2), b.sizes().slice(0, b.dim() - 2));
+  auto out_shape = batch;
   out_shape.insert(out_shape.end(), {M, N});
   auto out = torch::empty(out_shape, a.options());
   if (bias.defined()) out.copy_(bias.expand(out_shape));  // sgemm adds to it (beta 1)
-  run(a.expand(a_shape), b.expand(b_shape), out, 1.f, bias.defined() ? 1.f : 0.f);
+  run(expand_to(a, batch), expand_to(b, batch), out, 1.f, bias.defined() ? 1.f : 0.f);
   return out;
 }
 
@@ -254,22 +258,6 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias) {
   return bias.defined() ? torch::matmul(a, b) + bias : torch::matmul(a, b);
 }
 
-Tensor matmul_f32(const Tensor& a, const Tensor& b) {
-  const bool fp32 = a.scalar_type() == torch::kFloat32 && b.scalar_type() == torch::kFloat32;
-  const bool bf16 = a.scalar_type() == torch::kBFloat16 && b.scalar_type() == torch::kBFloat16 && gemm_bf16();
-  if (!sgemm() || g_reference || !(fp32 || bf16) || !a.device().is_cpu() || !b.device().is_cpu() ||
-      records_grad({&a, &b}) || !shapes_fit(a, b, {}))
-    return torch::matmul(a, b).to(torch::kFloat32);
-  auto batch = at::infer_size(a.sizes().slice(0, a.dim() - 2), b.sizes().slice(0, b.dim() - 2));
-  auto a_shape = batch, b_shape = batch, out_shape = batch;
-  a_shape.insert(a_shape.end(), {a.size(-2), a.size(-1)});
-  b_shape.insert(b_shape.end(), {b.size(-2), b.size(-1)});
-  out_shape.insert(out_shape.end(), {a.size(-2), b.size(-1)});
-  auto out = torch::empty(out_shape, a.options().dtype(torch::kFloat32));
-  run(a.expand(a_shape), b.expand(b_shape), out, 1.f, 0.f);
-  return out;
-}
-
 void add_product(Tensor& out, const Tensor& a, const Tensor& b, double alpha) {
   const bool fp32 = a.scalar_type() == torch::kFloat32 && b.scalar_type() == torch::kFloat32;
   const bool bf16 = a.scalar_type() == torch::kBFloat16 && b.scalar_type() == torch::kBFloat16 && gemm_bf16();
@@ -292,10 +280,7 @@ void add_product(Tensor& out, const Tensor& a, const Tensor& b, double alpha) {
     out.add_(torch::matmul(a, b).to(out.scalar_type()), alpha);
     return;
   }
-  auto a_shape = batch, b_shape = batch;
-  a_shape.insert(a_shape.end(), {a.size(-2), a.size(-1)});
-  b_shape.insert(b_shape.end(), {b.size(-2), b.size(-1)});
-  run(a.expand(a_shape), b.expand(b_shape), out, float(alpha), 1.f);
+  run(expand_to(a, batch), expand_to(b, batch), out, float(alpha), 1.f);
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {

@@ -35,10 +35,6 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, const torch
 // be in the sum before anything else reads it (attention logits).
 void add_product(torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double alpha = 1.0);
 
-// a·b in fp32 for a, b both fp32 or both bf16 (bf16 products summed in
-// fp32), batched like matmul. Not differentiable.
-torch::Tensor matmul_f32(const torch::Tensor& a, const torch::Tensor& b);
-
 // torch::nn::functional::linear: x [..., K], weight [N, K], bias [N] or
 // undefined. Differentiable (its backward runs the same sgemm).
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});

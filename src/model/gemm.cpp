@@ -258,7 +258,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias) {
   return bias.defined() ? torch::matmul(a, b) + bias : torch::matmul(a, b);
 }
 
-void add_product(Tensor& out, const Tensor& a, const Tensor& b, double alpha) {
+void add_product(Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta) {
   const bool fp32 = a.scalar_type() == torch::kFloat32 && b.scalar_type() == torch::kFloat32;
   const bool bf16 = a.scalar_type() == torch::kBFloat16 && b.scalar_type() == torch::kBFloat16 && gemm_bf16();
   const bool fast = sgemm() && !g_reference && (fp32 || bf16) && a.device().is_cpu() && b.device().is_cpu() &&
@@ -277,10 +277,14 @@ void add_product(Tensor& out, const Tensor& a, const Tensor& b, double alpha) {
   }
   if (!fast || batch != out.sizes().slice(0, out.dim() - 2).vec()) {
     // torch's path; under bf16 autocast matmul yields bf16, summed in fp32.
-    out.add_(torch::matmul(a, b).to(out.scalar_type()), alpha);
+    auto ab = torch::matmul(a, b).to(out.scalar_type());
+    if (beta == 0.0)  // out may hold anything, NaN included
+      out.copy_(alpha == 1.0 ? ab : ab * alpha);
+    else
+      (beta == 1.0 ? out : out.mul_(beta)).add_(ab, alpha);
     return;
   }
-  run(expand_to(a, batch), expand_to(b, batch), out, float(alpha), 1.f);
+  run(expand_to(a, batch), expand_to(b, batch), out, float(alpha), float(beta));
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {

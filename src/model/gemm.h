@@ -29,11 +29,14 @@ bool reference();
 // (forward and backward); the rest are torch's.
 torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = {});
 
-// out += alpha a·b, batched like matmul, for fp32 out (rows unit-stride)
-// and a, b both fp32 or both bf16 (products of bf16 summed in fp32, the
-// output never rounded to bf16). Not differentiable. For a bias that has to
-// be in the sum before anything else reads it (attention logits).
-void add_product(torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double alpha = 1.0);
+// out = beta out + alpha a·b, batched like matmul, for fp32 out (rows
+// unit-stride) and a, b both fp32 or both bf16 (products of bf16 summed in
+// fp32, the output never rounded to bf16). With beta 0 out is only written.
+// Not differentiable. For a bias that has to be in the sum before anything
+// else reads it (attention logits), and for products into views of a
+// larger output. Inside a parallel region it runs on the calling thread.
+void add_product(torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double alpha = 1.0,
+                 double beta = 1.0);
 
 // torch::nn::functional::linear: x [..., K], weight [N, K], bias [N] or
 // undefined. Differentiable (its backward runs the same sgemm).

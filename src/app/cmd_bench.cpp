@@ -47,7 +47,9 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--threads", a->threads, "Intra-op threads (default: all cores)");
   c->add_option("--repeat", r.repeat, "Encoder runs");
   c->add_option("--decode-repeat", r.decode_repeat, "Decoder runs");
-  c->add_flag("--reference-attention", r.reference_attention, "Use the unchunked reference attention");
+  c->add_option("--attention", r.attention,
+                "Encoder attention: fastest (fused where the CPU has AVX-512), chunked, or reference (unchunked)")
+      ->check(CLI::IsMember({"fastest", "chunked", "reference"}));
   c->add_flag("--reference-gemm", r.reference_gemm, "fp32 products on torch's BLAS instead of oneDNN");
   c->add_flag("--profile", r.profile, "Per-op tables of the decodes (top-level torch ops, wall time)");
   c->add_flag("--no-compare", a->no_compare, "Do not time the reference decoder beside the fast one");

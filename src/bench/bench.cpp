@@ -161,7 +161,7 @@ double peak_rss_mb() {
 }  // namespace
 
 nlohmann::json run_bench(const BenchOptions& o) {
-  set_reference_attention(o.reference_attention);
+  set_attention_path(o.attention);
   gemm::set_reference(o.reference_gemm);
   const auto t_load = Clock::now();
   Sam model = bench_model(o);
@@ -192,13 +192,15 @@ nlohmann::json run_bench(const BenchOptions& o) {
   Prompt p;
   p.points = {{float(S / 2), float(S / 2)}};
   p.labels = {1};
+  // A tensor of the dtype the encoder's attention sees, to name its path.
+  const auto probe = torch::empty({1, 1, 1}, o.precision == Precision::BF16 ? torch::kBFloat16 : torch::kFloat32);
   nlohmann::json j{{"model", model->config.type_name()},
                    {"precision", o.precision == Precision::BF16 ? "bf16" : "fp32"},
                    {"threads", num_threads()},
                    {"blas_threads", blas_threads()},
                    {"omp_wait_policy", omp_waits_passively() ? "passive" : "default"},
                    {"image_size", S},
-                   {"attention", o.reference_attention ? "reference" : "chunked"},
+                   {"attention", attention_path_name(o.attention, probe)},
                    {"gemm", gemm::available() && !o.reference_gemm ? "onednn" : "torch"},
                    {"encode_ms", enc},
                    {"encode_median_ms", median(enc)}};
@@ -209,8 +211,9 @@ nlohmann::json run_bench(const BenchOptions& o) {
   if (o.batch > 0) {
     auto pts = torch::rand({o.batch, 1, 2}) * double(S - 1);
     auto labels = torch::ones({o.batch, 1}, torch::kInt32);
-    put_times(j, "batch", time_decoder(o, std::max(1, o.decode_repeat / 4), o.batch,
-                                       [&] { pred.predict_batch(pts, labels, {}, {}, true); }));
+    put_times(j, "batch", time_decoder(o, std::max(1, o.decode_repeat / 4), o.batch, [&] {
+                pred.predict_batch(pts, labels, {}, {}, true);
+              }));
     j["batch"] = o.batch;
   }
   // What `rsam segment` decodes by default: one point, three masks, the
@@ -253,8 +256,12 @@ nlohmann::json run_unet(const BenchRequest& r) {
     o.channels = cfg.in_channels;
   }
   const auto u = diffusion::bench_unet(cfg, o);
-  return {{"unet", r.unet},         {"parameters", u.parameters}, {"channels", o.channels},
-          {"precision", r.precision}, {"threads", num_threads()},  {"forward_ms", u.forward_ms},
+  return {{"unet", r.unet},
+          {"parameters", u.parameters},
+          {"channels", o.channels},
+          {"precision", r.precision},
+          {"threads", num_threads()},
+          {"forward_ms", u.forward_ms},
           {"peak_rss_gb", u.peak_rss_gb}};
 }
 
@@ -297,7 +304,7 @@ nlohmann::json run_bench_request(const BenchRequest& r) {
   o.adapter = r.adapter;
   o.repeat = r.repeat;
   o.decode_repeat = r.decode_repeat;
-  o.reference_attention = r.reference_attention;
+  o.attention = parse_attention_path(r.attention);
   o.reference_gemm = r.reference_gemm;
   o.profile = r.profile;
   o.compare_decoder = r.compare_decoder;
@@ -308,16 +315,18 @@ nlohmann::json run_bench_request(const BenchRequest& r) {
 std::string format_bench(const nlohmann::json& j) {
   if (j.contains("sam")) return j.dump(1) + "\n";  // GleSAM's enhancer: its JSON, indented
   if (j.contains("unet"))
-    return printf_string("U-Net %s (%lld parameters, %lld channels) %s, %d threads: last forward %.0f ms, peak RSS "
-                         "%.2f GB\n",
-                         j["unet"].get<std::string>().c_str(), (long long)j["parameters"].get<int64_t>(),
-                         (long long)j["channels"].get<int64_t>(), j["precision"].get<std::string>().c_str(),
-                         j["threads"].get<int>(), j["forward_ms"].back().get<double>(), j["peak_rss_gb"].get<double>());
-  std::string s = printf_string("%s %s, %d threads, %s GEMMs: encode median %.0f ms, decode median %.1f ms\n",
-                                j["model"].get<std::string>().c_str(), j["precision"].get<std::string>().c_str(),
-                                j["threads"].get<int>(), j["gemm"].get<std::string>().c_str(),
-                                j["encode_median_ms"].get<double>(),
-                                j["decode_median_ms"].get<double>());
+    return printf_string(
+        "U-Net %s (%lld parameters, %lld channels) %s, %d threads: last forward %.0f ms, peak RSS "
+        "%.2f GB\n",
+        j["unet"].get<std::string>().c_str(), (long long)j["parameters"].get<int64_t>(),
+        (long long)j["channels"].get<int64_t>(), j["precision"].get<std::string>().c_str(), j["threads"].get<int>(),
+        j["forward_ms"].back().get<double>(), j["peak_rss_gb"].get<double>());
+  std::string s = printf_string(
+      "%s %s, %d threads, %s GEMMs, %s attention: encode median %.0f ms, decode median "
+      "%.1f ms\n",
+      j["model"].get<std::string>().c_str(), j["precision"].get<std::string>().c_str(), j["threads"].get<int>(),
+      j["gemm"].get<std::string>().c_str(), j["attention"].get<std::string>().c_str(),
+      j["encode_median_ms"].get<double>(), j["decode_median_ms"].get<double>());
   if (j.contains("load_ms")) s += printf_string("load %.0f ms\n", j["load_ms"].get<double>());
   for (const std::string n : {"decode", "batch", "segment"}) {
     if (!j.contains(n + "_median_ms")) continue;

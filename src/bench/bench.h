@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "model/attention.h"
 #include "model/predictor.h"
 
 namespace rsam {
@@ -16,8 +17,8 @@ struct BenchOptions {
   Precision precision = Precision::FP32;
   std::string adapter;  // method name or config file: also time the adapted encoder
   int repeat = 3, decode_repeat = 20;
-  bool reference_attention = false;
-  bool reference_gemm = false;  // torch's fp32 GEMMs instead of oneDNN's (model/gemm.h)
+  AttentionPath attention = AttentionPath::Fastest;  // model/attention.h
+  bool reference_gemm = false;                       // torch's fp32 GEMMs instead of oneDNN's (model/gemm.h)
   // Decodes timed in pairs against the reference decoder (the official
   // formulation, set_reference_decoder) in the same run; per-op tables too.
   bool compare_decoder = true, profile = false;
@@ -38,14 +39,15 @@ nlohmann::json run_bench(const BenchOptions& o);
 
 // Everything `rsam bench` can be asked, as its flags say it.
 struct BenchRequest {
-  std::string checkpoint, model;  // SAM: exactly one (or model for GleSAM's SAM)
+  std::string checkpoint, model;   // SAM: exactly one (or model for GleSAM's SAM)
   std::string precision = "fp32";  // fp32 or bf16
   std::string adapter;
   std::string unet;           // a diffusers unet/config.json (random weights) or a unet folder (its weights)
   std::string enhancer_unet;  // GleSAM: the enhancer's U-Net config
   int repeat = 3, decode_repeat = 20, batch = 16, train_steps = 1;
   int64_t unet_channels = 4;
-  bool reference_attention = false, reference_gemm = false, profile = false, compare_decoder = true;
+  std::string attention = "fastest";  // fastest, chunked or reference
+  bool reference_gemm = false, profile = false, compare_decoder = true;
 };
 
 // Runs what the request names, on the threads the caller set up:

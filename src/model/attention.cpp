@@ -5,7 +5,9 @@
 
 #include <atomic>
 
+#include "error.h"
 #include "model/gemm.h"
+#include "model/softmax.h"
 
 namespace rsam {
 
@@ -14,7 +16,7 @@ using torch::indexing::None;
 using torch::indexing::Slice;
 
 namespace {
-std::atomic<bool> g_reference{false};
+std::atomic<AttentionPath> g_path{AttentionPath::Fastest};
 
 bool cpu_bf16_compute(const Tensor& x) {
   if (!x.device().is_cpu()) return false;
@@ -36,12 +38,18 @@ Tensor conv_fp32_on_cpu(torch::nn::Conv2dImpl& conv, const Tensor& x) {
   return conv.forward(x.to(torch::kFloat32));
 }
 
-void set_reference_attention(bool on) { g_reference = on; }
-bool reference_attention() { return g_reference; }
+void set_attention_path(AttentionPath path) { g_path = path; }
+AttentionPath attention_path() { return g_path; }
 
-Tensor attention_with_rel_pos_reference(const Tensor& q, const Tensor& k, const Tensor& v,
-                                        const Tensor& Rh, const Tensor& Rw, int64_t H, int64_t W,
-                                        double scale) {
+AttentionPath parse_attention_path(const std::string& name) {
+  if (name == "fastest") return AttentionPath::Fastest;
+  if (name == "chunked") return AttentionPath::Chunked;
+  if (name == "reference") return AttentionPath::Reference;
+  throw Error("unknown attention path '" + name + "' (fastest, chunked, reference)");
+}
+
+Tensor attention_with_rel_pos_reference(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& Rh,
+                                        const Tensor& Rw, int64_t H, int64_t W, double scale) {
   // Inference under bf16 autocast upcasts the map so bias add and softmax
   // run in fp32 (where bf16 loses the most). With autograd on (training)
   // the map stays in its compute dtype, as the official code keeps it:
@@ -60,9 +68,8 @@ Tensor attention_with_rel_pos_reference(const Tensor& q, const Tensor& k, const 
   return gemm::matmul(attn, bf16_safe_rhs(v));
 }
 
-Tensor attention_with_rel_pos_chunked(const Tensor& q, const Tensor& k, const Tensor& v,
-                                      const Tensor& Rh, const Tensor& Rw, int64_t H, int64_t W,
-                                      double scale, int64_t max_chunk_elems) {
+Tensor attention_with_rel_pos_chunked(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& Rh,
+                                      const Tensor& Rw, int64_t H, int64_t W, double scale, int64_t max_chunk_elems) {
   const int64_t B = q.size(0), N = H * W, C = q.size(2);
   // Query rows per chunk: the [rows*W, N] slice of one head's map fits the
   // budget. At least one row so any size works.
@@ -96,12 +103,69 @@ Tensor attention_with_rel_pos_chunked(const Tensor& q, const Tensor& k, const Te
   return out;
 }
 
-Tensor attention_with_rel_pos(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& Rh,
-                              const Tensor& Rw, int64_t H, int64_t W, double scale) {
-  // Small maps (windowed blocks: 14x14) are cheap and batched across windows;
-  // only global-attention maps are worth chunking.
-  if (g_reference || H * W <= 1024 || torch::GradMode::is_enabled())
+Tensor attention_with_rel_pos_fused(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& Rh,
+                                    const Tensor& Rw, int64_t H, int64_t W, double scale, int64_t max_chunk_elems,
+                                    bool reference_kernel) {
+  const int64_t B = q.size(0), N = H * W, C = q.size(2);
+  // The products run on bf16 operands where autocast would cast them; the
+  // logits and the output stay in fp32, the probabilities are written in the
+  // products' dtype.
+  const bool bf16 = cpu_bf16_compute(q);
+  const auto compute = bf16 ? torch::kBFloat16 : torch::kFloat32;
+  const auto qc = q.to(compute).contiguous(), kc = k.to(compute).contiguous(), vc = v.to(compute).contiguous();
+  const auto f32 = q.options().dtype(torch::kFloat32);
+  // The decomposed bias of every query, in fp32: [B, N, H] and [B, N, W].
+  auto r_q = q.reshape({B, H, W, C});
+  auto rel_h = torch::einsum("bhwc,hkc->bhwk", {r_q, Rh}).to(torch::kFloat32).contiguous().view({B, N, H});
+  auto rel_w = torch::einsum("bhwc,wkc->bhwk", {r_q, Rw}).to(torch::kFloat32).contiguous().view({B, N, W});
+  auto out = torch::empty({B, N, C}, f32);
+  // Query rows [r0, r0 + nr) of map b: logits, biased softmax, product with
+  // v, each written once into buffers sized for one step.
+  auto step = [&](int64_t b, int64_t r0, int64_t nr, Tensor& logits, Tensor& probs) {
+    auto l = logits.narrow(0, 0, nr), p = probs.narrow(0, 0, nr);
+    gemm::add_product(l, qc[b].narrow(0, r0, nr), kc[b].transpose(0, 1), scale, 0.0);
+    kernels::rel_pos_softmax(l, rel_h[b].narrow(0, r0, nr), rel_w[b].narrow(0, r0, nr), p, reference_kernel);
+    auto o = out[b].narrow(0, r0, nr);
+    gemm::add_product(o, p, vc[b], 1.0, 0.0);
+  };
+  if (N * N <= max_chunk_elems) {
+    // Small maps (windowed blocks): one map per task, everything in cache.
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      auto logits = torch::empty({N, N}, f32), probs = torch::empty({N, N}, f32.dtype(compute));
+      for (int64_t b = b0; b < b1; ++b) step(b, 0, N, logits, probs);
+    });
+  } else {
+    // Large maps (global blocks): blocks of query rows, each step on every
+    // thread, so the whole map never exists at once.
+    const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(N, max_chunk_elems / N));
+    auto logits = torch::empty({rows, N}, f32), probs = torch::empty({rows, N}, f32.dtype(compute));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t r0 = 0; r0 < N; r0 += rows) step(b, r0, std::min(rows, N - r0), logits, probs);
+  }
+  // The dtype the reference returns (bf16 under autocast).
+  return bf16 ? out.to(torch::kBFloat16) : out.to(q.scalar_type());
+}
+
+bool fused_attention_runs(const Tensor& q) {
+  return q.device().is_cpu() && kernels::vectorized_available() && gemm::available() && !gemm::reference() &&
+         (q.scalar_type() == torch::kFloat32 || q.scalar_type() == torch::kBFloat16);
+}
+
+std::string attention_path_name(AttentionPath path, const Tensor& q) {
+  if (path == AttentionPath::Reference) return "reference";
+  return path == AttentionPath::Fastest && fused_attention_runs(q) ? "fused" : "chunked";
+}
+
+Tensor attention_with_rel_pos(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& Rh, const Tensor& Rw,
+                              int64_t H, int64_t W, double scale) {
+  const AttentionPath path = g_path;
+  // Without the vectorized kernel: small maps (windowed blocks: 14x14) are
+  // cheap and batched across windows; only global maps are worth chunking.
+  if (path == AttentionPath::Reference || torch::GradMode::is_enabled())
     return attention_with_rel_pos_reference(q, k, v, Rh, Rw, H, W, scale);
+  if (path == AttentionPath::Fastest && fused_attention_runs(q))
+    return attention_with_rel_pos_fused(q, k, v, Rh, Rw, H, W, scale);
+  if (H * W <= 1024) return attention_with_rel_pos_reference(q, k, v, Rh, Rw, H, W, scale);
   return attention_with_rel_pos_chunked(q, k, v, Rh, Rw, H, W, scale);
 }
 

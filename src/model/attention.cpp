@@ -157,14 +157,16 @@ std::string attention_path_name(AttentionPath path, const Tensor& q) {
 }
 
 Tensor attention_with_rel_pos(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& Rh, const Tensor& Rw,
-                              int64_t H, int64_t W, double scale) {
+                              int64_t H, int64_t W, double scale, bool training) {
   const AttentionPath path = g_path;
-  // Without the vectorized kernel: small maps (windowed blocks: 14x14) are
-  // cheap and batched across windows; only global maps are worth chunking.
-  if (path == AttentionPath::Reference || torch::GradMode::is_enabled())
+  // Training takes the reference even without grad (a checkpointed block's
+  // first pass), so that the pass and its recomputation agree exactly.
+  if (path == AttentionPath::Reference || training || torch::GradMode::is_enabled())
     return attention_with_rel_pos_reference(q, k, v, Rh, Rw, H, W, scale);
   if (path == AttentionPath::Fastest && fused_attention_runs(q))
     return attention_with_rel_pos_fused(q, k, v, Rh, Rw, H, W, scale);
+  // Without the vectorized kernel: small maps (windowed blocks: 14x14) are
+  // cheap and batched across windows; only global maps are worth chunking.
   if (H * W <= 1024) return attention_with_rel_pos_reference(q, k, v, Rh, Rw, H, W, scale);
   return attention_with_rel_pos_chunked(q, k, v, Rh, Rw, H, W, scale);
 }

@@ -15,10 +15,11 @@
 namespace rsam {
 
 // q, k, v: [BH, H*W, C]; Rh: [H, H, C]; Rw: [W, W, C] (from get_rel_pos).
-// Returns softmax((q*scale) k^T + rel_h + rel_w) v as [BH, H*W, C].
+// Returns softmax((q*scale) k^T + rel_h + rel_w) v as [BH, H*W, C]. With
+// `training` (the module's mode) or autograd recording it is the reference.
 torch::Tensor attention_with_rel_pos(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                      const torch::Tensor& Rh, const torch::Tensor& Rw, int64_t H, int64_t W,
-                                     double scale);
+                                     double scale, bool training = false);
 torch::Tensor attention_with_rel_pos_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                                const torch::Tensor& Rh, const torch::Tensor& Rw, int64_t H, int64_t W,
                                                double scale);

@@ -92,8 +92,7 @@ Tensor get_rel_pos(int64_t q_size, int64_t k_size, const Tensor& rel_pos) {
   return resized.index({rel.to(torch::kLong).to(resized.device())});
 }
 
-EncoderAttentionImpl::EncoderAttentionImpl(int64_t dim, int64_t heads, int64_t rel_size)
-    : num_heads(heads) {
+EncoderAttentionImpl::EncoderAttentionImpl(int64_t dim, int64_t heads, int64_t rel_size) : num_heads(heads) {
   const int64_t head_dim = dim / heads;
   scale = std::pow(double(head_dim), -0.5);
   qkv = register_module("qkv", AdaptableLinear(dim, dim * 3));
@@ -104,21 +103,19 @@ EncoderAttentionImpl::EncoderAttentionImpl(int64_t dim, int64_t heads, int64_t r
 
 Tensor EncoderAttentionImpl::forward(const Tensor& x) {
   const int64_t B = x.size(0), H = x.size(1), W = x.size(2);
-  auto qkv_out =
-      qkv(x).reshape({B, H * W, 3, num_heads, -1}).permute({2, 0, 3, 1, 4});
+  auto qkv_out = qkv(x).reshape({B, H * W, 3, num_heads, -1}).permute({2, 0, 3, 1, 4});
   auto parts = qkv_out.reshape({3, B * num_heads, H * W, -1}).unbind(0);
   const auto& q = parts[0];
   const auto& k = parts[1];
   const auto& v = parts[2];
   auto Rh = get_rel_pos(H, H, rel_pos_h);
   auto Rw = get_rel_pos(W, W, rel_pos_w);
-  auto out = attention_with_rel_pos(q, k, v, Rh, Rw, H, W, scale);
+  auto out = attention_with_rel_pos(q, k, v, Rh, Rw, H, W, scale, is_training());
   auto y = out.view({B, num_heads, H, W, -1}).permute({0, 2, 3, 1, 4}).reshape({B, H, W, -1});
   return proj(y);
 }
 
-EncoderBlockImpl::EncoderBlockImpl(int64_t dim, int64_t heads, int64_t mlp_dim, int64_t window,
-                                   int64_t grid)
+EncoderBlockImpl::EncoderBlockImpl(int64_t dim, int64_t heads, int64_t mlp_dim, int64_t window, int64_t grid)
     : window_size(window) {
   norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6)));
   attn = register_module("attn", EncoderAttention(dim, heads, window == 0 ? grid : window));
@@ -154,8 +151,7 @@ Tensor EncoderBlockImpl::forward(const Tensor& x_in) {
 }
 
 PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch) {
-  proj = register_module(
-      "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, dim, patch).stride(patch)));
+  proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, dim, patch).stride(patch)));
 }
 
 Tensor PatchEmbedImpl::forward(const Tensor& x) { return conv_fp32_on_cpu(*proj, x).permute({0, 2, 3, 1}); }
@@ -166,18 +162,17 @@ ImageEncoderViTImpl::ImageEncoderViTImpl(const SamConfig& c) : img_size(c.img_si
   pos_embed = register_parameter("pos_embed", torch::zeros({1, grid, grid, c.encoder_embed_dim}));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int i = 0; i < c.encoder_depth; ++i) {
-    const bool global = std::find(c.global_attn_indexes.begin(), c.global_attn_indexes.end(), i) !=
-                        c.global_attn_indexes.end();
-    blocks->push_back(EncoderBlock(c.encoder_embed_dim, c.encoder_num_heads, c.encoder_mlp_dim,
-                                   global ? 0 : c.window_size, grid));
+    const bool global =
+        std::find(c.global_attn_indexes.begin(), c.global_attn_indexes.end(), i) != c.global_attn_indexes.end();
+    blocks->push_back(
+        EncoderBlock(c.encoder_embed_dim, c.encoder_num_heads, c.encoder_mlp_dim, global ? 0 : c.window_size, grid));
   }
   neck = register_module(
       "neck",
       torch::nn::Sequential(
           torch::nn::Conv2d(torch::nn::Conv2dOptions(c.encoder_embed_dim, c.prompt_embed_dim, 1).bias(false)),
           LayerNorm2d(c.prompt_embed_dim),
-          torch::nn::Conv2d(
-              torch::nn::Conv2dOptions(c.prompt_embed_dim, c.prompt_embed_dim, 3).padding(1).bias(false)),
+          torch::nn::Conv2d(torch::nn::Conv2dOptions(c.prompt_embed_dim, c.prompt_embed_dim, 3).padding(1).bias(false)),
           LayerNorm2d(c.prompt_embed_dim)));
 }
 
@@ -213,9 +208,8 @@ Tensor PositionEmbeddingRandomImpl::pe_encoding(const Tensor& coords_in) const {
 }
 
 Tensor PositionEmbeddingRandomImpl::forward(int64_t h, int64_t w) const {
-  auto grid = torch::ones({h, w}, torch::TensorOptions()
-                                      .dtype(torch::kFloat32)
-                                      .device(positional_encoding_gaussian_matrix.device()));
+  auto grid = torch::ones(
+      {h, w}, torch::TensorOptions().dtype(torch::kFloat32).device(positional_encoding_gaussian_matrix.device()));
   auto y_embed = grid.cumsum(0) - 0.5;
   auto x_embed = grid.cumsum(1) - 0.5;
   y_embed = y_embed / double(h);
@@ -224,8 +218,7 @@ Tensor PositionEmbeddingRandomImpl::forward(int64_t h, int64_t w) const {
   return pe.permute({2, 0, 1});
 }
 
-Tensor PositionEmbeddingRandomImpl::forward_with_coords(const Tensor& coords_in, int64_t img_h,
-                                                        int64_t img_w) const {
+Tensor PositionEmbeddingRandomImpl::forward_with_coords(const Tensor& coords_in, int64_t img_h, int64_t img_w) const {
   auto coords = coords_in.clone();
   using torch::indexing::Slice;
   coords.index_put_({Slice(), Slice(), 0}, coords.index({Slice(), Slice(), 0}) / double(img_w));
@@ -246,9 +239,8 @@ PromptEncoderImpl::PromptEncoderImpl(const SamConfig& c)
   const int64_t m = c.mask_in_chans;
   mask_downscaling = register_module(
       "mask_downscaling",
-      torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, m / 4, 2).stride(2)),
-                            LayerNorm2d(m / 4), torch::nn::GELU(),
-                            torch::nn::Conv2d(torch::nn::Conv2dOptions(m / 4, m, 2).stride(2)),
+      torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, m / 4, 2).stride(2)), LayerNorm2d(m / 4),
+                            torch::nn::GELU(), torch::nn::Conv2d(torch::nn::Conv2dOptions(m / 4, m, 2).stride(2)),
                             LayerNorm2d(m), torch::nn::GELU(),
                             torch::nn::Conv2d(torch::nn::Conv2dOptions(m, embed_dim, 1))));
   no_mask_embed = register_module("no_mask_embed", torch::nn::Embedding(1, embed_dim));
@@ -260,9 +252,9 @@ Tensor PromptEncoderImpl::point_weight(int i) const {
 
 Tensor PromptEncoderImpl::get_dense_pe() const { return pe_layer->forward(emb_h, emb_w).unsqueeze(0); }
 
-std::pair<Tensor, Tensor> PromptEncoderImpl::forward(
-    const std::optional<std::pair<Tensor, Tensor>>& points, const std::optional<Tensor>& boxes,
-    const std::optional<Tensor>& masks) {
+std::pair<Tensor, Tensor> PromptEncoderImpl::forward(const std::optional<std::pair<Tensor, Tensor>>& points,
+                                                     const std::optional<Tensor>& boxes,
+                                                     const std::optional<Tensor>& masks) {
   int64_t bs = 1;
   if (points)
     bs = points->first.size(0);
@@ -306,8 +298,7 @@ std::pair<Tensor, Tensor> PromptEncoderImpl::forward(
 
 // ---- mask decoder ----------------------------------------------------------
 
-DecoderAttentionImpl::DecoderAttentionImpl(int64_t dim, int64_t heads, int64_t downsample)
-    : num_heads(heads) {
+DecoderAttentionImpl::DecoderAttentionImpl(int64_t dim, int64_t heads, int64_t downsample) : num_heads(heads) {
   const int64_t internal = dim / downsample;
   if (internal % heads != 0) throw Error("decoder attention: heads must divide internal width");
   q_proj = register_module("q_proj", torch::nn::Linear(dim, internal));
@@ -335,23 +326,20 @@ Tensor DecoderAttentionImpl::forward(const Tensor& q_in, const Tensor& k_in, con
   return out_proj(out);
 }
 
-TwoWayAttentionBlockImpl::TwoWayAttentionBlockImpl(int64_t dim, int64_t heads, int64_t mlp_dim,
-                                                   int64_t downsample, bool skip)
+TwoWayAttentionBlockImpl::TwoWayAttentionBlockImpl(int64_t dim, int64_t heads, int64_t mlp_dim, int64_t downsample,
+                                                   bool skip)
     : skip_first_layer_pe(skip) {
   self_attn = register_module("self_attn", DecoderAttention(dim, heads, 1));
   norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
-  cross_attn_token_to_image =
-      register_module("cross_attn_token_to_image", DecoderAttention(dim, heads, downsample));
+  cross_attn_token_to_image = register_module("cross_attn_token_to_image", DecoderAttention(dim, heads, downsample));
   norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
   mlp = register_module("mlp", MLPBlock(dim, mlp_dim, /*relu=*/true));
   norm3 = register_module("norm3", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
   norm4 = register_module("norm4", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
-  cross_attn_image_to_token =
-      register_module("cross_attn_image_to_token", DecoderAttention(dim, heads, downsample));
+  cross_attn_image_to_token = register_module("cross_attn_image_to_token", DecoderAttention(dim, heads, downsample));
 }
 
-std::pair<Tensor, Tensor> TwoWayAttentionBlockImpl::forward(Tensor queries, Tensor keys,
-                                                            const Tensor& query_pe,
+std::pair<Tensor, Tensor> TwoWayAttentionBlockImpl::forward(Tensor queries, Tensor keys, const Tensor& query_pe,
                                                             const Tensor& key_pe) {
   if (skip_first_layer_pe) {
     queries = self_attn(queries, queries, queries);
@@ -378,23 +366,21 @@ TwoWayTransformerImpl::TwoWayTransformerImpl(const SamConfig& c) {
   for (int i = 0; i < c.decoder_depth; ++i)
     layers->push_back(TwoWayAttentionBlock(c.prompt_embed_dim, c.decoder_num_heads, c.decoder_mlp_dim,
                                            c.attention_downsample_rate, i == 0));
-  final_attn_token_to_image = register_module(
-      "final_attn_token_to_image",
-      DecoderAttention(c.prompt_embed_dim, c.decoder_num_heads, c.attention_downsample_rate));
-  norm_final_attn = register_module("norm_final_attn",
-                                    torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.prompt_embed_dim})));
+  final_attn_token_to_image =
+      register_module("final_attn_token_to_image",
+                      DecoderAttention(c.prompt_embed_dim, c.decoder_num_heads, c.attention_downsample_rate));
+  norm_final_attn =
+      register_module("norm_final_attn", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.prompt_embed_dim})));
 }
 
-std::pair<Tensor, Tensor> TwoWayTransformerImpl::forward(const Tensor& image_embedding,
-                                                         const Tensor& image_pe_in,
+std::pair<Tensor, Tensor> TwoWayTransformerImpl::forward(const Tensor& image_embedding, const Tensor& image_pe_in,
                                                          const Tensor& point_embedding) {
   auto image = image_embedding.flatten(2).permute({0, 2, 1});
   auto image_pe = image_pe_in.flatten(2).permute({0, 2, 1});
   auto queries = point_embedding;
   auto keys = image;
   for (const auto& layer : *layers)
-    std::tie(queries, keys) =
-        layer->as<TwoWayAttentionBlock>()->forward(queries, keys, point_embedding, image_pe);
+    std::tie(queries, keys) = layer->as<TwoWayAttentionBlock>()->forward(queries, keys, point_embedding, image_pe);
   auto q = queries + point_embedding;
   auto k = keys + image_pe;
   queries = queries + final_attn_token_to_image(q, k, keys);
@@ -425,11 +411,10 @@ MaskDecoderImpl::MaskDecoderImpl(const SamConfig& c)
   mask_tokens = register_module("mask_tokens", torch::nn::Embedding(num_mask_tokens, d));
   output_upscaling = register_module(
       "output_upscaling",
-      torch::nn::Sequential(
-          torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(d, d / 4, 2).stride(2)),
-          LayerNorm2d(d / 4), torch::nn::GELU(),
-          torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(d / 4, d / 8, 2).stride(2)),
-          torch::nn::GELU()));
+      torch::nn::Sequential(torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(d, d / 4, 2).stride(2)),
+                            LayerNorm2d(d / 4), torch::nn::GELU(),
+                            torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(d / 4, d / 8, 2).stride(2)),
+                            torch::nn::GELU()));
   output_hypernetworks_mlps = register_module("output_hypernetworks_mlps", torch::nn::ModuleList());
   for (int64_t i = 0; i < num_mask_tokens; ++i) output_hypernetworks_mlps->push_back(MLP(d, d, d / 8, 3));
   iou_prediction_head =
@@ -448,9 +433,8 @@ std::pair<Tensor, Tensor> MaskDecoderImpl::forward(const Tensor& image_embedding
   return {masks.index({Slice(), sl}), iou.index({Slice(), sl})};
 }
 
-std::pair<Tensor, Tensor> MaskDecoderImpl::predict_masks(const Tensor& image_embeddings,
-                                                         const Tensor& image_pe, const Tensor& sparse,
-                                                         const Tensor& dense) {
+std::pair<Tensor, Tensor> MaskDecoderImpl::predict_masks(const Tensor& image_embeddings, const Tensor& image_pe,
+                                                         const Tensor& sparse, const Tensor& dense) {
   auto output_tokens = torch::cat({iou_token->weight, mask_tokens->weight}, 0);
   output_tokens = output_tokens.unsqueeze(0).expand({sparse.size(0), -1, -1});
   auto tokens = torch::cat({output_tokens, sparse}, 1);
@@ -514,10 +498,8 @@ Tensor SamImpl::postprocess_masks(const Tensor& masks, std::pair<int64_t, int64_
 Tensor SamImpl::postprocess_masks_reference(const Tensor& masks, std::pair<int64_t, int64_t> input_size,
                                             std::pair<int64_t, int64_t> original_size) const {
   const int64_t s = config.img_size;
-  auto m = F::interpolate(masks, F::InterpolateFuncOptions()
-                                     .size(std::vector<int64_t>{s, s})
-                                     .mode(torch::kBilinear)
-                                     .align_corners(false));
+  auto m = F::interpolate(
+      masks, F::InterpolateFuncOptions().size(std::vector<int64_t>{s, s}).mode(torch::kBilinear).align_corners(false));
   using torch::indexing::Slice;
   m = m.index({"...", Slice(0, input_size.first), Slice(0, input_size.second)});
   return F::interpolate(m, F::InterpolateFuncOptions()

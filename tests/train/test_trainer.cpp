@@ -18,13 +18,13 @@
 #include "data/synth.h"
 #include "error.h"
 #include "eval/evaluator.h"
-#include "train_helpers.h"
 #include "io/fs.h"
 #include "model/checkpoint.h"
 #include "model/image.h"
 #include "model/predictor.h"
 #include "tiny_config.h"
 #include "train/trainer.h"
+#include "train_helpers.h"
 
 namespace fs = std::filesystem;
 using namespace rsam_test;
@@ -387,7 +387,9 @@ TEST(Train, ConsistencyHoldsTheAdapterToTheCleanEmbedding) {
   };
   const auto clean = run("none", 1, "rsam_train_consistency_clean");
   ASSERT_EQ(clean.size(), 2u);
-  EXPECT_EQ(clean[0]["consistency"].get<double>(), 0.0);
+  // The frozen teacher runs the inference attention, the student the
+  // reference: the same maths to rounding.
+  EXPECT_LE(clean[0]["consistency"].get<double>(), 1e-10);
   EXPECT_GT(clean[1]["consistency"].get<double>(), 0.0);  // the first step moved the adapter
   const auto noisy = run("gauss_noise", 1, "rsam_train_consistency_noisy");
   EXPECT_GT(noisy[0]["consistency"].get<double>(), 1e-4);

@@ -4,6 +4,7 @@
 #include <c10/core/impl/alloc_cpu.h>
 #include <dlfcn.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -107,6 +108,30 @@ size_t size_class(size_t n) {
   return (n + step - 1) / step * step;
 }
 
+// A new block. Large ones are aligned to and advised as huge pages where
+// the kernel offers them on request: the first pass over a model's
+// activations otherwise takes a page fault per 4 KiB, a large part of a
+// process's first encode. RSAM_HUGEPAGES=0 turns the advice off (to
+// compare). Null when out of memory.
+void* fresh(size_t size) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  static const bool huge = [] {
+    const char* e = std::getenv("RSAM_HUGEPAGES");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  if (size < 2 * kHuge || !huge) {
+    try {
+      return c10::alloc_cpu(size);
+    } catch (const c10::Error&) {
+      return nullptr;
+    }
+  }
+  void* p = nullptr;
+  if (posix_memalign(&p, kHuge, size) != 0) return nullptr;
+  madvise(p, size / kHuge * kHuge, MADV_HUGEPAGE);  // advice only: failure is harmless
+  return p;
+}
+
 struct CpuCache {
   std::mutex m;
   size_t cap = 0, cached = 0;
@@ -126,13 +151,12 @@ struct CpuCache {
         return p;
       }
     }
-    void* p;
-    try {
-      p = c10::alloc_cpu(size);
-    } catch (const c10::Error&) {
+    void* p = fresh(size);
+    if (!p) {
       release_all();  // out of memory: what the cache holds may be enough
-      p = c10::alloc_cpu(size);
+      p = fresh(size);
     }
+    if (!p) p = c10::alloc_cpu(size);  // throws torch's out-of-memory error
     std::lock_guard<std::mutex> g(m);
     live.emplace(p, size);
     return p;

@@ -320,6 +320,19 @@ TEST(Runtime, CachedBlocksAreReusedAndBounded) {
   EXPECT_EQ(rsam::cpu_cache_bytes(), 0u);
 }
 
+// Blocks of 4 MiB and more are 2 MiB-aligned so that the huge-page advice
+// covers them (whether the kernel grants it is the system's setting).
+TEST(Runtime, LargeBlocksAreAlignedForHugePages) {
+  if (std::getenv("RSAM_HUGEPAGES")) GTEST_SKIP() << "RSAM_HUGEPAGES is set";
+  rsam::use_caching_cpu_allocator();
+  rsam::release_cpu_cache();
+  auto big = torch::full({3 << 20}, 2.f);  // 12 MB, a fresh block
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data_ptr()) % (uintptr_t(2) << 20), 0u);
+  EXPECT_EQ(big.sum().item<double>(), 2.0 * (3 << 20));
+  auto small = torch::full({1 << 18}, 1.f);  // 1 MB: malloc's alignment is enough
+  EXPECT_EQ(small.sum().item<double>(), double(1 << 18));
+}
+
 TEST(Runtime, TimedPairsAlternateWhichRunsFirst) {
   std::string order;
   const rsam::PairTimes t = rsam::time_pairs(
@@ -746,8 +759,8 @@ TEST(Decoder, FastEqualsReference) {
   // A batch of embeddings (training's layout) through the module itself.
   torch::NoGradGuard ng;
   auto emb = torch::randn({3, m->config.prompt_embed_dim, 8, 8});
-  auto [sparse, dense] = m->prompt_encoder->forward(std::nullopt, torch::tensor({{1.f, 2.f, 30.f, 40.f}}).repeat({3, 1}),
-                                                    std::nullopt);
+  auto [sparse, dense] =
+      m->prompt_encoder->forward(std::nullopt, torch::tensor({{1.f, 2.f, 30.f, 40.f}}).repeat({3, 1}), std::nullopt);
   const auto pe = m->prompt_encoder->get_dense_pe();
   auto [lr, ir] = m->mask_decoder->predict_masks(emb, pe, sparse, dense);
   auto [lf, iff] = m->mask_decoder->predict_masks_fast(emb, pe, sparse, dense, nullptr);
@@ -761,12 +774,15 @@ TEST(Resize, ComposedMaskResizeEqualsTwoInterpolations) {
   namespace F = torch::nn::functional;
   torch::manual_seed(5);
   auto masks = torch::randn({2, 3, 16, 16}) * 10;
-  for (auto [crop, out] : std::vector<std::pair<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>>>{
-           {{64, 64}, {64, 64}}, {{48, 64}, {48, 64}}, {{64, 40}, {300, 187}}, {{13, 64}, {5, 25}}, {{64, 1}, {7, 3}}}) {
-    auto ref = F::interpolate(masks, F::InterpolateFuncOptions()
-                                         .size(std::vector<int64_t>{64, 64})
-                                         .mode(torch::kBilinear)
-                                         .align_corners(false));
+  for (auto [crop, out] :
+       std::vector<std::pair<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>>>{{{64, 64}, {64, 64}},
+                                                                                        {{48, 64}, {48, 64}},
+                                                                                        {{64, 40}, {300, 187}},
+                                                                                        {{13, 64}, {5, 25}},
+                                                                                        {{64, 1}, {7, 3}}}) {
+    auto ref = F::interpolate(
+        masks,
+        F::InterpolateFuncOptions().size(std::vector<int64_t>{64, 64}).mode(torch::kBilinear).align_corners(false));
     ref = ref.slice(2, 0, crop.first).slice(3, 0, crop.second);
     ref = F::interpolate(ref, F::InterpolateFuncOptions()
                                   .size(std::vector<int64_t>{out.first, out.second})

@@ -4,6 +4,8 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 #include "error.h"
 #include "model/gemm.h"
@@ -16,7 +18,15 @@ using torch::indexing::None;
 using torch::indexing::Slice;
 
 namespace {
-std::atomic<AttentionPath> g_path{AttentionPath::Fastest};
+// RSAM_ATTENTION=chunked|reference picks another path for every command
+// (to compare); unset or unknown, the fastest.
+AttentionPath initial_path() {
+  const char* e = std::getenv("RSAM_ATTENTION");
+  if (e && std::strcmp(e, "chunked") == 0) return AttentionPath::Chunked;
+  if (e && std::strcmp(e, "reference") == 0) return AttentionPath::Reference;
+  return AttentionPath::Fastest;
+}
+std::atomic<AttentionPath> g_path{initial_path()};
 
 bool cpu_bf16_compute(const Tensor& x) {
   if (!x.device().is_cpu()) return false;

@@ -3,7 +3,6 @@
 // 12 heads of 64x64), fp32 and under bf16 autocast. Compare the rows of one
 // run; the machine's speed drifts between runs. Run it with
 // OMP_WAIT_POLICY=PASSIVE, as rsam's commands run.
-#include <ATen/autocast_mode.h>
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
@@ -12,6 +11,7 @@
 #include <thread>
 
 #include "model/attention.h"
+#include "model/autocast.h"
 #include "model/runtime.h"
 #include "model/sam.h"
 
@@ -33,8 +33,7 @@ void attention(benchmark::State& state) {
   }
   auto Rh = rsam::get_rel_pos(H, H, torch::randn({2 * H - 1, C}) * 0.1);
   auto Rw = rsam::get_rel_pos(H, H, torch::randn({2 * H - 1, C}) * 0.1);
-  at::autocast::set_cpu_enabled(bf16);
-  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  rsam::Bf16Autocast ac(torch::kCPU, bf16);
   for (auto _ : state) {
     torch::Tensor out;
     if (path == kReference)
@@ -46,8 +45,6 @@ void attention(benchmark::State& state) {
       out = rsam::attention_with_rel_pos_fused(q, k, v, Rh, Rw, H, H, 0.125);
     benchmark::DoNotOptimize(out.data_ptr());
   }
-  at::autocast::set_cpu_enabled(false);
-  at::autocast::clear_cache();
   state.SetLabel(std::string(path == kReference ? "reference"
                              : path == kChunked ? "chunked"
                                                 : "fused") +

@@ -5,7 +5,6 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <cstring>
 
 #include "error.h"
 #include "model/gemm.h"
@@ -22,9 +21,11 @@ namespace {
 // (to compare); unset or unknown, the fastest.
 AttentionPath initial_path() {
   const char* e = std::getenv("RSAM_ATTENTION");
-  if (e && std::strcmp(e, "chunked") == 0) return AttentionPath::Chunked;
-  if (e && std::strcmp(e, "reference") == 0) return AttentionPath::Reference;
-  return AttentionPath::Fastest;
+  try {
+    return e ? parse_attention_path(e) : AttentionPath::Fastest;
+  } catch (const Error&) {
+    return AttentionPath::Fastest;
+  }
 }
 std::atomic<AttentionPath> g_path{initial_path()};
 

@@ -9,7 +9,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 // GCC 12 warns inside its own AVX-512 headers (their _mm512_undefined_*
-// placeholders) when the intrinsics are inlined; nothing here reads them.
+// values) when the intrinsics are inlined; nothing here reads them.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>

@@ -1,7 +1,6 @@
 // The oneDNN GEMM path (model/gemm) held to torch's matmul/linear: every
 // layout sgemm can read directly, the ones it cannot, broadcasting, bias,
 // gradients, and the cases that must stay on torch's path.
-#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -9,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "model/autocast.h"
 #include "model/gemm.h"
 
 namespace {
@@ -136,9 +136,8 @@ TEST(Gemm, OtherCasesTakeTorchsPath) {
   EXPECT_TRUE(torch::equal(rsam::gemm::matmul(ae, be), torch::zeros({5, 3})));
   auto a = torch::randn({8, 16}), b = torch::randn({16, 4});
   {
-    at::autocast::set_cpu_enabled(true);
+    rsam::Bf16Autocast ac(torch::kCPU);
     auto y = rsam::gemm::matmul(a, b);
-    at::autocast::set_cpu_enabled(false);
     EXPECT_EQ(y.scalar_type(), torch::kBFloat16);  // what autocast makes of torch::matmul
   }
   // Shape errors are torch's.

@@ -1,7 +1,6 @@
 // Unit tests of the model layer that do not need the official fixtures'
 // outputs: the fast attention against the reference, config detection,
 // strict loading, prompt validation, round trips.
-#include <ATen/autocast_mode.h>
 #include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -20,6 +19,7 @@
 #include "error.h"
 #include "io/tensor_file.h"
 #include "model/attention.h"
+#include "model/autocast.h"
 #include "model/checkpoint.h"
 #include "model/mask_resize.h"
 #include "model/predictor.h"
@@ -49,31 +49,6 @@ TEST(Attention, ChunkedEqualsReference) {
   }
 }
 
-TEST(Attention, ChunkedEqualsReferenceUnderBf16Autocast) {
-  // Both run the products on bf16 inputs and bias + softmax in fp32; the
-  // chunked path also keeps the logits in fp32 (the reference rounds them to
-  // bf16), so against fp32 it must be at least as close as the reference.
-  torch::NoGradGuard ng;
-  torch::manual_seed(4);
-  const int64_t B = 6, H = 14, W = 14, C = 32;
-  auto q = torch::randn({B, H * W, C}), k = torch::randn({B, H * W, C}), v = torch::randn({B, H * W, C});
-  auto Rh = rsam::get_rel_pos(H, H, torch::randn({2 * H - 1, C}) * 0.1);
-  auto Rw = rsam::get_rel_pos(W, W, torch::randn({2 * W - 1, C}) * 0.1);
-  const auto fp32 = rsam::attention_with_rel_pos_reference(q, k, v, Rh, Rw, H, W, 0.2);
-  at::autocast::set_cpu_enabled(true);
-  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-  auto ref = rsam::attention_with_rel_pos_reference(q, k, v, Rh, Rw, H, W, 0.2).to(torch::kFloat32);
-  auto fast = rsam::attention_with_rel_pos_chunked(q, k, v, Rh, Rw, H, W, 0.2, 3 * B * W * H * W).to(torch::kFloat32);
-  at::autocast::set_cpu_enabled(false);
-  at::autocast::clear_cache();
-  const double ref_err = (ref - fp32).abs().mean().item<double>(), fast_err = (fast - fp32).abs().mean().item<double>();
-  std::printf("bf16 attention, mean |error| against fp32: reference %.3g, chunked %.3g (max %.3g, %.3g)\n", ref_err,
-              fast_err, (ref - fp32).abs().max().item<double>(), (fast - fp32).abs().max().item<double>());
-  EXPECT_GT(ref_err, 0.0);  // bf16 really ran
-  EXPECT_LE(fast_err, 1.1 * ref_err);
-  EXPECT_LE((fast - fp32).abs().max().item<double>(), 1.1 * (ref - fp32).abs().max().item<double>());
-}
-
 TEST(Attention, RelPosIsResizedWhenTableSizeDiffers) {
   auto table = torch::arange(5, torch::kFloat32).unsqueeze(1);  // trained for size 3
   auto r = rsam::get_rel_pos(4, 4, table);                      // needs 7 entries
@@ -84,17 +59,6 @@ TEST(Attention, RelPosIsResizedWhenTableSizeDiffers) {
 }
 
 namespace {
-// bf16 autocast on the CPU for a scope (what the predictor's bf16 path does).
-struct CpuBf16Autocast {
-  CpuBf16Autocast() {
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    at::autocast::set_cpu_enabled(true);
-  }
-  ~CpuBf16Autocast() {
-    at::autocast::set_cpu_enabled(false);
-    at::autocast::clear_cache();
-  }
-};
 double rel_err(const torch::Tensor& a, const torch::Tensor& ref) {
   return ((a.to(torch::kFloat32) - ref).norm() / ref.norm()).item<double>();
 }
@@ -108,7 +72,7 @@ TEST(Bf16, AttentionProductAccumulatesInFp32) {
   auto attn = torch::softmax(3 * torch::randn({4, 1024, 1024}), -1), v = torch::randn({4, 1024, 64});
   const auto ref =
       torch::matmul(attn.to(torch::kBFloat16).to(torch::kFloat32), v.to(torch::kBFloat16).to(torch::kFloat32));
-  CpuBf16Autocast ac;
+  rsam::Bf16Autocast ac(torch::kCPU);
   const auto out = torch::matmul(attn, rsam::bf16_safe_rhs(v));
   EXPECT_EQ(out.scalar_type(), torch::kBFloat16);
   EXPECT_LE(rel_err(out, ref), 0.004);
@@ -120,7 +84,7 @@ TEST(Bf16, ConvolutionsKeepFp32UnderCpuAutocast) {
   auto x = torch::randn({1, 8, 20, 20});
   const auto ref = conv->forward(x);
   {
-    CpuBf16Autocast ac;
+    rsam::Bf16Autocast ac(torch::kCPU);
     EXPECT_EQ(conv->forward(x).scalar_type(), torch::kBFloat16);  // what autocast alone does
     const auto out = rsam::conv_fp32_on_cpu(*conv, x);
     EXPECT_EQ(out.scalar_type(), torch::kFloat32);

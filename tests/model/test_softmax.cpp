@@ -1,7 +1,6 @@
 // The biased softmax kernel: vectorized against its scalar reference, both
-// against torch; and the fused attention built on it against the reference
-// attention, in fp32 and under bf16 autocast.
-#include <ATen/autocast_mode.h>
+// against torch; the fused attention built on it against the reference
+// attention, in fp32 and under bf16 autocast, with the chunked one.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "model/attention.h"
+#include "model/autocast.h"
 #include "model/gemm.h"
 #include "model/sam.h"
 #include "model/softmax.h"
@@ -121,32 +121,50 @@ TEST(FusedAttention, EqualsReference) {
   }
 }
 
-TEST(FusedAttention, UnderBf16AutocastIsAsCloseToFp32AsTheReference) {
-  // Both run the products on bf16 operands and the softmax in fp32, and both
-  // multiply bf16 probabilities with v; the fused path keeps the logits in
-  // fp32 (the reference rounds them to bf16).
+// Under bf16 autocast, `impl` against fp32 is at least as close as the
+// reference is (mean and max |error|), and returns the reference's dtype.
+// Both run the products on bf16 operands and bias + softmax in fp32; the
+// chunked and fused paths also keep the logits in fp32 (the reference rounds
+// them to bf16).
+template <class Impl>
+void expect_bf16_as_close_as_reference(const char* name, const Maps& m, int64_t H, int64_t W, double scale, Impl impl) {
   torch::NoGradGuard ng;
+  const auto fp32 = rsam::attention_with_rel_pos_reference(m.q, m.k, m.v, m.Rh, m.Rw, H, W, scale);
+  Tensor ref, got;
+  {
+    rsam::Bf16Autocast ac(torch::kCPU);
+    ref = rsam::attention_with_rel_pos_reference(m.q, m.k, m.v, m.Rh, m.Rw, H, W, scale);
+    got = impl();
+  }
+  EXPECT_EQ(got.scalar_type(), ref.scalar_type()) << name;
+  ref = ref.to(torch::kFloat32);
+  got = got.to(torch::kFloat32);
+  const double ref_err = (ref - fp32).abs().mean().item<double>(), err = (got - fp32).abs().mean().item<double>();
+  std::printf("%ldx%ld bf16 attention, mean |error| against fp32: reference %.3g, %s %.3g (max %.3g, %.3g)\n", long(H),
+              long(W), ref_err, name, err, (ref - fp32).abs().max().item<double>(),
+              (got - fp32).abs().max().item<double>());
+  EXPECT_GT(ref_err, 0.0) << name;  // bf16 really ran
+  EXPECT_LE(err, 1.1 * ref_err) << name;
+  EXPECT_LE((got - fp32).abs().max().item<double>(), 1.1 * (ref - fp32).abs().max().item<double>()) << name;
+}
+
+TEST(Attention, ChunkedEqualsReferenceUnderBf16Autocast) {
+  torch::manual_seed(4);
+  const int64_t B = 6, H = 14, W = 14;
+  const auto m = maps(B, H, W, 32, 0.1);
+  expect_bf16_as_close_as_reference("chunked", m, H, W, 0.2, [&] {
+    return rsam::attention_with_rel_pos_chunked(m.q, m.k, m.v, m.Rh, m.Rw, H, W, 0.2, 3 * B * W * H * W);
+  });
+}
+
+TEST(FusedAttention, UnderBf16AutocastIsAsCloseToFp32AsTheReference) {
   torch::manual_seed(6);
   for (auto [H, W, budget] :
        std::vector<std::tuple<int64_t, int64_t, int64_t>>{{14, 14, 1 << 21}, {16, 16, 256 * 40}}) {
-    auto m = maps(6, H, W, 32, 0.1);
-    const auto fp32 = rsam::attention_with_rel_pos_reference(m.q, m.k, m.v, m.Rh, m.Rw, H, W, 0.2);
-    at::autocast::set_cpu_enabled(true);
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    auto ref = rsam::attention_with_rel_pos_reference(m.q, m.k, m.v, m.Rh, m.Rw, H, W, 0.2);
-    auto fused = rsam::attention_with_rel_pos_fused(m.q, m.k, m.v, m.Rh, m.Rw, H, W, 0.2, budget);
-    at::autocast::set_cpu_enabled(false);
-    at::autocast::clear_cache();
-    EXPECT_EQ(fused.scalar_type(), ref.scalar_type());
-    ref = ref.to(torch::kFloat32);
-    fused = fused.to(torch::kFloat32);
-    const double ref_err = (ref - fp32).abs().mean().item<double>(),
-                 fused_err = (fused - fp32).abs().mean().item<double>();
-    std::printf("%ldx%ld bf16 attention, mean |error| against fp32: reference %.3g, fused %.3g\n", long(H), long(W),
-                ref_err, fused_err);
-    EXPECT_GT(ref_err, 0.0);  // bf16 really ran
-    EXPECT_LE(fused_err, 1.1 * ref_err);
-    EXPECT_LE((fused - fp32).abs().max().item<double>(), 1.1 * (ref - fp32).abs().max().item<double>());
+    const auto m = maps(6, H, W, 32, 0.1);
+    expect_bf16_as_close_as_reference("fused", m, H, W, 0.2, [&, H = H, W = W, budget = budget] {
+      return rsam::attention_with_rel_pos_fused(m.q, m.k, m.v, m.Rh, m.Rw, H, W, 0.2, budget);
+    });
   }
 }
 
